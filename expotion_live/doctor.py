@@ -1,0 +1,201 @@
+"""`expotion-live doctor`: the check a performer runs before a show.
+
+Every line says OK or what to do. A check is *needed for a show* when the show cannot
+go on without it (a camera, an audio output, the trackers, the control port); the rest
+is information. `--strict` turns a missing show need into a non-zero exit, so an
+installation's start script can refuse to start a broken rig.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str               # what was found
+    fix: str = ""             # what to do when not ok
+    needed_for_show: bool = False
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def check_versions() -> list[Check]:
+    found = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "mediapipe", "opencv-contrib-python", "numpy", "PyQt6",
+                 "sounddevice", "python-osc"):
+        found[dist] = _version(dist)
+    try:
+        from PyQt6.QtCore import QT_VERSION_STR
+        found["Qt"] = QT_VERSION_STR
+    except ImportError:
+        pass
+    missing = [name for name, v in found.items() if v == "not installed"]
+    return [Check("versions", not missing, ", ".join(f"{k} {v}" for k, v in found.items()),
+                  fix=f"reinstall the project: bash scripts/install ({', '.join(missing)} missing)" if missing else "",
+                  needed_for_show=True)]
+
+
+def check_cameras() -> list[Check]:
+    from .capture.sources import list_cameras
+
+    cameras = list_cameras()
+    if not cameras:
+        return [Check("camera", False, "no camera opens",
+                      fix="plug in a webcam (and close other apps using it); "
+                          "without one the app plays the bundled demo video", needed_for_show=True)]
+    return [Check("camera", True, "; ".join(f"{c.index}: {c.name}" for c in cameras), needed_for_show=True)]
+
+
+def check_audio(settings: Settings) -> list[Check]:
+    try:
+        import sounddevice as sd
+    except OSError:
+        return [Check("audio output", False, "PortAudio library not found",
+                      fix="install PortAudio: sudo apt-get install libportaudio2", needed_for_show=True)]
+    try:
+        devices = sd.query_devices()
+        default_out = sd.default.device[1]
+    except sd.PortAudioError as err:
+        return [Check("audio output", False, f"PortAudio error: {err}",
+                      fix="check the sound server (PulseAudio/PipeWire/JACK) is running", needed_for_show=True)]
+    outputs = [(i, d["name"]) for i, d in enumerate(devices) if d["max_output_channels"] > 0]
+    if not outputs:
+        return [Check("audio output", False, "no output device",
+                      fix="connect an audio interface or start the sound server; "
+                          "meanwhile record to a file with --out show.wav", needed_for_show=True)]
+    names = "; ".join(f"{name}{' (default)' if i == default_out else ''}" for i, name in outputs)
+    wanted = settings.audio.device
+    if wanted and not any(wanted.lower() in name.lower() for _, name in outputs):
+        return [Check("audio output", False, f"no device matches audio.device={wanted!r}; have: {names}",
+                      fix="set audio.device to part of one of these names", needed_for_show=True)]
+    return [Check("audio output", True, names, needed_for_show=True)]
+
+
+def check_accelerator() -> list[Check]:
+    import torch
+
+    if torch.cuda.is_available():
+        return [Check("accelerator", True, f"CUDA: {torch.cuda.get_device_name(0)}")]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return [Check("accelerator", True, "Apple MPS")]
+    return [Check("accelerator", False, "CPU only (no CUDA or MPS)",
+                  fix="fine for the synth and small models at int8; a GPU makes MusicGen medium/large live")]
+
+
+def _is_musicgen_dir(path: Path) -> bool:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return config.get("model_type") == "musicgen" and any(path.glob("*.safetensors"))
+
+
+def check_weights(settings: Settings, checkpoints: Path) -> list[Check]:
+    model_dirs = sorted(p for p in checkpoints.glob("*") if p.is_dir() and _is_musicgen_dir(p))
+    configured = Path(settings.model.dir)
+    needed = settings.engine.kind == "musicgen"
+    checks = []
+    if model_dirs:
+        checks.append(Check("MusicGen weights", True, ", ".join(str(p) for p in model_dirs), needed_for_show=needed))
+    else:
+        checks.append(Check("MusicGen weights", False, f"none under {checkpoints}",
+                            fix=f"run: expotion-live download small --dir {checkpoints} "
+                                "(until then the built-in gesture synth plays)", needed_for_show=needed))
+    if model_dirs and not _is_musicgen_dir(configured):
+        checks.append(Check("model.dir", False, f"{configured} holds no MusicGen weights",
+                            fix=f"set model.dir to one of: {', '.join(str(p) for p in model_dirs)}",
+                            needed_for_show=needed))
+    adaptors = sorted(p.parent for p in checkpoints.rglob("adaptor.json"))
+    checks.append(Check("adaptor checkpoints", bool(adaptors),
+                        ", ".join(str(p) for p in adaptors) if adaptors else f"none under {checkpoints}",
+                        fix="" if adaptors else "train one on your recordings: expotion-live record / prepare / train "
+                                                "(without one, tracked tempo and mood steer the text prompt)"))
+    return checks
+
+
+def check_trackers() -> list[Check]:
+    try:
+        import mediapipe as mp
+
+        mp.solutions.face_mesh.FaceMesh(refine_landmarks=True).close()
+        mp.solutions.pose.Pose().close()
+    except Exception as err:  # any failure here means no tracking on stage
+        return [Check("trackers", False, f"MediaPipe face mesh/pose failed to load: {err}",
+                      fix="reinstall mediapipe==0.10.21 (the last release with bundled models)",
+                      needed_for_show=True)]
+    return [Check("trackers", True, "MediaPipe face mesh (478 landmarks) and pose load", needed_for_show=True)]
+
+
+def check_osc_port(settings: Settings) -> list[Check]:
+    port = settings.osc.control_port
+    if port == 0:
+        return [Check("OSC control port", True, "off (osc.control_port = 0)")]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            return [Check("OSC control port", False, f"UDP {port} is taken: {err.strerror}",
+                          fix="close the other program or set osc.control_port", needed_for_show=True)]
+    return [Check("OSC control port", True, f"UDP {port} free; sending to {', '.join(settings.osc.targets)}",
+                  needed_for_show=True)]
+
+
+def check_display() -> list[Check]:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return [Check("display", False, "no display", fix="the window needs a desktop; headless mode runs anyway (--headless)")]
+    return [Check("display", True, "available")]
+
+
+def check_demo_video() -> list[Check]:
+    path = REPO / "assets" / "demo_face.mp4"
+    return [Check("demo video", path.exists(), str(path),
+                  fix="" if path.exists() else "regenerate it: python -m expotion_live.capture.demo")]
+
+
+def run_checks(settings: Settings, checkpoints: Path) -> list[Check]:
+    return [
+        *check_versions(), *check_cameras(), *check_audio(settings), *check_trackers(),
+        *check_accelerator(), *check_weights(settings, checkpoints), *check_osc_port(settings),
+        *check_display(), *check_demo_video(),
+    ]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("doctor", help="check cameras, audio, trackers, weights before a show")
+    p.add_argument("--checkpoints", default="checkpoints", help="where weights and adaptors live (default: checkpoints/)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--strict", action="store_true", help="exit 1 when something a show needs is missing")
+    p.set_defaults(handler=_doctor)
+
+
+def _doctor(args, settings: Settings) -> int:
+    checks = run_checks(settings, Path(args.checkpoints))
+    show_ready = all(c.ok for c in checks if c.needed_for_show)
+    if args.json:
+        print(json.dumps({"show_ready": show_ready, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        for c in checks:
+            tag = "OK" if c.ok else ("MISSING" if c.needed_for_show else "NOTE")
+            print(f"{tag:8} {c.name}: {c.detail}")
+            if c.fix:
+                print(f"{'':8}   -> {c.fix}")
+        print("ready for a show" if show_ready else "NOT ready for a show (see MISSING above)")
+    return 1 if args.strict and not show_ready else 0

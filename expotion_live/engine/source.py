@@ -1,0 +1,44 @@
+"""The contract between the chunk scheduler and whatever makes the music.
+
+MusicGen (with or without the adaptor) and the built-in gesture synth both implement
+`MusicSource`, so they share one scheduler, ring buffer, crossfade and OSC path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..features.schema import TimelineWindow
+
+FRAME_RATE = 50  # EnCodec frames per second: the grid every stage counts time on
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Performer-editable controls; a change takes effect at the next chunk."""
+
+    prompt: str
+    cfg: float
+    temperature: float
+    top_k: int
+    top_p: float
+
+
+@dataclass(frozen=True)
+class ChunkRequest:
+    index: int              # chunk number since start (0 = first)
+    start_frame: int        # first 50 Hz frame of new audio this chunk covers, counted from start
+    n_frames: int           # frames of new audio; samples = n_frames * sample_rate // FRAME_RATE
+    overlap_samples: int    # extra samples rendered *before* start_frame, crossfaded with the previous chunk's tail
+    window: TimelineWindow  # visual condition for this chunk (latest features)
+    params: GenerationParams
+
+
+class MusicSource(Protocol):
+    sample_rate: int
+
+    def render(self, request: ChunkRequest) -> np.ndarray:
+        """Return float32 mono audio of `overlap_samples + n_frames * sample_rate // FRAME_RATE` samples."""
+        ...

@@ -1,0 +1,98 @@
+"""What the tracker hands downstream: one `FeatureFrame` per processed camera frame.
+
+Every stage after tracking (timeline, adaptor, synth, OSC, UI) reads these names, so
+they are defined once here. Ranges are part of the contract and documented in
+`docs/osc.md`: expression scalars are 0-1 (0 = neutral/closed, 1 = extreme), head
+angles are radians, image coordinates are normalised to 0-1 of the frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# FaceOSC-style expression scalars, each 0-1 after neutral-face calibration.
+EXPRESSION_NAMES = (
+    "mouth_width", "mouth_height", "smile", "brow_left", "brow_right",
+    "eye_left", "eye_right", "jaw",
+)
+# Head orientation in radians: yaw (turn, + = performer's left), pitch (nod, + = up), roll.
+HEAD_NAMES = ("yaw", "pitch", "roll")
+# MediaPipe pose landmark indices kept for the upper body:
+# nose, shoulders, elbows, wrists, hips.
+UPPER_BODY = (0, 11, 12, 13, 14, 15, 16, 23, 24)
+# Face-mesh landmark indices kept as pose-normalised geometry for the adaptor:
+# a sparse set over lips, eyes, brows, nose and jaw line (every expression region).
+GEOMETRY_LANDMARKS = (
+    0, 13, 14, 17, 37, 39, 40, 61, 78, 81, 82, 87, 88, 91, 95, 146, 178, 181, 185, 191,
+    267, 269, 270, 291, 308, 311, 312, 317, 318, 321, 324, 375, 402, 405, 409, 415,
+    33, 133, 145, 153, 158, 159, 160, 144, 362, 263, 374, 380, 385, 386, 387, 373,
+    70, 63, 105, 66, 107, 300, 293, 334, 296, 336,
+    1, 4, 5, 6, 168, 152, 10, 234, 454, 172, 397, 58, 288, 468, 473,
+)
+GEOMETRY_DIM = 3 * len(GEOMETRY_LANDMARKS)
+# Compact optical-flow field fed to the adaptor's Flow-Embedding CNN: (dx, dy) on a
+# coarse grid, in pixels per frame of a 320-wide image.
+FLOW_SHAPE = (2, 24, 32)
+
+# Vectors the adaptor sees (paper eq. 2 and 4 project these with low-rank matrices).
+FACE_DIM = GEOMETRY_DIM + len(EXPRESSION_NAMES) + len(HEAD_NAMES) + 1   # + face_found
+MOTION_DIM = 4 * len(UPPER_BODY) + 2                                    # + energy, pose_found
+
+
+@dataclass
+class FeatureFrame:
+    """Everything tracked in one camera frame, stamped with its capture time."""
+
+    t: float                                   # time.monotonic() at capture, seconds
+    face_found: bool = False
+    face_confidence: float = 0.0
+    landmarks: np.ndarray | None = None        # (478, 3) image-normalised, for drawing
+    geometry: np.ndarray = field(default_factory=lambda: np.zeros(GEOMETRY_DIM, np.float32))
+    expression: np.ndarray = field(default_factory=lambda: np.zeros(len(EXPRESSION_NAMES), np.float32))
+    head: np.ndarray = field(default_factory=lambda: np.zeros(len(HEAD_NAMES), np.float32))
+    pose_found: bool = False
+    pose_confidence: float = 0.0
+    pose: np.ndarray = field(default_factory=lambda: np.zeros((len(UPPER_BODY), 4), np.float32))
+    motion_energy: float = 0.0                 # 0-1, mean flow magnitude, soft-clipped
+    flow: np.ndarray = field(default_factory=lambda: np.zeros(FLOW_SHAPE, np.float32))
+
+    def face_vector(self) -> np.ndarray:
+        """(FACE_DIM,) float32: what the adaptor's face branch sees."""
+        return np.concatenate([
+            self.geometry, self.expression, self.head, [float(self.face_found)],
+        ]).astype(np.float32)
+
+    def motion_vector(self) -> np.ndarray:
+        """(MOTION_DIM,) float32: upper-body pose plus motion energy (flow goes separately)."""
+        return np.concatenate([
+            self.pose.reshape(-1), [self.motion_energy, float(self.pose_found)],
+        ]).astype(np.float32)
+
+
+@dataclass
+class TimelineWindow:
+    """Features resampled onto the 50 Hz EnCodec frame grid (paper eq. 1 and 3), oldest first.
+
+    This is the condition the generator sees for one chunk, and what `prepare` stores
+    for a training clip, so live and offline paths hand the adaptor the same arrays.
+    """
+
+    t_end: float            # time.monotonic() of the last frame (live) or seconds into the clip (offline)
+    face: np.ndarray        # (T, FACE_DIM) float32
+    motion: np.ndarray      # (T, MOTION_DIM) float32
+    flow: np.ndarray        # (T, *FLOW_SHAPE) float32
+
+    @property
+    def n_frames(self) -> int:
+        return self.face.shape[0]
+
+    @property
+    def expression(self) -> np.ndarray:
+        """(T, len(EXPRESSION_NAMES)) 0-1 scalars, sliced out of `face`."""
+        return self.face[:, GEOMETRY_DIM:GEOMETRY_DIM + len(EXPRESSION_NAMES)]
+
+    @property
+    def energy(self) -> np.ndarray:
+        """(T,) motion energy 0-1, sliced out of `motion`."""
+        return self.motion[:, 4 * len(UPPER_BODY)]

@@ -1,0 +1,191 @@
+"""Settings: built-in defaults, overridden by one TOML file, overridden by command-line flags.
+
+Each section is a frozen dataclass; the TOML file uses the same section and key names
+(`[generation] prompt = "..."`). Loading validates every key and type, so a typo in a
+settings file is a one-line error naming the key rather than a surprise on stage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import atomic_path
+
+
+class SettingsError(ValueError):
+    """A settings file or override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    source: str = "auto"          # "auto" (first camera, else the bundled demo video), an index, a name, or a video file
+    width: int = 640              # capture size; tracking cost grows with it
+    height: int = 480
+    fps: float = 30.0             # requested camera rate; video files play at their own rate
+    realtime: bool = True         # video files: play at their frame rate (False = as fast as possible)
+    loop: bool = True             # video files: start again at the end (installations)
+    mirror_preview: bool = True   # flip the preview only; features are never mirrored
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    min_cutoff: float = 1.0       # One-Euro: Hz, lower = smoother at rest (Casiez et al. 2012)
+    beta: float = 0.05            # One-Euro: speed coefficient, higher = less lag on fast moves
+    d_cutoff: float = 1.0         # One-Euro: Hz, cutoff of the derivative estimate
+    flow_width: int = 320         # optical flow runs on a downscaled grey frame of this width
+    timeline_seconds: float = 30.0  # how much 50 Hz feature history the timeline keeps
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    dir: str = "checkpoints/musicgen-small"  # MusicGen weights in the transformers layout
+    adaptor: str = ""             # adaptor checkpoint directory; "" = none
+    precision: str = "auto"       # auto | fp32 | bf16 | int8
+    device: str = "auto"          # auto | cpu | cuda | mps
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    prompt: str = "warm electronic groove with soft pads"
+    cfg: float = 3.0              # classifier-free guidance on the text (1 = off)
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0            # 0 = off
+    seed: int = -1                # -1 = a fresh seed per run
+    chunk_seconds: float = 1.0    # audio produced per generator step
+    context_seconds: float = 4.0  # recent codes prefilled as the prompt of the next chunk
+    crossfade_ms: float = 40.0    # equal-power crossfade at chunk joins
+    steer_prompt: bool = True     # add words from tracked tempo/expression when no adaptor is loaded
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    device: str = ""              # output device name (substring match); "" = system default
+    sample_rate: int = 32000      # EnCodec's rate; the stream runs at it
+    block_size: int = 512         # frames per callback: DSP latency is one block
+    buffer_seconds: float = 8.0   # ring buffer capacity between generator and callback
+    out: str = ""                 # also record exactly what is played to this WAV file
+
+
+@dataclass(frozen=True)
+class OscSettings:
+    targets: tuple[str, ...] = ("127.0.0.1:9000",)  # HOST:PORT destinations for tracking and music state
+    mode: str = "native"          # native | faceosc | wekinator
+    control_port: int = 9001      # listens here for remote control; 0 = off
+    ableton: str = ""             # AbletonOSC HOST:PORT for tempo/transport; "" = off
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    kind: str = "auto"            # auto (MusicGen if weights exist, else synth) | musicgen | synth
+    headless: bool = False        # no window: installations and CI
+
+
+@dataclass(frozen=True)
+class Settings:
+    camera: CameraSettings = field(default_factory=CameraSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    osc: OscSettings = field(default_factory=OscSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+
+
+def _coerce(key: str, value, annotation):
+    """Check one value against its field type; ints are accepted where floats are expected."""
+    hint = typing.get_origin(annotation)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is tuple:
+        (item_type, _) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, item_type) for v in value):
+            raise SettingsError(f"{key}: expected a list of {item_type.__name__}, got {value!r}")
+        return tuple(value)
+    if isinstance(annotation, type) and isinstance(value, annotation) and not (
+            annotation is not bool and isinstance(value, bool)):
+        return value
+    name = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    raise SettingsError(f"{key}: expected {name}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls, data: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"[{prefix}]" if prefix else "the top level"
+        raise SettingsError(f"unknown setting {prefix + '.' if prefix else ''}{unknown[0]} "
+                            f"in {where}; known keys: {', '.join(sorted(known))}")
+    values = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise SettingsError(f"{key}: expected a [{key}] table, got {value!r}")
+            values[name] = _build(annotation, value, key)
+        else:
+            values[name] = _coerce(key, value, annotation)
+    return dataclasses.replace(cls(), **values) if values else cls()
+
+
+def from_dict(data: dict) -> Settings:
+    """Validate a nested dict (as parsed from TOML) into Settings."""
+    return _build(Settings, data, "")
+
+
+def load(path: str | os.PathLike | None) -> Settings:
+    """Defaults, overridden by the TOML file at `path` (if given)."""
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"settings file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise SettingsError(f"settings file {path} is not valid TOML: {err}") from None
+    try:
+        return from_dict(data)
+    except SettingsError as err:
+        raise SettingsError(f"{path}: {err}") from None
+
+
+def override(settings: Settings, dotted: dict[str, object]) -> Settings:
+    """Apply `{"generation.prompt": "...", ...}` (command-line flags) with the same validation."""
+    nested: dict = to_dict(settings)
+    for key, value in dotted.items():
+        section, _, name = key.partition(".")
+        if section not in nested or not name:
+            raise SettingsError(f"unknown setting {key}")
+        nested[section][name] = list(value) if isinstance(value, tuple) else value
+    return from_dict(nested)
+
+
+def to_dict(settings: Settings) -> dict:
+    return {
+        section.name: {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in dataclasses.asdict(getattr(settings, section.name)).items()}
+        for section in dataclasses.fields(settings)
+    }
+
+
+def save(settings: Settings, path: str | os.PathLike) -> None:
+    """Write the settings as TOML atomically (a crash never leaves half a file)."""
+    import tomli_w
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(tomli_w.dumps(to_dict(settings)), encoding="utf-8")
+
+
+def default_path() -> Path:
+    """Where the app keeps the performer's settings between runs (XDG config dir)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "expotion-live" / "settings.toml"
