@@ -7,6 +7,7 @@ flags. With no subcommand the live app starts (`run`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__, doctor, settings as settings_mod
@@ -37,6 +38,9 @@ def load_settings(config: str | None) -> settings_mod.Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # MediaPipe's C++ logging would bury our messages; keep its warnings and errors only.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

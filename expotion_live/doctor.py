@@ -53,15 +53,27 @@ def check_versions() -> list[Check]:
                   needed_for_show=True)]
 
 
-def check_cameras() -> list[Check]:
-    from .capture.sources import list_cameras
+def check_cameras(settings: Settings) -> list[Check]:
+    """Open every camera for real and read a frame: a listed camera may still be busy or denied."""
+    from .capture.sources import CameraSource, CaptureError, list_cameras
 
     cameras = list_cameras()
     if not cameras:
-        return [Check("camera", False, "no camera opens",
-                      fix="plug in a webcam (and close other apps using it); "
-                          "without one the app plays the bundled demo video", needed_for_show=True)]
-    return [Check("camera", True, "; ".join(f"{c.index}: {c.name}" for c in cameras), needed_for_show=True)]
+        return [Check("camera", False, "no camera connected",
+                      fix="plug in a webcam; without one the app plays the bundled demo video",
+                      needed_for_show=True)]
+    opened, failed = [], []
+    for info in cameras:
+        try:
+            CameraSource(info.index, settings.camera.width, settings.camera.height, settings.camera.fps,
+                         name=info.name).close()
+            opened.append(f"{info.index}: {info.name}")
+        except CaptureError as err:
+            failed.append(str(err))
+    if not opened:
+        return [Check("camera", False, "; ".join(failed), fix="close other programs using the camera",
+                      needed_for_show=True)]
+    return [Check("camera", True, "; ".join(opened + [f"(not usable: {f})" for f in failed]), needed_for_show=True)]
 
 
 def check_audio(settings: Settings) -> list[Check]:
@@ -172,7 +184,7 @@ def check_demo_video() -> list[Check]:
 
 def run_checks(settings: Settings, checkpoints: Path) -> list[Check]:
     return [
-        *check_versions(), *check_cameras(), *check_audio(settings), *check_trackers(),
+        *check_versions(), *check_cameras(settings), *check_audio(settings), *check_trackers(),
         *check_accelerator(), *check_weights(settings, checkpoints), *check_osc_port(settings),
         *check_display(), *check_demo_video(),
     ]

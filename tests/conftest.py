@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,25 +36,41 @@ def face_video() -> Path:
     return path
 
 
-def _pulse_running(env) -> bool:
-    return subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0
+def _pulse_running() -> bool:
+    return subprocess.run(["pactl", "info"], capture_output=True).returncode == 0
+
+
+def start_null_sink() -> None:
+    """A PulseAudio daemon with a null sink: PortAudio's "pulse" device with no sound card.
+
+    Started when pytest configures, before anything imports sounddevice, because PortAudio
+    lists devices once when it initialises.
+    """
+    if shutil.which("pulseaudio") is None:
+        return
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="expotion-xdg-")
+    if _pulse_running():
+        return
+    subprocess.run(["pulseaudio", "--daemonize", "--exit-idle-time=-1", "-n",
+                    "--load=module-null-sink", "--load=module-native-protocol-unix"],
+                   capture_output=True, env=os.environ)
+    for _ in range(50):
+        if _pulse_running():
+            return
+        time.sleep(0.1)
+
+
+def pytest_configure(config):
+    start_null_sink()
 
 
 @pytest.fixture(scope="session")
-def null_sink(tmp_path_factory) -> str:
-    """Start (or reuse) a PulseAudio daemon with a null sink; return the PortAudio device name."""
+def null_sink() -> str:
+    """The PortAudio device name of the PulseAudio null sink."""
     if shutil.which("pulseaudio") is None:
-        pytest.fail("pulseaudio is not installed: run .ci/run or apt-get install pulseaudio libasound2-plugins")
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or str(tmp_path_factory.mktemp("xdg"))
-    os.environ["XDG_RUNTIME_DIR"] = runtime
-    if not _pulse_running(os.environ):
-        subprocess.run(["pulseaudio", "--daemonize", "--exit-idle-time=-1", "-n",
-                        "--load=module-null-sink", "--load=module-native-protocol-unix"],
-                       check=True, env=os.environ)
-        for _ in range(50):
-            if _pulse_running(os.environ):
-                break
-            time.sleep(0.1)
+        pytest.fail("pulseaudio is not installed: run bash scripts/install --test")
+    assert _pulse_running(), "the PulseAudio null sink did not start (see tests/conftest.py)"
     return "pulse"
 
 
