@@ -11,9 +11,10 @@ import os
 import sys
 
 from . import __version__, doctor, settings as settings_mod
+from .features import commands as features_commands
 from .settings import SettingsError
 
-SUBCOMMAND_MODULES = (doctor,)
+SUBCOMMAND_MODULES = (doctor, features_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ class CameraSettings:
 @dataclass(frozen=True)
 class TrackingSettings:
     min_cutoff: float = 1.0       # One-Euro: Hz, lower = smoother at rest (Casiez et al. 2012)
-    beta: float = 0.05            # One-Euro: speed coefficient, higher = less lag on fast moves
+    beta: float = 0.5             # One-Euro: speed coefficient, higher = less lag on fast moves (0-1 signals move at 1-3 units/s)
     d_cutoff: float = 1.0         # One-Euro: Hz, cutoff of the derivative estimate
     flow_width: int = 320         # optical flow runs on a downscaled grey frame of this width
     timeline_seconds: float = 30.0  # how much 50 Hz feature history the timeline keeps
@@ -59,6 +59,8 @@ class GenerationSettings:
     chunk_seconds: float = 1.0    # audio produced per generator step
     context_seconds: float = 4.0  # recent codes prefilled as the prompt of the next chunk
     crossfade_ms: float = 40.0    # equal-power crossfade at chunk joins
+    first_chunk_seconds: float = 0.5  # a shorter first chunk: time to first sound is one render of it
+    decode_context_seconds: float = 0.5  # codes before the chunk re-decoded by EnCodec so its start matches the last chunk's end
     steer_prompt: bool = True     # add words from tracked tempo/expression when no adaptor is loaded
 
 
@@ -69,6 +71,12 @@ class AudioSettings:
     block_size: int = 512         # frames per callback: DSP latency is one block
     buffer_seconds: float = 8.0   # ring buffer capacity between generator and callback
     out: str = ""                 # also record exactly what is played to this WAV file
+    dsp: bool = True              # fast control path: gain from motion energy, low-pass from an expression
+    min_gain: float = 0.35        # gain when perfectly still (about -9 dB): motion makes it louder
+    filter_expression: str = "mouth_height"  # expression scalar that opens the low-pass (see EXPRESSION_NAMES)
+    filter_min_hz: float = 1000.0  # low-pass cutoff at expression 0 (exponential sweep to the max)
+    filter_max_hz: float = 16000.0  # low-pass cutoff at expression 1: effectively open
+    dsp_smoothing_ms: float = 10.0  # glide of gain and cutoff: no zipper noise, well under one video frame
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class OscSettings:
     targets: tuple[str, ...] = ("127.0.0.1:9000",)  # HOST:PORT destinations for tracking and music state
     mode: str = "native"          # native | faceosc | wekinator
     control_port: int = 9001      # listens here for remote control; 0 = off
+    control_host: str = "127.0.0.1"  # address the control port binds; "0.0.0.0" lets phones/other machines in
     ableton: str = ""             # AbletonOSC HOST:PORT for tempo/transport; "" = off
 
 
@@ -83,6 +92,9 @@ class OscSettings:
 class EngineSettings:
     kind: str = "auto"            # auto (MusicGen if weights exist, else synth) | musicgen | synth
     headless: bool = False        # no window: installations and CI
+    min_lead_seconds: float = 0.15  # least audio kept buffered ahead of the playhead (the rest adapts to render time)
+    low_water_seconds: float = 0.15  # below this, while a chunk still renders, the last chunk is looped instead of silence
+    loop_seconds: float = 1.0     # length of the looped stretch when generation is slower than real time
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..features.schema import TimelineWindow
-
-FRAME_RATE = 50  # EnCodec frames per second: the grid every stage counts time on
+from ..features.schema import FRAME_RATE, TimelineWindow
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# FaceOSC-style expression scalars, each 0-1 after neutral-face calibration.
+# FaceOSC-style expression scalars, each 0-1 (features/face.py EXPRESSION_SCALE); neutral-face
+# calibration puts the performer's neutral face at each scale's neutral value.
 EXPRESSION_NAMES = (
     "mouth_width", "mouth_height", "smile", "brow_left", "brow_right",
     "eye_left", "eye_right", "jaw",
 )
-# Head orientation in radians: yaw (turn, + = performer's left), pitch (nod, + = up), roll.
+# Head orientation in radians: yaw (turn, + = performer's left), pitch (nod, + = up),
+# roll (tilt, + = toward the performer's left shoulder); 0 = facing the camera, or the calibrated neutral.
 HEAD_NAMES = ("yaw", "pitch", "roll")
 # MediaPipe pose landmark indices kept for the upper body:
 # nose, shoulders, elbows, wrists, hips.
@@ -32,8 +34,11 @@ GEOMETRY_LANDMARKS = (
 )
 GEOMETRY_DIM = 3 * len(GEOMETRY_LANDMARKS)
 # Compact optical-flow field fed to the adaptor's Flow-Embedding CNN: (dx, dy) on a
-# coarse grid, in pixels per frame of a 320-wide image.
+# coarse grid, in pixels of a 320-wide image per 1/30 s (independent of the camera's rate).
 FLOW_SHAPE = (2, 24, 32)
+# The timeline's grid: EnCodec frames per second (engine.source.FRAME_RATE is the same number;
+# it lives here too because features must not import the engine).
+FRAME_RATE = 50
 
 # Vectors the adaptor sees (paper eq. 2 and 4 project these with low-rank matrices).
 FACE_DIM = GEOMETRY_DIM + len(EXPRESSION_NAMES) + len(HEAD_NAMES) + 1   # + face_found
@@ -46,13 +51,16 @@ class FeatureFrame:
 
     t: float                                   # time.monotonic() at capture, seconds
     face_found: bool = False
-    face_confidence: float = 0.0
+    face_confidence: float = 0.0               # 0-1, share of the mesh inside the picture
     landmarks: np.ndarray | None = None        # (478, 3) image-normalised, for drawing
+    # Landmarks of GEOMETRY_LANDMARKS in the head frame (translation, rotation and scale
+    # removed; unit = eye-corner distance), flattened (x, y, z) per landmark.
     geometry: np.ndarray = field(default_factory=lambda: np.zeros(GEOMETRY_DIM, np.float32))
     expression: np.ndarray = field(default_factory=lambda: np.zeros(len(EXPRESSION_NAMES), np.float32))
     head: np.ndarray = field(default_factory=lambda: np.zeros(len(HEAD_NAMES), np.float32))
     pose_found: bool = False
-    pose_confidence: float = 0.0
+    pose_confidence: float = 0.0               # 0-1, the shoulders' visibility
+    # (len(UPPER_BODY), 4): x, y image-normalised 0-1, z (MediaPipe, hip-centred, ~x scale), visibility 0-1
     pose: np.ndarray = field(default_factory=lambda: np.zeros((len(UPPER_BODY), 4), np.float32))
     motion_energy: float = 0.0                 # 0-1, mean flow magnitude, soft-clipped
     flow: np.ndarray = field(default_factory=lambda: np.zeros(FLOW_SHAPE, np.float32))

@@ -1,0 +1,157 @@
+"""How fast the eyes are: capture + face mesh + pose + optical flow at 640x480.
+
+Measures, in one run on the same frames of the demo video (or `--video`):
+- per-stage cost, each stage timed on its own: decoding a frame (capture), colour
+  conversion, MediaPipe face mesh (478 landmarks with iris), MediaPipe pose, DIS
+  optical flow, and the full `Tracker.process` (all of the above plus the feature
+  maths and One-Euro filters; "features + filters" is the remainder);
+- tracking alone: frames per second of `Tracker.process` (median cost);
+- the live pipeline: `CaptureThread` + `TrackingThread` + timeline over the file, as
+  fast as possible, frames per second of wall-clock time.
+
+Target: >= 30 fps for tracking alone (a 30 fps camera keeps up; 33.3 ms per frame).
+
+    python bench/vision.py [--frames 300] [--json out/bench_vision.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.capture.sources import DEMO_VIDEO, VideoFileSource  # noqa: E402
+from expotion_live.settings import TrackingSettings  # noqa: E402
+
+TARGET_FPS = 30.0
+WARMUP = 10
+TOTAL = "Tracker.process (all)"
+REMAINDER = "features + filters (remainder)"
+
+
+def load_frames(video: Path, n_frames: int) -> tuple[list[np.ndarray], list[float]]:
+    """The first `n_frames` frames (looping if the file is shorter) and the cost of decoding each."""
+    source = VideoFileSource(video, realtime=False, loop=True, start_time=0.0)
+    frames, costs = [], []
+    for _ in range(n_frames):
+        began = time.perf_counter()
+        captured = source.read()
+        costs.append(time.perf_counter() - began)
+        frames.append(captured.image_bgr)
+    source.close()
+    return frames, costs
+
+
+def measure_stages(frames: list[np.ndarray], settings: TrackingSettings, fps: float) -> dict[str, list[float]]:
+    """Seconds per frame of each stage; the stages run interleaved frame by frame, so the
+    other load on the machine falls on all of them alike (side by side, one run)."""
+    import cv2
+    import mediapipe as mp
+
+    from expotion_live.features.flow import FlowTracker
+    from expotion_live.features.tracker import POSE_MODEL_COMPLEXITY, Tracker
+
+    face_mesh = mp.solutions.face_mesh.FaceMesh(refine_landmarks=True, max_num_faces=1)
+    pose = mp.solutions.pose.Pose(model_complexity=POSE_MODEL_COMPLEXITY, smooth_landmarks=False)
+    flow = FlowTracker(settings.flow_width)
+    tracker = Tracker(settings)
+    rgb: list[np.ndarray] = [None]
+    stages = {
+        "colour conversion": lambda i, f: rgb.__setitem__(0, cv2.cvtColor(f, cv2.COLOR_BGR2RGB)),
+        "face mesh (478 + iris)": lambda i, f: face_mesh.process(rgb[0]),
+        "pose (full model)": lambda i, f: pose.process(rgb[0]),
+        f"optical flow (DIS, {settings.flow_width} wide)": lambda i, f: flow.process(f, i / fps),
+        TOTAL: lambda i, f: tracker.process(f, i / fps),
+    }
+    costs: dict[str, list[float]] = {name: [] for name in stages}
+    for i, frame in enumerate(frames[:WARMUP] + frames):
+        for name, stage in stages.items():
+            began = time.perf_counter()
+            stage(i, frame)
+            if i >= WARMUP:
+                costs[name].append(time.perf_counter() - began)
+    face_mesh.close()
+    pose.close()
+    tracker.close()
+    parts = np.sum([costs[name] for name in stages if name != TOTAL], axis=0)
+    costs[REMAINDER] = list(np.asarray(costs[TOTAL]) - parts)
+    costs[TOTAL] = costs.pop(TOTAL)                        # keep the total as the last row
+    return costs
+
+
+def measure_pipeline(video: Path, n_frames: int, settings: TrackingSettings) -> tuple[float, int]:
+    """(frames per wall-clock second, frames) of capture thread + tracking thread, file as fast as possible."""
+    from expotion_live.capture.thread import CaptureThread
+    from expotion_live.features.pipeline import TrackingThread
+    from expotion_live.features.timeline import FeatureTimeline
+    from expotion_live.features.tracker import Tracker
+
+    capture = CaptureThread(VideoFileSource(video, realtime=False, loop=True))
+    counted = []
+    with Tracker(settings) as tracker:
+        tracking = TrackingThread(capture, tracker, FeatureTimeline(settings.timeline_seconds),
+                                  on_frame=[lambda frame, image: counted.append(time.perf_counter())])
+        capture.start()
+        tracking.start()
+        while len(counted) < n_frames + WARMUP and tracking.status == "running":
+            time.sleep(0.05)
+        tracking.stop()
+        capture.stop()
+    timed = counted[WARMUP:]
+    return (len(timed) - 1) / (timed[-1] - timed[0]), len(timed)
+
+
+def summarise(costs: dict[str, list[float]]) -> list[dict]:
+    rows = []
+    for stage, seconds in costs.items():
+        ms = 1000.0 * np.asarray(seconds)
+        rows.append({"stage": stage, "median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99))})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path, default=DEMO_VIDEO)
+    parser.add_argument("--frames", type=int, default=300, help="frames timed per stage")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    settings = TrackingSettings()
+
+    frames, decode = load_frames(args.video, args.frames)
+    fps = VideoFileSource(args.video).fps
+    height, width = frames[0].shape[:2]
+    costs = {"capture (decode a frame)": decode, **measure_stages(frames, settings, fps)}
+    rows = summarise(costs)
+    pipeline_fps, pipeline_frames = measure_pipeline(args.video, args.frames, settings)
+    tracking_ms = rows[-1]["median_ms"]
+
+    print(f"vision benchmark: {args.video.name}, {width}x{height}, {len(frames)} frames per stage")
+    print(f"{'stage':<34}{'median ms':>11}{'p99 ms':>10}{'share':>8}")
+    for row in rows:
+        share = "" if row["stage"].startswith("capture") else f"{100 * row['median_ms'] / tracking_ms:7.0f}%"
+        print(f"{row['stage']:<34}{row['median_ms']:11.2f}{row['p99_ms']:10.2f}{share:>8}")
+    tracking_fps = 1000.0 / tracking_ms
+    budget = 1000.0 / TARGET_FPS
+    print(f"tracking alone: {tracking_fps:.1f} fps ({tracking_ms:.1f} ms of a {budget:.1f} ms budget at "
+          f"{TARGET_FPS:g} fps) -> {'meets' if tracking_fps >= TARGET_FPS else 'MISSES'} the {TARGET_FPS:g} fps target")
+    print(f"live pipeline (capture thread + tracking thread + timeline): {pipeline_fps:.1f} fps "
+          f"over {pipeline_frames} frames")
+    if args.json:
+        result = {"video": str(args.video), "width": width, "height": height, "frames": len(frames),
+                  "stages": rows,
+                  "tracking_fps": tracking_fps, "pipeline_fps": pipeline_fps, "target_fps": TARGET_FPS}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
