@@ -12,9 +12,11 @@ import sys
 
 from . import __version__, doctor, settings as settings_mod
 from .features import commands as features_commands
+from .train import record as record_commands
+from .ui import commands as ui_commands
 from .settings import SettingsError
 
-SUBCOMMAND_MODULES = (doctor, features_commands)
+SUBCOMMAND_MODULES = (doctor, features_commands, ui_commands, record_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,7 +49,10 @@ def start_null_sink() -> None:
     if shutil.which("pulseaudio") is None:
         return
     if not os.environ.get("XDG_RUNTIME_DIR"):
-        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="expotion-xdg-")
+        # one fixed place, so every test run finds the daemon an earlier run started
+        runtime = Path(tempfile.gettempdir()) / f"expotion-live-xdg-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     if _pulse_running():
         return
     subprocess.run(["pulseaudio", "--daemonize", "--exit-idle-time=-1", "-n",

@@ -1,0 +1,48 @@
+"""Wires a running session to OSC out: every tracked frame, chunk boundaries, the music state.
+
+Used by the window's worker and usable as is by a headless runner:
+
+    link = OscLink(sender, settings.camera)
+    session.add_frame_listener(link.on_frame)    # tracking thread
+    session.add_chunk_listener(link.on_chunk)    # chunk boundary, right away
+    link.on_status(dataclasses.asdict(session.status()))   # a few times a second
+
+Each callback only swaps immutable values into the sender (see `sender.py`), so it is
+safe from whichever thread calls it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..features.schema import FeatureFrame
+from ..settings import CameraSettings
+from .schema import MusicState
+from .sender import OscSender
+
+
+def music_state(status: dict) -> MusicState:
+    """The /music/* values from a session status (SessionStatus as a dict)."""
+    return MusicState(playing=bool(status.get("playing", False)), tempo=float(status.get("tempo", 0.0)),
+                      chunk=int(status.get("chunk_index", -1)), steering=tuple(status.get("steering_words", ())))
+
+
+class OscLink:
+    def __init__(self, sender: OscSender, camera: CameraSettings):
+        self.sender = sender
+        self._image_size = (camera.width, camera.height)   # FaceOSC pixels when a frame has no image
+
+    def on_frame(self, frame: FeatureFrame, image: np.ndarray | None) -> None:
+        """One bundle per tracked frame. `image` is None when playing back a tracking recording."""
+        size = self._image_size if image is None else (image.shape[1], image.shape[0])
+        self.sender.send_frame(frame, size)
+
+    def on_chunk(self, chunk_index: int, start_frame: int) -> None:
+        self.sender.set_music(dataclasses.replace(self.sender.music, chunk=chunk_index))
+
+    def on_status(self, status: dict) -> None:
+        self.sender.set_music(music_state(status))
+
+    def on_stopped(self) -> None:
+        self.sender.set_music(dataclasses.replace(self.sender.music, playing=False))

@@ -1,0 +1,59 @@
+"""Where OSC goes: `[MODE@]HOST[:PORT]` strings from the settings file, the command line and the window.
+
+A target names its schema so one performance can feed a DAW (native), a FaceOSC patch
+and Wekinator at once: `127.0.0.1:9000`, `faceosc@127.0.0.1` (port 8338 implied),
+`wekinator@192.168.1.20:6448`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODES = ("native", "faceosc", "wekinator")
+# The ports each ecosystem listens on out of the box (FaceOSC, Wekinator), so a bare host works.
+DEFAULT_PORTS = {"native": 9000, "faceosc": 8338, "wekinator": 6448}
+
+
+class OscTargetError(ValueError):
+    """A target string that cannot be used; the message says what a good one looks like."""
+
+
+@dataclass(frozen=True)
+class OscTarget:
+    host: str
+    port: int
+    mode: str = "native"
+
+    def __str__(self) -> str:
+        return f"{self.mode}@{self.host}:{self.port}"
+
+
+def parse_target(text: str, default_mode: str = "native") -> OscTarget:
+    """`[MODE@]HOST[:PORT]` -> OscTarget. `localhost` becomes 127.0.0.1 (IPv6 surprises)."""
+    if default_mode not in MODES:
+        raise OscTargetError(f"OSC mode {default_mode!r} is unknown; use one of {', '.join(MODES)}")
+    spec = text.strip()
+    mode = default_mode
+    if "@" in spec:
+        mode, _, spec = spec.partition("@")
+        if mode not in MODES:
+            raise OscTargetError(f"OSC target {text!r}: mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+    host, sep, port_text = spec.rpartition(":")
+    if not sep:
+        host, port_text = spec, str(DEFAULT_PORTS[mode])
+    if not host:
+        raise OscTargetError(f"OSC target {text!r} has no host; expected HOST:PORT like 127.0.0.1:9000")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise OscTargetError(f"OSC target {text!r}: port {port_text!r} is not a number; "
+                             f"expected HOST:PORT like 127.0.0.1:9000") from None
+    if not 1 <= port <= 65535:
+        raise OscTargetError(f"OSC target {text!r}: port {port} is outside 1-65535")
+    if host == "localhost":
+        host = "127.0.0.1"
+    return OscTarget(host, port, mode)
+
+
+def parse_targets(texts, default_mode: str = "native") -> tuple[OscTarget, ...]:
+    """Parse every target (blank entries skipped), failing on the first bad one."""
+    return tuple(parse_target(t, default_mode) for t in texts if t.strip())

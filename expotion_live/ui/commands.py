@@ -1,0 +1,102 @@
+"""Subcommands of the performer's app: `gui` (the window) and `export` (a performance video).
+
+(`record` lives in `train/record.py` with its own `add_parser`: `ui` may not import `train`.)
+
+Handlers take the parsed args and the Settings, return an exit code, and turn every
+expected failure into one actionable line on stderr.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .. import settings as settings_mod
+from ..osc.targets import OscTargetError, parse_targets
+from ..settings import Settings
+
+
+def add_parser(subparsers) -> None:
+    gui = subparsers.add_parser("gui", help="open the performer's window (camera, tracking, music, OSC)")
+    gui.add_argument("--camera", metavar="SPEC", help="camera index, name, or a video file to rehearse with")
+    gui.add_argument("--osc", metavar="[MODE@]HOST:PORT", action="append",
+                     help="OSC destination (repeatable; replaces [osc] targets), e.g. 127.0.0.1:9000, faceosc@127.0.0.1")
+    gui.add_argument("--start", action="store_true", help="start playing as soon as the window opens")
+    gui.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the screen after --quit-after seconds")
+    gui.add_argument("--quit-after", metavar="S", type=float,
+                     help="close the window after S seconds (demos, CI); settings are still saved")
+    gui.set_defaults(handler=run_gui)
+
+    export = subparsers.add_parser(
+        "export", help="export a performance: camera video with the tracking overlay plus the played audio",
+        description="Tracks VIDEO again, draws the overlay and muxes AUDIO (e.g. the WAV written by "
+                    "[audio] out / --out) into one MP4 with ffmpeg.")
+    export.add_argument("--video", required=True, help="the camera (or rehearsal) video of the performance")
+    export.add_argument("--audio", required=True, help="the audio that was played (WAV)")
+    export.add_argument("--out", required=True, help="the MP4 to write")
+    export.add_argument("--mirror", action="store_true", help="mirror the picture (as the preview shows it)")
+    export.set_defaults(handler=run_export)
+
+
+def _fail(message: str) -> int:
+    print(f"expotion-live: {message}", file=sys.stderr)
+    return 1
+
+
+def run_gui(args, settings: Settings) -> int:
+    overrides: dict[str, object] = {}
+    if args.camera:
+        overrides["camera.source"] = args.camera
+    if args.osc:
+        overrides["osc.targets"] = tuple(args.osc)
+    settings = settings_mod.override(settings, overrides)
+    try:
+        parse_targets(settings.osc.targets, settings.osc.mode)
+    except OscTargetError as err:
+        return _fail(str(err))
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    from .presets import presets_dir
+    from .window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    settings_path = settings_mod.default_path()
+    window = MainWindow(settings, settings_path, presets_dir(getattr(args, "config", None) or settings_path))
+    window.show()
+    if args.start:
+        QTimer.singleShot(0, window.start)
+    if args.quit_after is not None:
+        def finish() -> None:
+            if args.screenshot:
+                save_screenshot(window, Path(args.screenshot))
+            window.close()
+        QTimer.singleShot(round(args.quit_after * 1000), finish)
+    try:
+        return app.exec()
+    finally:
+        window.shutdown()
+
+
+def save_screenshot(window, path: Path) -> Path:
+    """The whole screen as the display shows it (under Xvfb: the real X framebuffer)."""
+    from ..atomic import atomic_path
+
+    screen = window.screen()
+    pixmap = screen.grabWindow(0)
+    if pixmap.isNull():                 # platforms without screen grabbing (offscreen)
+        pixmap = window.grab()
+    with atomic_path(path) as tmp:
+        if not pixmap.save(str(tmp), "PNG"):
+            raise OSError(f"could not write screenshot {path}")
+    return path
+
+
+def run_export(args, settings: Settings) -> int:
+    from .export import ExportError, export_performance
+
+    try:
+        out = export_performance(args.video, args.audio, args.out, settings.tracking, mirror=args.mirror)
+    except ExportError as err:
+        return _fail(str(err))
+    print(f"wrote {out}")
+    return 0

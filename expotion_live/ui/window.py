@@ -1,0 +1,507 @@
+"""The performer's window: camera preview with tracking drawn over it, controls, readouts, meters.
+
+Everything here runs on the GUI thread. Work that can take time (loading MusicGen,
+opening the camera, starting or stopping the session) goes to `SessionWorker` as a
+queued signal; results come back as signals with plain values (see `workers.py`).
+The preview is pulled from `LatestFrame` by a timer, so a fast camera can never queue
+up frames behind a busy GUI.
+
+Settings edits are kept in `self.settings` (saved on close). Prompt, guidance,
+temperature and top-k reach a running session at its next chunk; model, camera,
+audio and chunk-size changes apply at the next Start.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
+                             QLabel, QLineEdit, QMainWindow, QPlainTextEdit, QPushButton, QSpinBox,
+                             QTabWidget, QVBoxLayout, QWidget)
+
+from .. import settings as settings_mod
+from ..engine.source import GenerationParams
+from ..features.schema import EXPRESSION_NAMES
+from ..osc.control import ControlError, ControlServer
+from ..osc.sender import OscSender
+from ..osc.targets import OscTargetError, parse_target, parse_targets
+from ..settings import Settings, SettingsError
+from .overlay import draw_overlay
+from .performance import PerformanceRecorder, new_performance_folder
+from .presets import PresetError, apply_preset, list_presets, save_preset
+from .widgets import MeterPanel, VideoView
+from .workers import LatestFrame, SessionWorker, WorkerThread
+
+log = logging.getLogger(__name__)
+
+SYSTEM_DEFAULT = "(system default)"   # audio picker entry for settings.audio.device = ""
+PREVIEW_INTERVAL_MS = 33         # ~30 Hz: the camera's own rate; faster would redraw the same frame
+METER_NAMES = (*EXPRESSION_NAMES, "motion_energy")
+READOUTS = (                      # status key, label, format
+    ("tracking_fps", "tracking", "{:.1f} fps"),
+    ("rtf", "generation RTF", "{:.2f}×"),
+    ("buffer_seconds", "buffer", "{:.2f} s"),
+    ("underruns", "underruns", "{:d}"),
+    ("control_latency", "control latency", "{:.2f} s"),
+    ("dsp_latency", "DSP latency", "{:.0f} ms", ),
+    ("chunk_index", "chunk", "{:d}"),
+    ("tempo", "tempo", "{:.0f} BPM"),
+)
+
+
+class ControlBridge(QObject):
+    """`osc.control.Controls` for the window: called on the OSC server thread, it only emits
+    signals, which Qt queues onto the GUI thread."""
+
+    start_requested = pyqtSignal()
+    stop_requested = pyqtSignal()
+    prompt = pyqtSignal(str)
+    guidance = pyqtSignal(float)
+    temperature = pyqtSignal(float)
+    calibrate_requested = pyqtSignal()
+    preset = pyqtSignal(str)
+
+    def __init__(self, presets_dir: Path):
+        super().__init__()
+        self._presets_dir = presets_dir
+
+    def start(self): self.start_requested.emit()
+    def stop(self): self.stop_requested.emit()
+    def set_prompt(self, prompt: str): self.prompt.emit(prompt)
+    def set_guidance(self, cfg: float): self.guidance.emit(cfg)
+    def set_temperature(self, temperature: float): self.temperature.emit(temperature)
+    def calibrate(self): self.calibrate_requested.emit()
+
+    def load_preset(self, name: str) -> None:
+        if name not in list_presets(self._presets_dir):    # fail here so the control port counts it
+            raise PresetError(f"no preset {name!r} in {self._presets_dir}")
+        self.preset.emit(name)
+
+
+def _spin(low: float, high: float, step: float, decimals: int = 2) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setDecimals(decimals)
+    box.setKeyboardTracking(False)     # apply when typing is done, not per keystroke
+    return box
+
+
+class MainWindow(QMainWindow):
+    start_session = pyqtSignal(object, object)   # Settings, PerformanceRecorder | None -> worker
+    stop_session = pyqtSignal()
+    params_changed = pyqtSignal(object)    # GenerationParams -> worker
+    calibrate_session = pyqtSignal()
+
+    def __init__(self, settings: Settings, settings_path: Path | None = None, presets_dir: Path | None = None,
+                 performances_dir: Path | None = None):
+        """`settings_path`: saved on close (None = not saved); the folders default to ./presets, ./performances."""
+        super().__init__()
+        self.setWindowTitle("Expotion Live")
+        self.settings = settings
+        self.settings_path = settings_path
+        self.presets_dir = presets_dir or Path.cwd() / "presets"
+        self.performances_dir = performances_dir or Path.cwd() / "performances"
+        self.running = False
+        self.last_status: dict = {}
+        self._preview = LatestFrame()
+        self._build()
+        self.sender = self._make_sender()
+        self._load_settings_into_widgets()
+        self._apply_osc_targets()
+        self._worker = WorkerThread(SessionWorker(self._preview, self.sender))
+        self._connect_worker()
+        self.control = self._start_control_port()
+        self._preview_timer = QTimer(self)
+        self._preview_timer.timeout.connect(self._show_preview)
+        self._preview_timer.start(PREVIEW_INTERVAL_MS)
+
+    # ---- layout -------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.video = VideoView()
+        self.mirror = QCheckBox("Mirror preview")
+        self.record_performance = QCheckBox("Record the performance (overlay video + played audio)")
+        self.start_button = QPushButton("Start")
+        self.calibrate_button = QPushButton("Calibrate neutral face")
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner.setStyleSheet("color: #c06000;")
+        self.banner.hide()
+
+        left = QVBoxLayout()
+        left.addWidget(self.video, 1)
+        toggles = QHBoxLayout()
+        toggles.addWidget(self.mirror)
+        toggles.addWidget(self.record_performance)
+        toggles.addStretch(1)
+        left.addLayout(toggles)
+
+        self.readouts: dict[str, QLabel] = {}
+        readout_box = QGroupBox("Live")
+        readout_form = QFormLayout(readout_box)
+        for key, label, _ in READOUTS:
+            self.readouts[key] = QLabel("–")
+            readout_form.addRow(label, self.readouts[key])
+        self.steering_label = QLabel("–")
+        readout_form.addRow("steering", self.steering_label)
+        self.meters = MeterPanel(METER_NAMES)
+        meter_box = QGroupBox("Signals")
+        QVBoxLayout(meter_box).addWidget(self.meters)
+
+        tabs = QTabWidget()
+        tabs.addTab(self._build_play_tab(), "Play")
+        tabs.addTab(self._build_setup_tab(), "Setup")
+        tabs.addTab(self._build_osc_tab(), "OSC")
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.calibrate_button)
+        right = QVBoxLayout()
+        right.addLayout(buttons)
+        right.addWidget(self.banner)
+        right.addWidget(tabs)
+        right.addWidget(readout_box)
+        right.addWidget(meter_box)
+        right.addStretch(1)
+
+        root = QHBoxLayout()
+        root.addLayout(left, 3)
+        root.addLayout(right, 2)
+        central = QWidget()
+        central.setLayout(root)
+        self.setCentralWidget(central)
+        self.resize(1180, 720)
+
+        self.start_button.clicked.connect(self._toggle_running)
+        self.calibrate_button.clicked.connect(self.calibrate_session.emit)
+        self.mirror.toggled.connect(lambda on: self._set("camera.mirror_preview", on))
+
+    def _build_play_tab(self) -> QWidget:
+        self.prompt = QLineEdit()
+        self.guidance = _spin(0.0, 20.0, 0.5)
+        self.temperature = _spin(0.05, 5.0, 0.05)
+        self.top_k = QSpinBox()
+        self.top_k.setRange(0, 2048)
+        self.top_k.setKeyboardTracking(False)
+        self.chunk_seconds = _spin(0.2, 10.0, 0.1)
+        self.context_seconds = _spin(0.0, 30.0, 0.5)
+        self.preset_box = QComboBox()
+        self.preset_box.setEditable(True)
+        self.load_preset_button = QPushButton("Load")
+        self.save_preset_button = QPushButton("Save preset")
+        presets = QHBoxLayout()
+        presets.addWidget(self.preset_box, 1)
+        presets.addWidget(self.load_preset_button)
+        presets.addWidget(self.save_preset_button)
+
+        tab = QWidget()
+        form = QFormLayout(tab)
+        form.addRow("Prompt", self.prompt)
+        form.addRow("Guidance (CFG)", self.guidance)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-k", self.top_k)
+        form.addRow("Chunk (s, next start)", self.chunk_seconds)
+        form.addRow("Context (s, next start)", self.context_seconds)
+        form.addRow("Presets", presets)
+
+        self.prompt.editingFinished.connect(lambda: self._set_live("generation.prompt", self.prompt.text()))
+        self.guidance.valueChanged.connect(lambda v: self._set_live("generation.cfg", v))
+        self.temperature.valueChanged.connect(lambda v: self._set_live("generation.temperature", v))
+        self.top_k.valueChanged.connect(lambda v: self._set_live("generation.top_k", v))
+        self.chunk_seconds.valueChanged.connect(lambda v: self._set("generation.chunk_seconds", v))
+        self.context_seconds.valueChanged.connect(lambda v: self._set("generation.context_seconds", v))
+        self.load_preset_button.clicked.connect(lambda: self.load_preset(self.preset_box.currentText().strip()))
+        self.save_preset_button.clicked.connect(self._save_preset)
+        return tab
+
+    def _build_setup_tab(self) -> QWidget:
+        self.engine_kind = QComboBox()
+        self.engine_kind.addItems(["auto", "musicgen", "synth"])
+        self.model_dir = QLineEdit()
+        self.adaptor_dir = QLineEdit()
+        self.adaptor_dir.setPlaceholderText("none: tracked tempo and mood steer the prompt")
+        self.precision = QComboBox()
+        self.precision.addItems(["auto", "fp32", "bf16", "int8"])
+        self.camera = QComboBox()
+        self.camera.setEditable(True)
+        self.audio_device = QComboBox()
+        self.audio_device.setEditable(True)
+        self.refresh_devices_button = QPushButton("Refresh devices")
+
+        tab = QWidget()
+        form = QFormLayout(tab)
+        form.addRow("Engine", self.engine_kind)
+        form.addRow("Model folder", self.model_dir)
+        form.addRow("Adaptor folder", self.adaptor_dir)
+        form.addRow("Precision", self.precision)
+        form.addRow("Camera", self.camera)
+        form.addRow("Audio output", self.audio_device)
+        form.addRow("", self.refresh_devices_button)
+        form.addRow(QLabel("Setup changes apply at the next Start."))
+
+        self.engine_kind.currentTextChanged.connect(lambda v: self._set("engine.kind", v))
+        self.model_dir.editingFinished.connect(lambda: self._set("model.dir", self.model_dir.text().strip()))
+        self.adaptor_dir.editingFinished.connect(lambda: self._set("model.adaptor", self.adaptor_dir.text().strip()))
+        self.precision.currentTextChanged.connect(lambda v: self._set("model.precision", v))
+        self.camera.currentTextChanged.connect(lambda v: self._set("camera.source", v.strip() or "auto"))
+        self.audio_device.currentTextChanged.connect(
+            lambda v: self._set("audio.device", "" if v == SYSTEM_DEFAULT else v.strip()))
+        self.refresh_devices_button.clicked.connect(self.refresh_devices)
+        return tab
+
+    def _build_osc_tab(self) -> QWidget:
+        self.osc_targets = QPlainTextEdit()
+        self.osc_targets.setPlaceholderText("one per line: 127.0.0.1:9000, faceosc@127.0.0.1, wekinator@127.0.0.1")
+        self.osc_targets.setMaximumHeight(90)
+        self.osc_apply = QPushButton("Apply")
+        self.osc_state = QLabel()
+        self.osc_state.setWordWrap(True)
+        self.control_state = QLabel()
+        tab = QWidget()
+        form = QFormLayout(tab)
+        form.addRow("Targets", self.osc_targets)
+        form.addRow("", self.osc_apply)
+        form.addRow("Out", self.osc_state)
+        form.addRow("Control in", self.control_state)
+        self.osc_apply.clicked.connect(self._apply_osc_targets)
+        return tab
+
+    def _load_settings_into_widgets(self) -> None:
+        s = self.settings
+        self.prompt.setText(s.generation.prompt)
+        self.guidance.setValue(s.generation.cfg)
+        self.temperature.setValue(s.generation.temperature)
+        self.top_k.setValue(s.generation.top_k)
+        self.chunk_seconds.setValue(s.generation.chunk_seconds)
+        self.context_seconds.setValue(s.generation.context_seconds)
+        self.engine_kind.setCurrentText(s.engine.kind)
+        self.model_dir.setText(s.model.dir)
+        self.adaptor_dir.setText(s.model.adaptor)
+        self.precision.setCurrentText(s.model.precision)
+        self.mirror.setChecked(s.camera.mirror_preview)
+        self.osc_targets.setPlainText("\n".join(s.osc.targets))
+        self.refresh_devices()
+        self.preset_box.clear()
+        self.preset_box.addItems(list_presets(self.presets_dir))
+
+    def refresh_devices(self) -> None:
+        """Fill the camera and audio pickers with what is plugged in now, by name."""
+        cameras, outputs = ["auto"], [SYSTEM_DEFAULT]
+        try:
+            from ..capture.sources import list_cameras
+            cameras += [camera.name for camera in list_cameras()]
+        except Exception as err:      # no camera backend: the field stays editable
+            log.warning("cannot list cameras: %s", err)
+        try:
+            from ..audio.output import output_devices
+            outputs += [name for _, name in output_devices()]
+        except Exception as err:      # no PortAudio: say so where the picker is
+            log.warning("cannot list audio outputs: %s", err)
+        for box, items, current in ((self.camera, cameras, self.settings.camera.source),
+                                    (self.audio_device, outputs, self.settings.audio.device or SYSTEM_DEFAULT)):
+            box.blockSignals(True)
+            box.clear()
+            box.addItems(dict.fromkeys(items))
+            box.setCurrentText(current)
+            box.blockSignals(False)
+
+    # ---- settings -------------------------------------------------------------------------
+    def _set(self, key: str, value) -> bool:
+        """Validate and keep one setting; a bad value is reported in the banner and changes nothing."""
+        try:
+            self.settings = settings_mod.override(self.settings, {key: value})
+        except SettingsError as err:
+            self.show_banner(str(err))
+            return False
+        return True
+
+    def _set_live(self, key: str, value) -> None:
+        if self._set(key, value) and self.running:
+            self.params_changed.emit(self.generation_params())
+
+    def set_prompt(self, text: str) -> None:
+        """A prompt from outside the text field (OSC): show it and use it."""
+        self.prompt.setText(text)
+        self._set_live("generation.prompt", text)
+
+    def generation_params(self) -> GenerationParams:
+        g = self.settings.generation
+        return GenerationParams(prompt=g.prompt, cfg=g.cfg, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+
+    def load_preset(self, name: str) -> None:
+        try:
+            self.settings = apply_preset(self.settings, self.presets_dir, name)
+        except PresetError as err:
+            self.show_banner(str(err))
+            return
+        self._load_settings_into_widgets()
+        self.preset_box.setCurrentText(name)
+        if self.running:
+            self.params_changed.emit(self.generation_params())
+        self.show_banner(f"preset {name} loaded")
+
+    def _save_preset(self) -> None:
+        name = self.preset_box.currentText().strip()
+        try:
+            path = save_preset(self.settings, self.presets_dir, name)
+        except PresetError as err:
+            self.show_banner(str(err))
+            return
+        self.preset_box.clear()
+        self.preset_box.addItems(list_presets(self.presets_dir))
+        self.preset_box.setCurrentText(name)
+        self.show_banner(f"saved {path}")
+
+    def _make_sender(self) -> OscSender:
+        """OSC out; a bad AbletonOSC address is reported and Ableton is left out, nothing else changes."""
+        ableton = self.settings.osc.ableton
+        try:
+            return OscSender(ableton=parse_target(ableton) if ableton else None)
+        except OscTargetError as err:
+            self.show_banner(f"[osc] ableton: {err}")
+            return OscSender()
+
+    def _apply_osc_targets(self) -> None:
+        lines = [line.strip() for line in self.osc_targets.toPlainText().splitlines() if line.strip()]
+        try:
+            targets = parse_targets(lines, self.settings.osc.mode)
+            self.sender.set_targets(targets)
+        except OscTargetError as err:
+            self.osc_state.setText(f"not applied: {err}")
+            return
+        self._set("osc.targets", tuple(lines))
+        self.osc_state.setText(", ".join(str(t) for t in targets) or "no targets")
+
+    def _start_control_port(self) -> ControlServer | None:
+        osc = self.settings.osc
+        self.bridge = ControlBridge(self.presets_dir)
+        self.bridge.start_requested.connect(self.start)
+        self.bridge.stop_requested.connect(self.stop)
+        self.bridge.prompt.connect(self.set_prompt)
+        self.bridge.guidance.connect(self.guidance.setValue)
+        self.bridge.temperature.connect(self.temperature.setValue)
+        self.bridge.calibrate_requested.connect(self.calibrate_session.emit)
+        self.bridge.preset.connect(self.load_preset)
+        if osc.control_port == 0:
+            self.control_state.setText("off ([osc] control_port = 0)")
+            return None
+        try:
+            server = ControlServer(self.bridge, osc.control_port, osc.control_host).start()
+        except ControlError as err:
+            self.control_state.setText(str(err))
+            return None
+        self.control_state.setText(f"listening on {osc.control_host}:{server.port}")
+        return server
+
+    # ---- session ---------------------------------------------------------------------------
+    def _connect_worker(self) -> None:
+        worker = self._worker.worker
+        self.start_session.connect(worker.start_session)
+        self.stop_session.connect(worker.stop_session)
+        self.params_changed.connect(worker.set_params)
+        self.calibrate_session.connect(worker.calibrate)
+        worker.started.connect(self._on_started)
+        worker.failed.connect(self._on_failed)
+        worker.notice.connect(self.show_banner)
+        worker.stopped.connect(self._on_stopped)
+        worker.status.connect(self._on_status)
+        worker.recorded.connect(lambda path: self.show_banner(f"performance saved: {path}"))
+
+    def _toggle_running(self) -> None:
+        if self.running:
+            self.stop()
+        else:
+            self.start()
+
+    def start(self) -> None:
+        if self.running or not self.start_button.isEnabled():
+            return
+        self.start_button.setEnabled(False)
+        self.start_button.setText("Starting…")
+        self.video.show_message("Opening the camera and loading the music engine…")
+        settings, recorder = self.settings, None
+        if self.record_performance.isChecked():
+            folder = new_performance_folder(self.performances_dir)
+            recorder = PerformanceRecorder(folder, self.settings.camera.fps, self.mirror.isChecked())
+            settings = settings_mod.override(settings, {"audio.out": str(recorder.audio_path)})   # this run only
+        self.start_session.emit(settings, recorder)
+
+    def stop(self) -> None:
+        if self.running:
+            self.start_button.setEnabled(False)
+            self.stop_session.emit()
+
+    def _on_started(self, description: str) -> None:
+        self.running = True
+        self.start_button.setEnabled(True)
+        self.start_button.setText("Stop")
+        self.statusBar().showMessage(f"playing: {description}")
+
+    def _on_failed(self, reason: str) -> None:
+        self.running = False
+        self.start_button.setEnabled(True)
+        self.start_button.setText("Start")
+        self.video.show_message(reason)
+        self.show_banner(reason)
+
+    def _on_stopped(self) -> None:
+        self.running = False
+        self.start_button.setEnabled(True)
+        self.start_button.setText("Start")
+        self.statusBar().showMessage("stopped")
+
+    def _on_status(self, status: dict) -> None:
+        self.last_status = status
+        for key, _, fmt in READOUTS:
+            value = status.get(key)
+            if key == "dsp_latency" and value is not None:
+                value *= 1000.0
+            if key == "tempo" and not value:
+                value = None                      # 0 BPM = no tempo tracked yet
+            self.readouts[key].setText("–" if value is None else fmt.format(value))
+        self.steering_label.setText(" ".join(status.get("steering_words", ())) or "–")
+        self.osc_state.setText(f"{', '.join(str(t) for t in self.sender.targets) or 'no targets'}; "
+                               f"{self.sender.bundles_sent} bundles, {self.sender.send_errors} errors")
+        if self.control is not None:
+            counts = self.control.snapshot()
+            self.control_state.setText(f"port {self.control.port}: " + (", ".join(
+                f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing received"))
+
+    def _show_preview(self) -> None:
+        item = self._preview.take()
+        if item is None:
+            return
+        frame, image = item
+        if image is None:
+            self.video.show_message("no camera image: features come from a tracking recording")
+        else:
+            self.video.show_image(draw_overlay(image, frame, mirror=self.mirror.isChecked()))
+        values = dict(zip(EXPRESSION_NAMES, (float(v) for v in frame.expression)))
+        values["motion_energy"] = float(frame.motion_energy)
+        self.meters.set_values(values)
+
+    def show_banner(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
+    # ---- teardown --------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop everything in order and save the settings; safe to call twice."""
+        if self._preview_timer.isActive():
+            self._preview_timer.stop()
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
+        if self._worker is not None:
+            if not self._worker.shutdown():
+                log.warning("the session worker did not stop in time")
+            self._worker = None
+        self.sender.close()
+        if self.settings_path is not None:
+            settings_mod.save(self.settings, self.settings_path)

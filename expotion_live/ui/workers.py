@@ -1,0 +1,181 @@
+"""The window's background work: loading the model, running the session, polling its status.
+
+Thread map (the window's part; the session's own threads are in `session.py`):
+- GUI thread: widgets only. Sends requests to the worker as queued signals and never
+  calls into the session, so loading MusicGen or a slow chunk cannot freeze the window.
+- worker thread (`SessionWorker` on a QThread): builds the music source (may take
+  seconds), opens the camera, starts/stops the session, forwards parameter changes,
+  polls `status()` four times a second and emits it as a plain dict.
+- tracking thread (the session's): calls the frame listeners: OSC out (`OscLink`), and
+  `LatestFrame.put`, which keeps only the newest (features, image) for the preview timer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+import numpy as np
+from PyQt6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, pyqtSignal, pyqtSlot
+
+from ..features.schema import FeatureFrame
+from ..osc.link import OscLink
+from ..osc.sender import OscSender
+from ..settings import Settings
+from .export import ExportError
+from .performance import PerformanceRecorder
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_MS = 250    # readouts refresh rate: fast enough to watch, cheap for the worker
+
+
+class LatestFrame:
+    """The newest (features, image) from the tracking thread; older ones are simply replaced."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._item: tuple[FeatureFrame, np.ndarray | None] | None = None
+        self.count = 0          # frames put since creation (the preview skips to the newest)
+
+    def put(self, frame: FeatureFrame, image: np.ndarray | None) -> None:
+        with self._lock:
+            self._item = (frame, image)
+            self.count += 1
+
+    def take(self) -> tuple[FeatureFrame, np.ndarray | None] | None:
+        """The newest item if it was not taken yet, else None."""
+        with self._lock:
+            item, self._item = self._item, None
+            return item
+
+
+def weights_notice(settings: Settings) -> str:
+    """What to tell the performer when MusicGen cannot be used, or "" when it can."""
+    from ..session import has_weights
+
+    if settings.engine.kind == "synth" or has_weights(settings.model.dir):
+        return ""
+    return (f"No MusicGen weights in {settings.model.dir}. Download them (2.4 GB) with: "
+            f"expotion-live download small   and set Setup > Model folder to checkpoints/musicgen-small. "
+            f"Until then the built-in gesture synth plays; tracking and OSC work as usual.")
+
+
+class SessionWorker(QObject):
+    """Owns the LiveSession; every slot runs on the worker thread."""
+
+    started = pyqtSignal(str)       # what plays where, e.g. "the built-in gesture synth -> pulse"
+    failed = pyqtSignal(str)        # one-line reason the session could not start
+    notice = pyqtSignal(str)        # advice that does not stop anything (no weights)
+    stopped = pyqtSignal()
+    status = pyqtSignal(dict)       # SessionStatus as plain values
+    recorded = pyqtSignal(str)      # where the recorded performance was saved
+
+    def __init__(self, preview: LatestFrame, sender: OscSender):
+        super().__init__()
+        self._preview = preview
+        self._sender = sender
+        self._session = None
+        self._timer: QTimer | None = None
+        self._link: OscLink | None = None
+        self._recorder: PerformanceRecorder | None = None
+
+    @pyqtSlot()
+    def setup(self) -> None:
+        """Runs first on the worker thread: timers must be created on the thread they fire on."""
+        self._timer = QTimer(self)
+        self._timer.setInterval(STATUS_INTERVAL_MS)
+        self._timer.timeout.connect(self._poll)
+
+    @pyqtSlot(object, object)
+    def start_session(self, settings: Settings, recorder: PerformanceRecorder | None) -> None:
+        """Build the source (may load MusicGen), open the camera, start; `recorder` films the show."""
+        if self._session is not None:
+            return
+        from ..capture.sources import open_source
+        from ..capture.thread import CaptureThread
+        from ..session import LiveSession, build_source
+
+        notice = weights_notice(settings)
+        if notice and settings.engine.kind == "musicgen":
+            self.failed.emit(notice)
+            return
+        if notice:
+            self.notice.emit(notice)
+        self._link = OscLink(self._sender, settings.camera)
+        try:
+            source = build_source(settings)
+            frames = CaptureThread(open_source(settings.camera.source, settings.camera))
+            session = LiveSession(settings, source, frames)
+            session.add_frame_listener(self._link.on_frame)
+            session.add_frame_listener(self._preview.put)
+            session.add_chunk_listener(self._link.on_chunk)
+            if recorder is not None:
+                session.add_frame_listener(recorder.on_frame)
+            session.start()
+            if recorder is not None:
+                recorder.start(origin=session.started_at)      # the played WAV starts here
+        except Exception as err:   # any failure to start is shown in the window, never a crash
+            log.exception("session failed to start")
+            self.failed.emit(f"could not start: {err}")
+            return
+        self._session, self._recorder = session, recorder
+        if session.notice:
+            self.notice.emit(session.notice)
+        self._timer.start()
+        engine = f"MusicGen from {settings.model.dir}" if hasattr(source, "musicgen") else "the built-in gesture synth"
+        self.started.emit(f"{engine} -> {session.status().output}")
+
+    @pyqtSlot()
+    def stop_session(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        self._timer.stop()
+        recorder, self._recorder = self._recorder, None
+        try:
+            played = session.stop()
+        finally:
+            self._link.on_stopped()
+            self.stopped.emit()
+        if recorder is not None:
+            try:
+                self.recorded.emit(str(recorder.finish(played)))
+            except ExportError as err:
+                self.notice.emit(str(err))
+
+    @pyqtSlot(object)
+    def set_params(self, params) -> None:
+        if self._session is not None:
+            self._session.set_params(params)
+
+    @pyqtSlot()
+    def calibrate(self) -> None:
+        if self._session is not None:
+            self._session.calibrate()
+
+    def _poll(self) -> None:
+        status = dataclasses.asdict(self._session.status())
+        self._link.on_status(status)
+        self.status.emit(status)
+
+
+class WorkerThread:
+    """The worker and its QThread, with the explicit teardown Qt needs: stop, quit, wait."""
+
+    def __init__(self, worker: SessionWorker):
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName("session-worker")
+        worker.moveToThread(self.thread)
+        self.thread.started.connect(worker.setup)
+        self.thread.start()
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Stop the session on the worker thread (waiting for it), then end the thread.
+
+        Returns False if the thread did not end within `timeout_ms`.
+        """
+        QMetaObject.invokeMethod(self.worker, "stop_session", Qt.ConnectionType.BlockingQueuedConnection)
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)

@@ -1,0 +1,263 @@
+"""The real window, offscreen: settings in and out, OSC control in, targets editable live, and a
+real session behind it: the demo face video as the camera, the synth (no MusicGen weights) or a
+tiny MusicGen, PortAudio on a PulseAudio null sink, OSC out to a real python-osc server."""
+from __future__ import annotations
+
+import socket
+import time
+import tomllib
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import QTimer
+from pythonosc.udp_client import SimpleUDPClient
+from test_osc import Receiver, as_dict
+
+from expotion_live import settings as settings_mod
+from expotion_live.engine.source import GenerationParams
+from expotion_live.osc.targets import OscTarget
+from expotion_live.settings import Settings
+from expotion_live.ui.overlay import CONTOUR_COLOUR
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(qapp, predicate, timeout: float = 10.0) -> bool:
+    """Run the Qt event loop until `predicate()` holds (the GUI thread must keep turning)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        qapp.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.fixture
+def make_window(qapp, tmp_path):
+    from expotion_live.ui.window import MainWindow
+
+    made = []
+
+    def make(**overrides):
+        base = {"osc.control_port": free_port(), "osc.targets": ()}
+        settings = settings_mod.override(Settings(), base | overrides)
+        window = MainWindow(settings, tmp_path / "settings.toml", tmp_path / "presets", tmp_path / "performances")
+        window.show()
+        qapp.processEvents()
+        made.append(window)
+        return window
+
+    yield make
+    for window in made:
+        window.close()
+
+
+def test_window_shows_settings_and_saves_edits_on_close(make_window, tmp_path):
+    window = make_window(**{"generation.prompt": "glassy arpeggios", "generation.cfg": 4.5})
+    assert window.prompt.text() == "glassy arpeggios" and window.guidance.value() == 4.5
+    assert window.start_button.text() == "Start" and window.video.isVisible()
+    window.temperature.setValue(0.8)
+    window.prompt.setText("slow strings")
+    window.prompt.editingFinished.emit()
+    window.mirror.setChecked(False)
+    window.close()
+    saved = tomllib.loads((tmp_path / "settings.toml").read_text())
+    assert saved["generation"]["prompt"] == "slow strings"
+    assert saved["generation"]["temperature"] == pytest.approx(0.8)
+    assert saved["camera"]["mirror_preview"] is False
+    assert settings_mod.load(tmp_path / "settings.toml").generation.prompt == "slow strings"
+
+
+def test_osc_targets_are_editable_live_and_bad_lines_change_nothing(make_window):
+    window = make_window(**{"osc.targets": ("127.0.0.1:9100",)})
+    assert window.sender.targets == (OscTarget("127.0.0.1", 9100),)
+    window.osc_targets.setPlainText("127.0.0.1:9200\nfaceosc@127.0.0.1")
+    window.osc_apply.click()
+    assert window.sender.targets == (OscTarget("127.0.0.1", 9200), OscTarget("127.0.0.1", 8338, "faceosc"))
+    assert window.settings.osc.targets == ("127.0.0.1:9200", "faceosc@127.0.0.1")
+    window.osc_targets.setPlainText("127.0.0.1:notaport")
+    window.osc_apply.click()
+    assert "not applied" in window.osc_state.text() and "notaport" in window.osc_state.text()
+    assert len(window.sender.targets) == 2 and window.settings.osc.targets == ("127.0.0.1:9200", "faceosc@127.0.0.1")
+
+
+def test_presets_save_and_load(make_window):
+    window = make_window()
+    window.guidance.setValue(6.0)
+    window.preset_box.setCurrentText("loud")
+    window.save_preset_button.click()
+    window.guidance.setValue(2.0)
+    window.load_preset("loud")
+    assert window.guidance.value() == 6.0 and window.settings.generation.cfg == 6.0
+    window.load_preset("../etc/passwd")
+    assert "may hold letters" in window.banner.text()
+    window.load_preset("missing")
+    assert "no preset 'missing'" in window.banner.text() and window.settings.generation.cfg == 6.0
+
+
+def test_osc_control_port_drives_the_window_and_counts_junk(make_window, qapp):
+    window = make_window()
+    (window.presets_dir).mkdir(parents=True, exist_ok=True)
+    (window.presets_dir / "calm.toml").write_text('[generation]\ntemperature = 0.6\nprompt = "calm pads"\n')
+    client = SimpleUDPClient("127.0.0.1", window.control.port)
+    client.send_message("/expotion/prompt", "bright marimba")
+    client.send_message("/expotion/guidance", 7.5)
+    client.send_message("/expotion/temperature", "hot")         # malformed: ignored, counted
+    client.send_message("/expotion/volume", 1.0)                # unknown: ignored, counted
+    client.send_message("/expotion/preset", "nope")             # no such preset: failed, counted
+    assert wait_until(qapp, lambda: window.prompt.text() == "bright marimba" and window.guidance.value() == 7.5)
+    assert window.settings.generation.prompt == "bright marimba" and window.settings.generation.cfg == 7.5
+    client.send_message("/expotion/preset", "calm")
+    assert wait_until(qapp, lambda: window.prompt.text() == "calm pads")
+    assert window.settings.generation.temperature == pytest.approx(0.6)
+    assert wait_until(qapp, lambda: window.control.snapshot() == {"handled": 3, "malformed": 1, "unknown": 1,
+                                                                   "failed": 1})
+
+
+def test_control_port_in_use_is_shown_not_fatal(make_window):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        window = make_window(**{"osc.control_port": busy.getsockname()[1]})
+        assert window.control is None and "control_port" in window.control_state.text()
+
+
+@pytest.fixture
+def receiver():
+    rx = Receiver()
+    yield rx
+    rx.close()
+
+
+@pytest.fixture
+def live_window(make_window, face_video, null_sink, receiver, tmp_path):
+    def make(**overrides):
+        return make_window(**{"camera.source": str(face_video), "audio.device": null_sink,
+                              "model.dir": str(tmp_path / "no-weights"),
+                              "osc.targets": (f"127.0.0.1:{receiver.port}",)} | overrides)
+    return make
+
+
+def as_array(widget) -> np.ndarray:
+    """What a widget shows, as a BGR array."""
+    image = widget.grab().toImage().convertToFormat(widget.grab().toImage().Format.Format_BGR888)
+    data = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), np.uint8)
+    return data.reshape(image.height(), image.bytesPerLine())[:, :image.width() * 3].reshape(
+        image.height(), image.width(), 3)
+
+
+def session_of(window):
+    return window._worker.worker._session
+
+
+def test_window_tracks_the_face_video_plays_and_sends_osc_without_weights(live_window, qapp, receiver):
+    window = live_window()
+    window.start_button.click()
+    assert wait_until(qapp, lambda: window.running and window.video.frames_shown >= 20
+                      and window.last_status.get("chunk_index", -1) >= 1, timeout=30), window.banner.text()
+    # no MusicGen weights: the window says what to download, and the synth plays anyway
+    assert "expotion-live download small" in window.banner.text()
+    assert "synth" in window.statusBar().currentMessage() and window.start_button.text() == "Stop"
+    # the preview shows the camera with the face mesh drawn on it
+    shown = as_array(window.video)
+    assert np.sum(np.all(np.abs(shown.astype(int) - CONTOUR_COLOUR) < 50, axis=2)) > 200
+    # readouts and meters follow the session
+    status = window.last_status
+    assert status["tracking_fps"] > 5 and window.readouts["tracking_fps"].text().endswith("fps")
+    assert window.readouts["rtf"].text().endswith("×") and window.readouts["underruns"].text().isdigit()
+    assert max(window.meters.value(n) for n in window.meters.bars) > 0.05
+    # OSC: one bundle per tracked frame, the face found, the music state
+    packets = receiver.wait_for(20)
+    assert sum(as_dict(p)["/face/found"] == [1.0] for p in packets) >= 0.9 * len(packets)
+    assert wait_until(qapp, lambda: as_dict(receiver.packets[-1])["/music/playing"] == [1.0])
+    assert as_dict(receiver.packets[-1])["/music/chunk"][0] >= 0
+    window.start_button.click()
+    assert wait_until(qapp, lambda: not window.running and window.start_button.text() == "Start")
+    assert session_of(window) is None
+
+
+def test_controls_change_the_engine(live_window, qapp):
+    window = live_window(**{"engine.kind": "synth"})
+    window.start()
+    assert wait_until(qapp, lambda: window.running, timeout=20), window.banner.text()
+    session = session_of(window)
+    window.prompt.setText("dusty breakbeat")
+    window.prompt.editingFinished.emit()
+    window.guidance.setValue(5.5)
+    window.temperature.setValue(0.7)
+    window.top_k.setValue(50)
+    expected = GenerationParams(prompt="dusty breakbeat", cfg=5.5, temperature=0.7, top_k=50, top_p=0.0)
+    assert wait_until(qapp, lambda: session.scheduler.params == expected)
+    # calibrate: the tracker takes the next frames with a face as the neutral face
+    assert session.tracking.tracker.neutral is None
+    window.calibrate_button.click()
+    assert wait_until(qapp, lambda: session.tracking.tracker.neutral is not None, timeout=10)
+    # setup changes wait for the next start and do not touch the running session
+    window.chunk_seconds.setValue(2.0)
+    assert window.settings.generation.chunk_seconds == 2.0 and session.settings.generation.chunk_seconds == 1.0
+
+
+def test_the_window_keeps_turning_while_musicgen_loads(live_window, qapp, tiny_musicgen_dir):
+    window = live_window(**{"engine.kind": "musicgen", "model.dir": str(tiny_musicgen_dir)})
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(window.running))
+    timer.start(20)
+    window.start_button.click()
+    assert window.start_button.text() == "Starting…" and not window.start_button.isEnabled()
+    assert wait_until(qapp, lambda: window.running, timeout=60), window.banner.text()
+    timer.stop()
+    assert ticks.count(False) >= 5          # the GUI thread ran timers while the model loaded
+    assert "MusicGen" in window.statusBar().currentMessage() and window.banner.text() == ""
+
+
+def test_a_failed_start_is_reported_and_the_window_recovers(live_window, qapp, tmp_path):
+    window = live_window(**{"camera.source": str(tmp_path / "missing.mp4"), "engine.kind": "synth"})
+    window.start_button.click()
+    assert wait_until(qapp, lambda: "missing.mp4" in window.banner.text(), timeout=20)
+    assert not window.running and window.start_button.isEnabled() and window.start_button.text() == "Start"
+
+
+def test_recording_a_performance_saves_the_overlay_video_with_the_played_audio(live_window, qapp):
+    import json
+    import subprocess
+
+    import cv2
+
+    window = live_window(**{"engine.kind": "synth"})
+    window.record_performance.setChecked(True)
+    window.mirror.setChecked(False)
+    window.start()
+    assert wait_until(qapp, lambda: window.running, timeout=20), window.banner.text()
+    assert wait_until(qapp, lambda: window.last_status.get("played_seconds", 0) >= 2.0, timeout=20)
+    window.stop()
+    assert wait_until(qapp, lambda: "performance saved" in window.banner.text(), timeout=30), window.banner.text()
+    saved = window.banner.text().split(": ", 1)[1]
+    assert saved.endswith("performance.mp4") and window.settings.audio.out == ""   # the WAV was this run's only
+    streams = {s["codec_type"]: s for s in json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-of", "json", saved],
+        capture_output=True, check=True).stdout)["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+    video_seconds, audio_seconds = float(streams["video"]["duration"]), float(streams["audio"]["duration"])
+    assert video_seconds >= 1.8 and abs(video_seconds - audio_seconds) < 0.3
+    capture = cv2.VideoCapture(saved)
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 45)
+    ok, image = capture.read()
+    assert ok and np.sum(np.all(np.abs(image.astype(int) - CONTOUR_COLOUR) < 50, axis=2)) > 200
+
+
+def test_ableton_target_from_settings_gets_tempo_and_transport(make_window, receiver):
+    from expotion_live.osc.schema import MusicState
+    from test_osc import tracked_frame
+
+    window = make_window(**{"osc.ableton": f"127.0.0.1:{receiver.port}"})
+    window.sender.set_music(MusicState(playing=True, tempo=128.0))
+    window.sender.send_frame(tracked_frame(), (640, 480))
+    messages = [m for p in receiver.wait_for(2) for m in p]
+    assert ("/live/song/set/tempo", [128.0]) in messages and ("/live/song/start_playing", []) in messages
+    bad = make_window(**{"osc.ableton": "127.0.0.1:port"})
+    assert "[osc] ableton" in bad.banner.text() and bad.sender.targets == ()
