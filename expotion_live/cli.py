@@ -7,16 +7,24 @@ flags. With no subcommand the live app starts (`run`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
-from . import __version__, doctor, settings as settings_mod
+from . import __version__, doctor, session, settings as settings_mod
 from .features import commands as features_commands
+from .model import commands as model_commands, download as download_commands
 from .train import record as record_commands
 from .ui import commands as ui_commands
 from .settings import SettingsError
 
-SUBCOMMAND_MODULES = (doctor, features_commands, ui_commands, record_commands)
+DEFAULT_RECORDING = "expotion-live.wav"   # where the main command records when there is no sound card
+DEFAULT_RECORDING_SECONDS = 30
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+BENCHMARKS = ("decode", "live", "vision", "synth")
+SUBCOMMAND_MODULES = (doctor, session, features_commands, model_commands, download_commands, ui_commands,
+                      record_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMAND_MODULES:
         module.add_parser(subparsers)
+    bench = subparsers.add_parser("bench", help="benchmarks (bench/*.py): decode, live, vision, synth",
+                                  description="Runs bench/NAME.py with the remaining arguments "
+                                              "(each prints a table; --json FILE writes it).")
+    bench.add_argument("name", choices=BENCHMARKS)
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the benchmark (see its --help)")
+    bench.set_defaults(handler=run_bench)
     return parser
+
+
+def run_bench(args, settings: settings_mod.Settings) -> int:
+    """Benchmarks live beside the package in bench/ (a source checkout), not inside it."""
+    path = BENCH_DIR / f"{args.name}.py"
+    if not path.exists():
+        print(f"expotion-live: {path} not found: benchmarks run from a source checkout", file=sys.stderr)
+        return 1
+    spec = importlib.util.spec_from_file_location(f"bench_{args.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args.args)
 
 
 def load_settings(config: str | None) -> settings_mod.Settings:
@@ -40,17 +66,36 @@ def load_settings(config: str | None) -> settings_mod.Settings:
     return settings_mod.load(saved if saved.exists() else None)
 
 
+def run_default(parser: argparse.ArgumentParser, config: str | None, settings: settings_mod.Settings) -> int:
+    """No subcommand: the window where there is a display, else the live path headless.
+
+    Without a sound card the headless path records to DEFAULT_RECORDING instead, so the
+    main command shows the whole live path on any machine (the bundled demo video stands
+    in for a missing camera, the gesture synth for missing weights).
+    """
+    head = ["--config", config] if config else []
+    if doctor.check_display()[0].ok and not settings.engine.headless:
+        args = parser.parse_args([*head, "gui", "--start"])
+    else:
+        argv = [*head, "run", "--headless"]
+        if not settings.audio.out and not doctor.check_audio(settings)[0].ok:
+            print(f"expotion-live: no display and no sound card: recording {DEFAULT_RECORDING_SECONDS} s of the "
+                  f"live path to {DEFAULT_RECORDING} (Ctrl-C stops early)", file=sys.stderr)
+            argv += ["--out", DEFAULT_RECORDING, "--duration", str(DEFAULT_RECORDING_SECONDS)]
+        args = parser.parse_args(argv)
+    return args.handler(args, settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     # MediaPipe's C++ logging would bury our messages; keep its warnings and errors only.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     try:
         settings = load_settings(args.config)
+        if args.command is None:
+            return run_default(parser, args.config, settings)
         return args.handler(args, settings)
     except SettingsError as err:
         print(f"expotion-live: settings error: {err}", file=sys.stderr)

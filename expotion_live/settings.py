@@ -46,6 +46,8 @@ class ModelSettings:
     adaptor: str = ""             # adaptor checkpoint directory; "" = none
     precision: str = "auto"       # auto | fp32 | bf16 | int8
     device: str = "auto"          # auto | cpu | cuda | mps
+    threads: int = 1              # torch CPU threads for generation: tracking needs the other core, and
+                                  # two threads on busy cores were 3-8x slower per step (bench decode)
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,11 @@ class GenerationSettings:
     top_k: int = 250
     top_p: float = 0.0            # 0 = off
     seed: int = -1                # -1 = a fresh seed per run
-    chunk_seconds: float = 1.0    # audio produced per generator step
+    chunk_seconds: float = 0.5    # audio produced per generator step; bench/live.py: 0.5 s halves control latency vs 1 s (tiny: 0.55 vs 1.1-1.7 s)
     context_seconds: float = 4.0  # recent codes prefilled as the prompt of the next chunk
     crossfade_ms: float = 40.0    # equal-power crossfade at chunk joins
     first_chunk_seconds: float = 0.5  # a shorter first chunk: time to first sound is one render of it
-    decode_context_seconds: float = 0.5  # codes before the chunk re-decoded by EnCodec so its start matches the last chunk's end
+    decode_context_seconds: float = 0.2  # codes re-decoded before each chunk so its start matches the last chunk's end (join mismatch stops improving past 10 frames)
     steer_prompt: bool = True     # add words from tracked tempo/expression when no adaptor is loaded
 
 
@@ -70,6 +72,7 @@ class AudioSettings:
     sample_rate: int = 32000      # EnCodec's rate; the stream runs at it
     block_size: int = 512         # frames per callback: DSP latency is one block
     buffer_seconds: float = 8.0   # ring buffer capacity between generator and callback
+    latency: float = 0.0          # PortAudio output latency hint, seconds; 0 = the device's low default (raise it on a busy machine)
     out: str = ""                 # also record exactly what is played to this WAV file
     dsp: bool = True              # fast control path: gain from motion energy, low-pass from an expression
     min_gain: float = 0.35        # gain when perfectly still (about -9 dB): motion makes it louder
@@ -81,8 +84,8 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class OscSettings:
-    targets: tuple[str, ...] = ("127.0.0.1:9000",)  # HOST:PORT destinations for tracking and music state
-    mode: str = "native"          # native | faceosc | wekinator
+    targets: tuple[str, ...] = ("127.0.0.1:9000",)  # [MODE@]HOST[:PORT] destinations for tracking and music state (docs/osc.md)
+    mode: str = "native"          # native | faceosc | wekinator: the schema of targets that name none
     control_port: int = 9001      # listens here for remote control; 0 = off
     control_host: str = "127.0.0.1"  # address the control port binds; "0.0.0.0" lets phones/other machines in
     ableton: str = ""             # AbletonOSC HOST:PORT for tempo/transport; "" = off
@@ -92,9 +95,9 @@ class OscSettings:
 class EngineSettings:
     kind: str = "auto"            # auto (MusicGen if weights exist, else synth) | musicgen | synth
     headless: bool = False        # no window: installations and CI
-    min_lead_seconds: float = 0.15  # least audio kept buffered ahead of the playhead (the rest adapts to render time)
-    low_water_seconds: float = 0.15  # below this, while a chunk still renders, the last chunk is looped instead of silence
-    loop_seconds: float = 1.0     # length of the looped stretch when generation is slower than real time
+    min_lead_seconds: float = 0.2  # least audio kept buffered ahead of the playhead (the rest adapts to render time)
+    low_water_seconds: float = 0.08  # below this, while a chunk still renders, the last chunk is looped instead of silence
+    loop_seconds: float = 0.5     # longest replayed stretch when generation is behind (shorter when the chunk is nearly done)
 
 
 @dataclass(frozen=True)

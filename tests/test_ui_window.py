@@ -197,8 +197,11 @@ def test_controls_change_the_engine(live_window, qapp):
     window.calibrate_button.click()
     assert wait_until(qapp, lambda: session.tracking.tracker.neutral is not None, timeout=10)
     # setup changes wait for the next start and do not touch the running session
+    started_with = session.settings.generation.chunk_seconds
+    assert started_with != 2.0
     window.chunk_seconds.setValue(2.0)
-    assert window.settings.generation.chunk_seconds == 2.0 and session.settings.generation.chunk_seconds == 1.0
+    assert window.settings.generation.chunk_seconds == 2.0
+    assert session.settings.generation.chunk_seconds == started_with
 
 
 def test_the_window_keeps_turning_while_musicgen_loads(live_window, qapp, tiny_musicgen_dir):

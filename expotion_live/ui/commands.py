@@ -56,7 +56,7 @@ def run_gui(args, settings: Settings) -> int:
     from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication
 
-    from .presets import presets_dir
+    from ..presets import presets_dir
     from .window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])

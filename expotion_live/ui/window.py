@@ -29,7 +29,7 @@ from ..osc.targets import OscTargetError, parse_target, parse_targets
 from ..settings import Settings, SettingsError
 from .overlay import draw_overlay
 from .performance import PerformanceRecorder, new_performance_folder
-from .presets import PresetError, apply_preset, list_presets, save_preset
+from ..presets import PresetError, apply_preset, list_presets, save_preset
 from .widgets import MeterPanel, VideoView
 from .workers import LatestFrame, SessionWorker, WorkerThread
 

@@ -11,9 +11,9 @@ import re
 import tomllib
 from pathlib import Path
 
-from .. import settings as settings_mod
-from ..atomic import atomic_path
-from ..settings import Settings, SettingsError
+from . import settings as settings_mod
+from .atomic import atomic_path
+from .settings import Settings, SettingsError
 
 _NAME = re.compile(r"^[\w][\w .-]*$")
 SAVED_SECTIONS = ("generation",)    # what "Save preset" keeps: the musical choices, not devices

@@ -1,0 +1,240 @@
+"""Where the ring's audio goes: a sounddevice stream, a file sink, or both.
+
+Every consumer runs the same `BlockPlayer.fill` on each block: copy from the ring,
+apply the fast DSP path, stamp the first sound, and hand the block to a recorder tap.
+So the WAV written by `--out` holds exactly the blocks that were played.
+
+- `AudioStream`: a PortAudio output stream chosen by device name. Its callback runs
+  `fill` and nothing else: no allocation of buffers, no locks, no logging, no torch.
+  The recording tap inside it is a second ring drained by a writer thread, because
+  file I/O must never happen in the callback.
+- `FileSink`: no sound card. A thread consumes the ring block by block, either paced by
+  the wall clock (a stand-in for a real device: RTF and underruns are judged against it)
+  or offline, as fast as the generator allows (it waits for each block, so never underruns).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from .dsp import DspPath
+from .ring_buffer import RingBuffer
+
+
+class AudioDeviceError(RuntimeError):
+    """No usable output device (PortAudio missing, no device, or no device matching a name)."""
+
+
+class BlockPlayer:
+    """The body of the audio callback, shared by every consumer of the ring."""
+
+    def __init__(self, ring: RingBuffer, dsp: DspPath):
+        self.ring = ring
+        self.dsp = dsp
+        self.tap: WavRecorder | None = None   # set before starting; receives every played block
+        self.blocks_played = 0
+        self.preroll_samples = 0               # silence played before the ring's first sample: ring pos p plays at p + this
+        self.first_sound_time = 0.0            # time.monotonic() of the first non-silent block, 0 = not yet
+
+    def fill(self, out: np.ndarray) -> None:
+        """Fill `out` (1-D float32 view of the device buffer) completely. Callback-safe."""
+        self.ring.read_into(out)
+        if self.ring.read_index == 0:
+            self.preroll_samples += out.shape[0]
+        peak = self.dsp.process(out)
+        if self.first_sound_time == 0.0 and peak > 1e-4:
+            self.first_sound_time = time.monotonic()
+        if self.tap is not None:
+            self.tap.push(out)
+        self.blocks_played += 1
+
+
+class WavRecorder:
+    """A WAV file written atomically: a temporary file beside the target, renamed on `close`.
+
+    `push` is callback-safe (it only copies into a ring); a writer thread does the I/O.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int, buffer_seconds: float = 4.0,
+                 max_samples: int | None = None):
+        import soundfile as sf
+
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        try:
+            self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, subtype="FLOAT")
+        except BaseException as err:
+            self._stack.__exit__(type(err), err, err.__traceback__)   # no stray temporary file
+            raise
+        self._ring = RingBuffer(int(buffer_seconds * sample_rate))
+        self._chunk = np.zeros(self._ring.capacity, np.float32)
+        self.max_samples = max_samples   # stop recording after this many samples (an exact --duration)
+        self._pushed = 0
+        self.dropped_samples = 0     # samples the writer could not keep up with (should stay 0)
+        self.frames_written = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain_loop, name="wav-writer", daemon=True)
+        self._thread.start()
+
+    def push(self, block: np.ndarray) -> None:
+        """Queue a played block for writing (callback-safe)."""
+        n = block.shape[0]
+        if self.max_samples is not None:
+            n = min(n, self.max_samples - self._pushed)
+            if n <= 0:
+                return
+        written = self._ring.write(block[:n])
+        self._pushed += written
+        if written < n:
+            self.dropped_samples += n - written
+
+    def _drain(self) -> None:
+        n = self._ring.available()
+        if n:
+            view = self._chunk[:n]
+            self._ring.read_into(view)
+            self._file.write(view)
+            self.frames_written += n
+
+    def _drain_loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self._drain()
+
+    def close(self) -> Path:
+        """Write what is left and rename the file into place."""
+        self._stop.set()
+        self._thread.join()
+        self._drain()
+        self._file.close()
+        self._stack.close()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file (an error happened): the target path is left untouched."""
+        self._stop.set()
+        self._thread.join()
+        self._file.close()
+        self._stack.__exit__(RuntimeError, RuntimeError("recording aborted"), None)
+
+
+def _portaudio():
+    """Import sounddevice, turning a missing PortAudio into an actionable message."""
+    try:
+        import sounddevice
+    except OSError as err:
+        raise AudioDeviceError(
+            f"PortAudio is not available ({err}); install it with: apt-get install libportaudio2") from None
+    return sounddevice
+
+
+def output_devices() -> list[tuple[int, str]]:
+    """(index, name) of every device with output channels."""
+    sd = _portaudio()
+    return [(d["index"], d["name"]) for d in sd.query_devices() if d["max_output_channels"] > 0]
+
+
+def find_output_device(name: str) -> int:
+    """Device index whose name contains `name` (case-insensitive); "" = the system default.
+
+    Raises AudioDeviceError listing the available devices when nothing matches.
+    """
+    sd = _portaudio()
+    devices = output_devices()
+    if not devices:
+        raise AudioDeviceError("no audio output device found (no sound card, and no PulseAudio/ALSA device)")
+    if not name:
+        default = sd.default.device[1]
+        return default if default is not None and default >= 0 else devices[0][0]
+    matches = [(i, n) for i, n in devices if name.lower() in n.lower()]
+    exact = [(i, n) for i, n in matches if n.lower() == name.lower()]
+    if exact or matches:
+        return (exact or matches)[0][0]
+    listing = "; ".join(f"{i}: {n}" for i, n in devices)
+    raise AudioDeviceError(f"no output device matches {name!r}; available: {listing}")
+
+
+class AudioStream:
+    """A mono float32 PortAudio output stream whose callback runs `BlockPlayer.fill`."""
+
+    def __init__(self, player: BlockPlayer, device: str, sample_rate: int, block_size: int,
+                 latency: float = 0.0):
+        sd = _portaudio()
+        self.player = player
+        self.device_index = find_output_device(device)
+        self.device_name = sd.query_devices(self.device_index)["name"]
+        self.underflows = 0           # PortAudio reported output_underflow (the device ran dry)
+        try:
+            self._stream = sd.OutputStream(
+                samplerate=sample_rate, blocksize=block_size, device=self.device_index,
+                channels=1, dtype="float32", callback=self._callback, latency=latency or "low")
+        except sd.PortAudioError as err:
+            raise AudioDeviceError(f"cannot open output device {self.device_name!r} at {sample_rate} Hz: {err}") from None
+
+    def _callback(self, outdata, frames, time_info, status) -> None:
+        if status.output_underflow:
+            self.underflows += 1
+        self.player.fill(outdata[:, 0])
+
+    @property
+    def latency_seconds(self) -> float:
+        """PortAudio's estimate of output latency after the callback."""
+        return float(self._stream.latency)
+
+    def start(self) -> None:
+        self._stream.start()
+
+    def stop(self) -> None:
+        self._stream.stop()
+        self._stream.close()
+
+
+class FileSink:
+    """Consumes the ring without a sound card: paced by the wall clock, or offline."""
+
+    def __init__(self, player: BlockPlayer, sample_rate: int, block_size: int, *,
+                 realtime: bool = True, duration: float | None = None):
+        self.player = player
+        self.sample_rate = sample_rate
+        self.block_size = block_size
+        self.realtime = realtime
+        self.max_blocks = None if duration is None else round(duration * sample_rate / block_size)
+        self.underflows = 0           # same interface as AudioStream; a sink has no device to run dry
+        self.finished = threading.Event()   # set when `duration` has been played
+        self._block = np.zeros(block_size, np.float32)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="file-sink", daemon=True)
+
+    def _run(self) -> None:
+        block_seconds = self.block_size / self.sample_rate
+        next_time = time.monotonic()
+        while not self._stop.is_set():
+            if self.max_blocks is not None and self.player.blocks_played >= self.max_blocks:
+                self.finished.set()
+                return
+            if self.realtime:
+                delay = next_time - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_time += block_seconds
+            else:
+                while self.player.ring.available() < self.block_size and not self._stop.is_set():
+                    time.sleep(0.001)   # offline: the generator sets the pace
+                if self._stop.is_set():
+                    return
+            self.player.fill(self._block)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+

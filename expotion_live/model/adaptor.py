@@ -1,0 +1,320 @@
+"""The Expotion condition adaptor (paper §3): face and motion steer a frozen MusicGen decoder.
+
+Two parts, both trainable, while every MusicGen weight stays frozen:
+
+1. The joint visual embedding (eq. 1-7). Features arrive already on the 50 Hz EnCodec
+   grid (the timeline and `extract_video` do the eq. 1/3 interpolation). Face and pose
+   vectors and the Flow-Embedding CNN's output are each projected to a few dimensions
+   (d1, d2), concatenated, and a learned positional embedding is added.
+2. The condition prefix (§3.2). A learned sequence `H0^p` runs through the last L
+   frozen decoder layers beside the music. At each adapted layer the joint embedding is
+   fused to the model width (`W_e`, one per layer as in the authors' code) plus a
+   per-layer positional table and added after the layer's first LayerNorm; the prefix
+   then goes through the layer's frozen self-attention (no mask) and feed-forward, but
+   not the text cross-attention. The music stream's queries attend to the prefix keys
+   and values through a zero-initialised gate, so an untrained adaptor is the base model.
+
+The prefix never looks at the music tokens, so it is computed once per condition window
+(`ConditionAdaptor.adapters`); the callables it returns do only the fused attention for
+the queries of the current step, a fixed-size computation the decode step can capture.
+
+Prefix masking: the paper applies no causal mask inside the prefix; the authors' code
+did. We follow the paper: the whole window is known when a chunk is generated (offline:
+the clip; live: the features up to now), so a prefix position seeing the whole window
+uses nothing the model will not have at inference. We have no measurement favouring
+the authors' mask (no pretrained base or real dataset to measure on here).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..atomic import atomic_path
+from ..features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM
+
+WEIGHTS_FILE = "adaptor.safetensors"
+CONFIG_FILE = "adaptor.json"
+FORMAT_VERSION = 1
+
+
+class AdaptorError(ValueError):
+    """An adaptor checkpoint or input that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class AdaptorConfig:
+    d1: int = 12                        # eq. 2: face features projected to d1 dims (paper: 12)
+    d2: int = 12                        # eq. 4: pose and flow features each projected to d2 dims (paper: 12)
+    n_layers: int | None = None         # L: adapt the last L decoder layers; None = all (the authors' scripts)
+    flow_cnn: bool = True               # eq. 5: the Flow-Embedding CNN over the optical flow (off = pose only)
+    flow_channels: tuple[int, ...] = (32, 64)  # hidden conv widths of the flow CNN (stride 2 each)
+    flow_dim: int = 256                 # eq. 5: flow embedding size (paper: 256)
+    max_frames: int = 512               # longest prefix window (50 Hz frames): sizes H0^p and the positional tables
+    face_dim: int = FACE_DIM            # input widths: the tracker's FeatureFrame vectors
+    motion_dim: int = MOTION_DIM
+    flow_shape: tuple[int, int, int] = FLOW_SHAPE
+
+    @property
+    def joint_dim(self) -> int:
+        """Width of the concatenated low-rank embedding [z_f; z_m; z_flow] (eq. 6)."""
+        return self.d1 + self.d2 + (self.d2 if self.flow_cnn else 0)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AdaptorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AdaptorError(f"unknown adaptor config key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        data = dict(data)
+        for name in ("flow_channels", "flow_shape"):
+            if name in data:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+
+class FlowEmbedding(nn.Module):
+    """Eq. (5): z_flow_t = F(F_t), 3x3 convolutions + ReLU, then adaptive average pooling."""
+
+    def __init__(self, in_channels: int, hidden: tuple[int, ...], out_dim: int):
+        super().__init__()
+        widths = (in_channels, *hidden, out_dim)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), nn.ReLU()]
+        self.convs = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, flow: torch.Tensor) -> torch.Tensor:
+        B, T, C, H, W = flow.shape
+        x = self.convs(flow.reshape(B * T, C, H, W))            # (B*T, out_dim, h, w)
+        return self.pool(x).reshape(B, T, -1)                   # (B, T, out_dim)
+
+
+class JointVisualEmbedding(nn.Module):
+    """Eq. (2), (4), (5) and the first half of (6): u_i = [z'_f; z'_m; z'_flow]_i + z_pos,i."""
+
+    def __init__(self, config: AdaptorConfig):
+        super().__init__()
+        self.config = config
+        self.face_proj = nn.Linear(config.face_dim, config.d1, bias=False)       # W_f, eq. (2)
+        self.motion_proj = nn.Linear(config.motion_dim, config.d2, bias=False)   # W_m, eq. (4)
+        if config.flow_cnn:
+            self.flow_cnn = FlowEmbedding(config.flow_shape[0], config.flow_channels, config.flow_dim)
+            self.flow_proj = nn.Linear(config.flow_dim, config.d2, bias=False)   # eq. (5) then projected as eq. (4)
+        self.pos = nn.Parameter(torch.zeros(config.max_frames, config.joint_dim))  # z_pos, eq. (6)
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        B, T, _ = face.shape
+        parts = [self.face_proj(face), self.motion_proj(motion)]   # eq. (2), (4): (B, T, d1), (B, T, d2)
+        if self.config.flow_cnn:
+            parts.append(self.flow_proj(self.flow_cnn(flow)))      # eq. (5): (B, T, d2)
+        return torch.cat(parts, dim=-1) + self.pos[:T]             # eq. (6), before W_e: (B, T, joint_dim)
+
+
+class FusedPrefixAttention:
+    """One adapted layer's hook: `g_l * S'_l` with S'_l = Attn(Q_l + Q^p_l, K^p_l, V^p_l), no mask.
+
+    Holds the prefix's per-head queries, keys and values for one window, computed once.
+    Called by the decoder with the music queries `q` (B, H, T, Dh) at sequence positions
+    `positions` (T,); the prefix query at the same position is added (prefix index t is
+    sequence position t; positions past the window reuse its last frame). When the
+    decoder runs classifier-free guidance as a batch of 2B, both halves attend to the
+    same prefix (the authors duplicated it), so guidance amplifies only the text; the
+    halves' queries are stacked against one copy rather than copying the prefix, which
+    the decode step would otherwise read twice per layer.
+    """
+
+    def __init__(self, q_p: torch.Tensor, k_p: torch.Tensor, v_p: torch.Tensor, gate: torch.Tensor):
+        self.q_p, self.k_p, self.v_p = q_p, k_p, v_p    # (Bp, H, Tp, Dh) each
+        self.gate = gate                                # () scalar g_l
+
+    def __call__(self, q: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        B, H, T, Dh = q.shape
+        Bp, _, Tp, _ = self.k_p.shape
+        halves = B // Bp                                 # 2 under CFG: [conditional; null] share one prefix
+        q_p = self.q_p.index_select(2, positions.clamp(max=Tp - 1)).to(q.dtype)   # Q^p at the queries' positions
+        q = q.view(halves, Bp, H, T, Dh) + q_p                                       # Q_l + Q^p_l
+        q = q.permute(1, 2, 0, 3, 4).reshape(Bp, H, halves * T, Dh)                 # (Bp, H, halves*T, Dh)
+        s_prime = F.scaled_dot_product_attention(q, self.k_p.to(q.dtype), self.v_p.to(q.dtype))  # no mask
+        s_prime = s_prime.view(Bp, H, halves, T, Dh).permute(2, 0, 1, 3, 4).reshape(B, H, T, Dh)
+        return self.gate.to(q.dtype) * s_prime           # (B, H, T, Dh)
+
+
+class ConditionAdaptor(nn.Module):
+    """The trainable part of Expotion, attached to a frozen decoder (which it does not own).
+
+    The decoder is kept outside the module tree, so `parameters()`, `state_dict()`,
+    optimisers, DDP and checkpoints see only the adaptor's own weights.
+    """
+
+    def __init__(self, config: AdaptorConfig, decoder: nn.Module):
+        super().__init__()
+        base = decoder.config
+        n_total = base.num_hidden_layers
+        n_layers = n_total if config.n_layers is None else config.n_layers
+        if not 1 <= n_layers <= n_total:
+            raise AdaptorError(f"n_layers={config.n_layers} but the decoder has {n_total} layers")
+        self.config = config
+        self.first_layer = n_total - n_layers              # adapted layers: N-L+1 .. N (1-based)
+        self.hidden_size = base.hidden_size
+        self.num_heads = base.num_attention_heads
+        self.__dict__["decoder"] = decoder                 # frozen and not a submodule (see class docstring)
+        decoder.requires_grad_(False)
+
+        d = base.hidden_size
+        self.embedding = JointVisualEmbedding(config)
+        self.prefix_init = nn.Parameter(torch.randn(config.max_frames, d) * 0.02)                 # H0^p
+        self.merge = nn.ModuleList(nn.Linear(config.joint_dim, d, bias=False) for _ in range(n_layers))  # W_e per layer
+        self.layer_pos = nn.Parameter(torch.randn(n_layers, config.max_frames, d) * 0.02)        # pos_l
+        self.gates = nn.Parameter(torch.zeros(n_layers))                                            # g_l, init 0
+        self.to(next(decoder.parameters()).device)
+
+    @property
+    def base_shape(self) -> dict:
+        """The decoder dimensions this adaptor fits; stored with checkpoints to reject other bases."""
+        cfg = self.decoder.config
+        return {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
+                "num_attention_heads": cfg.num_attention_heads, "num_codebooks": cfg.num_codebooks}
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, -1).transpose(1, 2)   # (B, H, T, Dh)
+
+    def adapters(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> list[Callable | None]:
+        """Run the condition prefix over one window; return one hook per decoder layer (None = unadapted).
+
+        face (B, T, face_dim), motion (B, T, motion_dim), flow (B, T, *flow_shape), all on
+        the 50 Hz grid; frame t conditions decoder sequence position t.
+        """
+        self._check_inputs(face, motion, flow)
+        face, motion, flow = (x.to(self.prefix_init.dtype) for x in (face, motion, flow))  # e.g. float16 flow
+        B, T, _ = face.shape
+        dtype = self.decoder.layers[self.first_layer].self_attn_layer_norm.weight.dtype
+        joint = self.embedding(face, motion, flow)                     # eq. (6) before W_e: (B, T, joint_dim)
+        h = self.prefix_init[:T].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
+
+        hooks: list[Callable | None] = [None] * self.first_layer
+        for i, layer in enumerate(self.decoder.layers[self.first_layer:]):
+            z = self.merge[i](joint) + self.layer_pos[i, :T]           # Z_l = W_e,l^T u + pos_l: (B, T, d)
+            x = layer.self_attn_layer_norm(h) + z.to(dtype)            # H_l^p + Z_l, after the first norm
+            attn = layer.self_attn
+            q_p = self._split_heads(attn.q_proj(x))                    # Q_l^p, K_l^p, V_l^p: (B, H, T, Dh)
+            k_p = self._split_heads(attn.k_proj(x))
+            v_p = self._split_heads(attn.v_proj(x))
+            a = F.scaled_dot_product_attention(q_p, k_p, v_p)          # prefix self-attention, no mask
+            h = h + attn.out_proj(a.transpose(1, 2).reshape(B, T, self.hidden_size))   # (B, T, d)
+            h = h + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(h))))           # frozen feed-forward
+            hooks.append(FusedPrefixAttention(q_p, k_p, v_p, self.gates[i]))
+        return hooks
+
+    def _check_inputs(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> None:
+        cfg = self.config
+        B, T = face.shape[:2]
+        expected = {"face": (face, (B, T, cfg.face_dim)), "motion": (motion, (B, T, cfg.motion_dim)),
+                    "flow": (flow, (B, T, *cfg.flow_shape))}
+        for name, (tensor, shape) in expected.items():
+            if tuple(tensor.shape) != shape:
+                raise AdaptorError(f"{name} features have shape {tuple(tensor.shape)}, expected {shape}")
+        if not 1 <= T <= cfg.max_frames:
+            raise AdaptorError(f"condition window of {T} frames; this adaptor takes 1 to {cfg.max_frames} "
+                               f"({cfg.max_frames / 50:.2f} s at 50 Hz)")
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def save_adaptor(adaptor: ConditionAdaptor, out_dir: str | os.PathLike) -> Path:
+    """Write `adaptor.safetensors` and `adaptor.json` into `out_dir`, each atomically.
+
+    The safetensors metadata holds the same JSON, so a weights file never pairs silently
+    with the config of a different run.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    header = {"format": FORMAT_VERSION, "config": adaptor.config.to_json(), "base": adaptor.base_shape}
+    text = json.dumps(header, indent=2, sort_keys=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adaptor.state_dict().items()}
+    with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"expotion_adaptor": text})
+    with atomic_path(out_dir / CONFIG_FILE) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    return out_dir
+
+
+def load_adaptor(path: str | os.PathLike, musicgen) -> ConditionAdaptor:
+    """Load an adaptor directory (or its .safetensors file) onto `musicgen.decoder` (or a decoder).
+
+    Errors name the file and what is wrong: missing files, a config of another run, a
+    checkpoint trained for a different base model, or tensors of the wrong shape.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    folder = path.parent if path.suffix == ".safetensors" else path
+    weights, config_file = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+    for file in (weights, config_file):
+        if not file.is_file():
+            raise AdaptorError(f"adaptor checkpoint {file} does not exist (expected {WEIGHTS_FILE} and "
+                               f"{CONFIG_FILE} from `expotion-live train`)")
+    try:
+        header = json.loads(config_file.read_text(encoding="utf-8"))
+        with safe_open(str(weights), framework="pt") as f:
+            stored = (f.metadata() or {}).get("expotion_adaptor")
+        state = load_file(str(weights))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AdaptorError(f"{config_file} is not valid JSON: {err}") from None
+    except (SafetensorError, OSError) as err:
+        raise AdaptorError(f"{weights} is not a readable safetensors file: {err}") from None
+    if stored is None or json.loads(stored) != header:
+        raise AdaptorError(f"{config_file} does not belong to {weights} (different runs mixed); "
+                           f"copy both files from the same checkpoint folder")
+    if header.get("format") != FORMAT_VERSION:
+        raise AdaptorError(f"{config_file}: adaptor format {header.get('format')}, this program reads {FORMAT_VERSION}")
+
+    decoder = getattr(musicgen, "decoder", musicgen)
+    adaptor = ConditionAdaptor(AdaptorConfig.from_json(header["config"]), decoder)
+    if header["base"] != adaptor.base_shape:
+        raise AdaptorError(f"{weights} was trained for a decoder {_describe(header['base'])}, but the loaded "
+                           f"model is {_describe(adaptor.base_shape)}; load the base model it was trained on")
+    own = adaptor.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise AdaptorError(f"{weights}: tensor names do not match this adaptor "
+                           f"(missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, tensor in state.items():
+        if tensor.shape != own[name].shape:
+            raise AdaptorError(f"{weights}: tensor {name} has shape {tuple(tensor.shape)}, "
+                               f"expected {tuple(own[name].shape)}")
+    adaptor.load_state_dict(state)
+    return adaptor
+
+
+def _describe(base: dict) -> str:
+    return (f"with {base['num_hidden_layers']} layers of width {base['hidden_size']} "
+            f"and {base['num_attention_heads']} heads")
+
+
+def trainable_share(adaptor: ConditionAdaptor) -> tuple[int, int, float]:
+    """(adaptor parameters, frozen decoder parameters, adaptor share of decoder + adaptor in %)."""
+    own = adaptor.parameter_count()
+    frozen = sum(p.numel() for p in adaptor.decoder.parameters())
+    return own, frozen, 100.0 * own / (own + frozen)
+
+
+__all__ = ["AdaptorConfig", "AdaptorError", "ConditionAdaptor", "FusedPrefixAttention",
+           "load_adaptor", "save_adaptor", "trainable_share"]

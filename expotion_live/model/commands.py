@@ -1,0 +1,163 @@
+"""`expotion-live generate`: a prompt (and optionally a video through a trained adaptor) to a WAV file.
+
+    expotion-live generate --model checkpoints/musicgen-small --prompt "warm pads" --seconds 8 --out out.wav
+    expotion-live generate --adaptor runs/me --video take.mp4 --video-out take_music.mp4 --out take.wav
+
+Flags that mirror settings (`--model`, `--prompt`, `--cfg`, ...) override the settings
+file; every expected failure is one line on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..atomic import atomic_path
+
+DEFAULT_SECONDS = 10.0  # without --video, the length of the piece
+
+
+class MuxError(RuntimeError):
+    """ffmpeg failed to put the music on the video; the message is ffmpeg's last line."""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate", help="generate music from a text prompt (optionally a video through an adaptor) to a WAV file",
+        description="Generate music offline with MusicGen; --adaptor and --video condition it on a "
+                    "performance video, --video-out muxes the music onto that video.")
+    p.add_argument("--model", metavar="DIR", help="MusicGen weights directory (settings: model.dir)")
+    p.add_argument("--prompt", metavar="TEXT", help="text prompt (settings: generation.prompt)")
+    p.add_argument("--seconds", type=float, metavar="S",
+                   help=f"length of the music (default: the video's length, else {DEFAULT_SECONDS:g})")
+    p.add_argument("--out", metavar="WAV", default="out.wav", help="WAV file to write (default: out.wav)")
+    p.add_argument("--codes-out", metavar="NPY", help="also save the generated codes, shape [4, frames]")
+    p.add_argument("--greedy", action="store_true", help="take the most likely token (no sampling)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (settings: generation.cfg)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens, 0 = all")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass, 0 = off")
+    p.add_argument("--temperature", type=float, help="sampling temperature")
+    p.add_argument("--seed", type=int, help="random seed, -1 = fresh (settings: generation.seed)")
+    p.add_argument("--device", help="auto | cpu | cuda | mps (settings: model.device)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), help="decoder weights (settings: model.precision)")
+    p.add_argument("--adaptor", metavar="CKPT", help="trained condition adaptor (settings: model.adaptor)")
+    p.add_argument("--video", metavar="FILE", help="performance video whose face and motion condition the adaptor")
+    p.add_argument("--video-out", metavar="MP4", help="write the video with the generated music as its sound")
+    p.set_defaults(handler=run_generate)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    flags = {"model.dir": args.model, "model.device": args.device, "model.precision": args.precision,
+             "model.adaptor": args.adaptor, "generation.prompt": args.prompt, "generation.cfg": args.cfg,
+             "generation.top_k": args.top_k, "generation.top_p": args.top_p,
+             "generation.temperature": args.temperature, "generation.seed": args.seed}
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def run_generate(args: argparse.Namespace, settings) -> int:
+    """Handler: load, generate with a progress bar, write WAV (+ codes, + muxed video)."""
+    from ..capture.sources import CaptureError
+    from ..settings import override
+
+    settings = override(settings, _overrides(args))
+    try:
+        return _generate(args, settings)
+    except (ValueError, OSError, CaptureError, MuxError) as err:  # incl. CheckpointError, AdaptorError
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+def _generate(args: argparse.Namespace, settings) -> int:
+    import numpy as np
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from .generate import MusicGen
+
+    model_cfg, gen = settings.model, settings.generation
+    if args.adaptor and not args.video:
+        raise ValueError("--adaptor needs --video (the performance whose face and motion steer the music)")
+    if args.video and not model_cfg.adaptor:
+        raise ValueError("--video needs --adaptor (a trained condition adaptor) to steer the music")
+    if args.video_out and not args.video:
+        raise ValueError("--video-out needs --video (the video to put the music on)")
+    if args.video_out and shutil.which("ffmpeg") is None:
+        raise ValueError("--video-out needs ffmpeg on the PATH (apt-get install ffmpeg)")
+    if args.video and not Path(args.video).is_file():
+        raise ValueError(f"video file {args.video} does not exist")
+
+    musicgen = MusicGen.load(model_cfg.dir, device=model_cfg.device, precision=model_cfg.precision)
+    window = _video_features(args.video, settings) if args.video else None
+    seconds = args.seconds if args.seconds is not None else (
+        window.n_frames / musicgen.frame_rate if window is not None else DEFAULT_SECONDS)
+    n_frames = round(seconds * musicgen.frame_rate)
+    longest = musicgen.decoder.config.max_position_embeddings - musicgen.decoder.config.num_codebooks
+    if not 1 <= n_frames <= longest:
+        raise ValueError(f"--seconds {seconds:g} is out of range: this model makes "
+                         f"{1 / musicgen.frame_rate:g} to {longest / musicgen.frame_rate:g} s in one piece")
+    adapters = _adapters(model_cfg.adaptor, musicgen, window, n_frames) if window is not None else None
+
+    text = musicgen.encode_text([gen.prompt])
+    with tqdm(unit="step", desc="generating", file=sys.stderr) as bar:
+        codes = musicgen.generate(text, n_frames, cfg=gen.cfg, temperature=gen.temperature, top_k=gen.top_k,
+                                  top_p=gen.top_p, greedy=args.greedy, seed=None if gen.seed < 0 else gen.seed,
+                                  adapters=adapters, progress=_bar_progress(bar))
+    audio = musicgen.decode_audio(codes)[0]
+    with atomic_path(args.out) as tmp:
+        sf.write(tmp, audio, musicgen.sample_rate, subtype="FLOAT", format="WAV")
+    if args.codes_out:
+        with atomic_path(args.codes_out) as tmp:
+            np.save(tmp, codes[0].cpu().numpy())  # [4, frames]
+    if args.video_out:
+        _mux(args.video, args.out, args.video_out)
+    where = f" and {args.video_out}" if args.video_out else ""
+    print(f"wrote {len(audio) / musicgen.sample_rate:.2f} s of music to {args.out}{where}", file=sys.stderr)
+    return 0
+
+
+def _video_features(video: str, settings):
+    from tqdm import tqdm
+
+    from ..features.offline import extract_video
+
+    with tqdm(unit="frame", desc="tracking", file=sys.stderr) as bar:
+        return extract_video(video, settings.tracking, progress=_bar_progress(bar))
+
+
+def _bar_progress(bar):
+    """A `progress(done, total)` callback that moves a tqdm bar."""
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return progress
+
+
+def _adapters(adaptor_path: str, musicgen, window, n_frames: int):
+    """Load the adaptor and run its prefix over the video's features (first frames, up to its window)."""
+    import torch
+
+    from .adaptor import load_adaptor
+
+    adaptor = load_adaptor(adaptor_path, musicgen).eval()
+    T = min(window.n_frames, n_frames + musicgen.decoder.config.num_codebooks, adaptor.config.max_frames)
+
+    def batch(array):  # (T, ...) numpy -> (1, T, ...) on the model's device
+        return torch.from_numpy(array[:T]).unsqueeze(0).to(musicgen.device)
+
+    with torch.no_grad():
+        return adaptor.adapters(batch(window.face), batch(window.motion), batch(window.flow))
+
+
+def _mux(video: str, wav: str, video_out: str) -> None:
+    """Copy the video stream and encode the WAV as its AAC sound, atomically."""
+    with atomic_path(video_out) as tmp:
+        result = subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", video, "-i", wav,
+             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-shortest", str(tmp)],
+            capture_output=True, text=True)
+        if result.returncode != 0:
+            raise MuxError(f"ffmpeg could not mux {wav} onto {video}: "
+                               f"{(result.stderr.strip().splitlines() or ['unknown error'])[-1]}")

@@ -1,0 +1,179 @@
+"""Weight precision of the decoder's projections: the biggest speed lever on a CPU.
+
+Decoding one step (batch 2 with CFG, one position) multiplies a couple of rows by
+every projection matrix, so its time is the bytes of weights read over the memory
+bandwidth. Storing them in fewer bytes is what makes it fast:
+
+- "fp32"  plain `nn.Linear`, the reference (and what training the adaptor needs).
+- "bf16"  `Bf16Linear`: bfloat16 weights (2 bytes), activations cast to bf16 around the
+          matmul; oneDNN's bf16 kernels (AVX512-BF16 / AMX where the CPU has them).
+- "int8"  `Int8Linear`: int8 weights (1 byte) with one fp32 scale per output row
+          (symmetric, per channel), computed by `aten._weight_int8pack_mm` with bf16
+          activations on the CPU; everywhere else (and whenever a gradient is needed)
+          the weight is dequantized on the fly, which is slower but exact to the same math.
+
+Only the projections change; layer norms, embeddings, attention and the KV cache
+stay in the model's dtype (fp32), so the swap is invisible to callers: a module
+still takes and returns fp32 tensors of the same shapes, and gradients still flow
+to its input (the adaptor trains through the frozen layers).
+
+Which kernels run on this machine (2-core AMD EPYC with AVX512-BF16/VNNI, torch 2.13;
+seen with the torch profiler and ONEDNN_VERBOSE=1; musicgen-small's per-step
+projections, 352 M weights, two rows each, idle machine, 2 threads):
+- fp32 `F.linear` runs MKL's sgemm (no oneDNN primitive), which reaches only ~10 GB/s
+  on this AMD CPU (~135 ms per step). oneDNN with prepacked weights would reach ~37 GB/s
+  (~38 ms), but it keeps a second, opaque copy of every weight, and fp32 must stay the
+  plain trainable reference.
+- bf16 `F.linear` runs oneDNN `brg_matmul:avx512_core_bf16` (~30 ms; ~22 ms prepacked).
+- int8 runs ATen's own `_weight_int8pack_mm` CPU kernel: ~13 ms (~26 GB/s). With fp32
+  activations the same kernel takes ~260 ms, hence the bf16 cast. fbgemm dynamic
+  quantization (`quantize_dynamic`, activations quantized too; deprecated for torchao)
+  is as fast (~14 ms); oneDNN's `qlinear_pointwise` took ~145 ms at two rows.
+bench/decode.py measures the whole decoder at each precision side by side.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+# The CPU int8 kernel needs in_features to be a multiple of 16; other widths crash it
+# (tested: in_features 8, 40, 72 segfault in torch 2.13), so they take the dequantized path.
+_INT8_KERNEL_MULTIPLE = 16
+
+# Relative logit error ‖logits - logits_fp32‖ / ‖logits_fp32‖ each precision is held to.
+# Measured by bench/decode.py on random musicgen-small weights (transformers' init, 24
+# layers, T5 text, the CFG batch): bf16 7.0e-3, int8 2.4e-2; on a bare random decoder
+# without T5: bf16 5.2e-3, int8 1.6e-2. Random weights are a weak judge of int8 quality
+# (real checkpoints have outlier channels), so fp32 and bf16 stay one flag away.
+# tests/test_precision.py checks the bound on tiny random decoders, through both the
+# full forward and prefill + decode_step.
+LOGIT_TOLERANCE = {"fp32": 0.0, "bf16": 1e-2, "int8": 3e-2}
+
+
+class Bf16Linear(nn.Module):
+    """A projection whose weight is stored in bfloat16: half the bytes of fp32 to read."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = nn.Parameter(linear.weight.detach().to(torch.bfloat16), requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(
+            linear.bias.detach().to(torch.bfloat16), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8Linear(nn.Module):
+    """A projection stored as int8 weights times one scale per output row.
+
+    Quantization (symmetric, per output channel): scale_n = max_k |W_nk| / 127,
+    W_nk ≈ scale_n * round(W_nk / scale_n), so y = (x W_int8^T) * scale.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w = linear.weight.detach().float()                                   # (N, K)
+        scale = (w.abs().amax(dim=1) / 127.0).clamp_min(torch.finfo(torch.float32).tiny)  # (N,)
+        self.weight = nn.Parameter(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8),
+                                   requires_grad=False)
+        self.weight_scale = nn.Parameter(scale, requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+        # The kernel wants the scales in the activations' dtype; cached (tiny) rather than cast per call.
+        self.register_buffer("_kernel_scale", scale.to(torch.bfloat16), persistent=False)
+
+    @property
+    def uses_int8_kernel(self) -> bool:
+        return self.weight.device.type == "cpu" and self.in_features % _INT8_KERNEL_MULTIPLE == 0
+
+    def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.weight.to(dtype) * self.weight_scale[:, None].to(dtype)  # (N, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *lead, K = x.shape
+        rows = x.reshape(-1, K)  # (M, K): every leading dimension flattened into rows
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        if self.uses_int8_kernel and not needs_grad:  # the kernel has no derivative
+            y = torch.ops.aten._weight_int8pack_mm(rows.to(torch.bfloat16).contiguous(), self.weight,
+                                                   self._kernel_scale)
+        else:
+            compute = torch.bfloat16 if x.device.type == "cpu" else x.dtype
+            y = F.linear(rows.to(compute), self.dequantized_weight(compute))
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*lead, self.out_features)  # (..., N)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+_CONVERTERS = {"bf16": Bf16Linear, "int8": Int8Linear}
+
+
+def resolve_precision(precision: str, device) -> str:
+    """"auto" -> `default_precision(device)`; anything unknown is a clear error."""
+    if precision == "auto":
+        return default_precision(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
+def default_precision(device) -> str:
+    """The fastest precision whose logits stay within LOGIT_TOLERANCE of fp32, per device.
+
+    CPU: int8. bench/decode.py, random musicgen-small, CFG, 200 steps, 1 thread, on a
+    shared machine (load 3-4 on 2 cores): median ms per step int8 73, bf16 111, fp32 243,
+    transformers' generate 326. The projections alone on the idle machine (2 threads):
+    int8 13, bf16 30, fp32 135 ms per step.
+    CUDA: bf16 where the GPU has it, else fp32 (not measured: no GPU here; the int8 path
+    on CUDA dequantizes per call, which saves memory but not time without a fused kernel).
+    Anything else: fp32.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return "int8"
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Module:
+    """Move `module` to `device` and store its `nn.Linear` projections at `precision`, in place.
+
+    Returns the same module. Converting is one-way (int8 cannot be made fp32 again
+    without loss): a module already converted to another precision is an error; load
+    the model again instead.
+    """
+    precision = resolve_precision(precision, device)
+    module.to(device)
+    converted = {type(m) for m in module.modules()} & {Bf16Linear, Int8Linear}
+    target = _CONVERTERS.get(precision)
+    if converted - {target}:
+        have = ", ".join(sorted(c.__name__ for c in converted))
+        raise ValueError(f"this module's projections are already {have}; load the model again "
+                         f"to use precision {precision!r}")
+    if target is None:
+        return module
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, target(child).to(device))
+    return module
+
+
+def projection_bytes(module: nn.Module) -> int:
+    """Bytes of weights (and scales) held by `module`'s projections, at their stored precision."""
+    total = 0
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, Bf16Linear, Int8Linear)):
+            total += sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
+    return total

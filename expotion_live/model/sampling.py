@@ -1,0 +1,48 @@
+"""Next-token choice: classifier-free guidance, then temperature, top-k, top-p, as transformers orders them.
+
+All shapes are static (masking, never slicing by a data-dependent length), and the
+randomness comes from an explicit `torch.Generator`, so a seed reproduces a piece.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def guide(logits: torch.Tensor, cfg: float) -> torch.Tensor:
+    """Classifier-free guidance over the batch of two [conditional; null]: (2B, K, V) -> (B, K, V).
+
+    uncond + cfg * (cond - uncond), transformers' `ClassifierFreeGuidanceLogitsProcessor`.
+    """
+    cond, uncond = logits.chunk(2, dim=0)
+    return uncond + (cond - uncond) * cfg
+
+
+def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 0.0) -> torch.Tensor:
+    """Temperature, then keep the top-k, then the top-p nucleus; dropped tokens become -inf. (..., V)."""
+    V = logits.shape[-1]
+    logits = logits.float() / temperature
+    if 0 < top_k < V:
+        kth_best = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        ascending, order = logits.sort(dim=-1)
+        mass_below = ascending.softmax(dim=-1).cumsum(dim=-1)  # probability of this token and all less likely
+        drop = mass_below <= 1.0 - top_p
+        drop[..., -1] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
+           greedy: bool = False, generator: torch.Generator | None = None) -> torch.LongTensor:
+    """Pick one token per row: logits (B, K, V) -> tokens (B, K).
+
+    top_k = 0 and top_p = 0 switch those filters off; greedy takes the argmax.
+    """
+    if greedy:
+        return logits.argmax(dim=-1)
+    B, K, V = logits.shape
+    filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    probs = filtered.softmax(dim=-1).view(B * K, V)  # (B*K, V)
+    return torch.multinomial(probs, 1, generator=generator).view(B, K)

@@ -1,0 +1,213 @@
+"""The `prepare`, `train` and `evaluate` subcommands: a performer's recordings to a trained adaptor.
+
+Defaults are the paper's / the authors' recipe (DESIGN.md §2); see docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..settings import Settings
+from .config import TrainConfig
+
+_T = TrainConfig()
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prepare", help="extract features and EnCodec codes of a dataset folder into its training cache",
+        description="Scan DATA (one folder per clip: a video, optionally the music as a separate audio file "
+                    "and a caption.txt), track every video with the live app's tracker, encode the music "
+                    "with the model's EnCodec, and cache both in DATA/.expotion_cache. Unusable clips are "
+                    "skipped and listed; running it again only does new or changed clips.")
+    p.add_argument("data", help="dataset folder (see docs/training.md)")
+    _model_flags(p)
+    p.add_argument("--min-seconds", type=float, default=_T.segment_seconds,
+                   help="skip clips shorter than this (default: %(default)s, the training segment length)")
+    p.add_argument("--min-face", type=float, default=0.5,
+                   help="skip clips with a face in fewer than this share of frames (default: %(default)s)")
+    p.set_defaults(handler=_prepare)
+
+    p = subparsers.add_parser(
+        "train", help="train the Expotion adaptor on prepared clips (MusicGen stays frozen)",
+        description="PEFT training of the condition adaptor. Resumable: run the same command again after "
+                    "a stop or a crash. Multi-GPU: torchrun --nproc_per_node=N -m expotion_live.cli train ...")
+    p.add_argument("data", help="dataset folder prepared with `expotion-live prepare`")
+    _model_flags(p)
+    p.add_argument("--out", required=True, help="run folder: adaptor checkpoints, best/, curves.png, resume state")
+    p.add_argument("--epochs", type=int, default=_T.epochs, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=_T.batch_size, help="segments per step per process "
+                                                                        "(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=_T.lr, help="AdamW peak learning rate (default: %(default)s)")
+    p.add_argument("--min-lr", type=float, default=_T.min_lr, help="end of the cosine (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=_T.weight_decay, help="default: %(default)s")
+    p.add_argument("--warmup-epochs", type=float, default=_T.warmup_epochs, help="default: %(default)s")
+    p.add_argument("--grad-clip", type=float, default=_T.grad_clip, help="gradient-norm clip (default: %(default)s)")
+    p.add_argument("--segment-seconds", type=float, default=_T.segment_seconds,
+                   help="training piece length (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=_T.val_fraction,
+                   help="share of clips held out for validation (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_T.seed, help="split, initialisation, data order (default: %(default)s)")
+    p.add_argument("--save-every", type=int, default=_T.save_every,
+                   help="steps between resumable checkpoints within an epoch (default: %(default)s)")
+    p.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 instead of fp16 autocast")
+    p.add_argument("--default-caption", default=_T.default_caption,
+                   help="caption for clips without caption.txt (default: %(default)r)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="adapt only the last N decoder layers (default: all, as the authors did)")
+    p.add_argument("--rank", type=int, default=12, help="low-rank size d1 = d2 of face and motion (default: 12)")
+    p.add_argument("--no-flow-cnn", action="store_true", help="leave out the optical-flow CNN (pose only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_train)
+
+    p = subparsers.add_parser(
+        "evaluate", help="tempo error and beat F1 of generated vs reference music on prepared clips",
+        description="Generate music for each prepared clip (with --adaptor: from its video features too) and "
+                    "score its rhythm against the clip's music: tempo error (BPM) and beat F1, the paper's "
+                    "rhythm metrics. FAD, KL and CLAP need weights that cannot be fetched here.")
+    p.add_argument("data", help="dataset folder prepared with `expotion-live prepare`")
+    _model_flags(p)
+    p.add_argument("--adaptor", help="adaptor checkpoint folder (e.g. RUN/best); without it, the text-only base")
+    p.add_argument("--split", choices=("val", "all"), default="val",
+                   help="the validation clips of `train` with the same --val-fraction and --seed, or all "
+                        "(default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=_T.val_fraction, help="as given to train")
+    p.add_argument("--seed", type=int, default=_T.seed, help="as given to train; also the sampling seed")
+    p.add_argument("--seconds", type=float, default=_T.segment_seconds, help="music per clip (default: %(default)s)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance (settings: generation.cfg)")
+    p.add_argument("--temperature", type=float, help="settings: generation.temperature")
+    p.add_argument("--top-k", type=int, help="settings: generation.top_k")
+    p.add_argument("--default-caption", default=_T.default_caption, help="for clips without caption.txt")
+    p.add_argument("--json", metavar="FILE", help="also write per-clip and mean scores as JSON")
+    p.add_argument("--audio-out", metavar="DIR", help="also write each generated clip as a WAV")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_evaluate)
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="MusicGen directory, transformers format (settings: model.dir)")
+    p.add_argument("--device", help="auto | cpu | cuda | mps (settings: model.device)")
+
+
+def _fail(message: str) -> int:
+    print(f"expotion-live: {message}", file=sys.stderr)
+    return 1
+
+
+def _settings(args, settings: Settings) -> Settings:
+    from ..settings import override
+
+    flags = {"model.dir": args.model, "model.device": args.device}
+    for name in ("cfg", "temperature", "top_k"):
+        if getattr(args, name, None) is not None:
+            flags[f"generation.{name}"] = getattr(args, name)
+    return override(settings, {k: v for k, v in flags.items() if v is not None})
+
+
+def _load_musicgen(settings: Settings, device: str | None = None, precision: str | None = None):
+    from ..model.generate import MusicGen
+
+    return MusicGen.load(settings.model.dir, device=device or settings.model.device,
+                         precision=precision or settings.model.precision)
+
+
+def _prepare(args, settings: Settings) -> int:
+    from .dataset import DatasetError, cache_dir_for
+    from .prepare import prepare_dataset
+
+    try:
+        settings = _settings(args, settings)
+        musicgen = _load_musicgen(settings, precision="fp32")
+        report = prepare_dataset(args.data, musicgen, settings.tracking, cache_dir_for(args.data),
+                                 min_seconds=args.min_seconds, min_face_fraction=args.min_face)
+    except (DatasetError, ValueError, OSError) as err:   # incl. CheckpointError
+        return _fail(str(err))
+    if not report.prepared and not report.reused:
+        return _fail(f"no usable clips in {args.data}; see the reasons above and docs/training.md")
+    return 0
+
+
+def _train_device(settings: Settings) -> str:
+    """torchrun gives each process its GPU through LOCAL_RANK."""
+    import torch
+
+    device = settings.model.device
+    if device in ("auto", "cuda") and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+def _train(args, settings: Settings) -> int:
+    from ..model.adaptor import AdaptorConfig, AdaptorError
+    from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
+    from .trainer import Trainer, TrainingError
+
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, grad_clip=args.grad_clip,
+        segment_seconds=args.segment_seconds, val_fraction=args.val_fraction, seed=args.seed,
+        save_every=args.save_every, amp=not args.no_amp, default_caption=args.default_caption)
+    adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers, flow_cnn=not args.no_flow_cnn)
+    try:
+        settings = _settings(args, settings)
+        cache = cache_dir_for(args.data)
+        index = read_index(cache)
+        names = [c["name"] for c in index["clips"]]
+        train_names, val_names = split_clips(names, config.val_fraction, config.seed)
+        musicgen = _load_musicgen(settings, device=_train_device(settings), precision="fp32")
+        from .prepare import codec_fingerprint
+
+        if index["codec"] != codec_fingerprint(musicgen.codec):
+            return _fail(f"{cache} was prepared with another model's codec; run prepare again with --model "
+                         f"{settings.model.dir}")
+        trainer = Trainer(musicgen, [load_clip(cache, n) for n in train_names], [load_clip(cache, n) for n in val_names],
+                          args.out, config, adaptor_config, device=musicgen.device, progress=not args.quiet)
+        print(f"{len(train_names)} training clips, {len(val_names)} validation clips, "
+              f"{trainer.steps_per_epoch} steps per epoch", flush=True)
+        result = trainer.run()
+    except (DatasetError, TrainingError, AdaptorError, ValueError, OSError) as err:
+        return _fail(str(err))
+    finally:
+        _leave_process_group()
+    if result.interrupted:
+        return 130
+    print(f"adaptor: {Path(args.out)} (latest), {Path(args.out) / 'best'} (lowest validation loss); "
+          f"curves: {Path(args.out) / 'curves.png'}")
+    return 0
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _evaluate(args, settings: Settings) -> int:
+    from ..model.adaptor import AdaptorError, load_adaptor
+    from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
+    from .evaluate import evaluate_clips, format_table, write_json
+
+    try:
+        settings = _settings(args, settings)
+        cache = cache_dir_for(args.data)
+        names = [c["name"] for c in read_index(cache)["clips"]]
+        if args.split == "val":
+            names = split_clips(names, args.val_fraction, args.seed)[1]
+        if not names:
+            return _fail(f"no {args.split} clips in {cache}: use --split all, or prepare more clips")
+        musicgen = _load_musicgen(settings)
+        adaptor = load_adaptor(args.adaptor, musicgen) if args.adaptor else None
+        gen = settings.generation
+        results = evaluate_clips(musicgen, [load_clip(cache, n) for n in names], adaptor, seconds=args.seconds,
+                                 cfg=gen.cfg, temperature=gen.temperature, top_k=gen.top_k, seed=args.seed,
+                                 default_caption=args.default_caption, audio_out=args.audio_out,
+                                 progress=not args.quiet)
+    except (DatasetError, AdaptorError, ValueError, OSError) as err:
+        return _fail(str(err))
+    print(format_table(results))
+    if args.json:
+        write_json(results, args.json, {"adaptor": args.adaptor, "model": settings.model.dir, "split": args.split})
+    return 0

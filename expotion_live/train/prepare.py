@@ -1,0 +1,120 @@
+"""`prepare`: turn a folder of performer recordings into the training cache.
+
+Visual features come from `features.offline.extract_video`, the same tracker, filters
+and 50 Hz resampling the live app runs, so the adaptor trains on exactly what it will
+see on stage. The music becomes EnCodec codes through the base model's own codec.
+Clips that cannot be used (unreadable, shorter than `min_seconds`, no face in most
+frames) are skipped and listed, never fatal; clips already cached from unchanged
+files are not redone, so an interrupted `prepare` continues where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..features.schema import FACE_DIM
+from .dataset import CACHE_VERSION, ClipSource, find_clips, read_meta, write_clip, write_index
+
+FACE_FOUND_COLUMN = FACE_DIM - 1   # FeatureFrame.face_vector() ends with face_found
+
+
+class AudioReadError(RuntimeError):
+    """The music of a clip could not be decoded."""
+
+
+@dataclass
+class PrepareReport:
+    prepared: list[tuple[str, int]] = field(default_factory=list)   # (clip, frames), newly written
+    reused: list[tuple[str, int]] = field(default_factory=list)     # (clip, frames), cache still valid
+    skipped: list[tuple[str, str]] = field(default_factory=list)    # (clip, reason)
+
+
+def read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode any audio or video file's first audio track to mono float32 at `sample_rate` (ffmpeg)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioReadError("ffmpeg is not installed (Debian: apt-get install ffmpeg); prepare needs it to read audio")
+    result = subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn",
+                             "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"], capture_output=True)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioReadError(f"no readable audio in {path.name}: {detail[-1] if detail else 'ffmpeg failed'}")
+    audio = np.frombuffer(result.stdout, dtype=np.float32).copy()   # writable, for torch
+    if audio.size == 0:
+        raise AudioReadError(f"no audio samples in {path.name}")
+    return audio
+
+
+def codec_fingerprint(codec) -> str:
+    """Hash of the codec's quantiser codebooks: codes are only meaningful for this exact codec."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(codec.state_dict().items()):
+        if "quantizer" in name:
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _stamp(clip: ClipSource) -> dict:
+    files = [clip.video] + ([clip.audio] if clip.audio else [])
+    return {str(p.name): [p.stat().st_size, p.stat().st_mtime_ns] for p in files} | {"caption": clip.caption}
+
+
+def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, cache_dir: str | os.PathLike,
+                    min_seconds: float = 10.0, min_face_fraction: float = 0.5,
+                    log: Callable[[str], None] = print, progress: bool = True) -> PrepareReport:
+    """Extract features and codes for every clip in `data_dir` into `cache_dir`; return what happened."""
+    from tqdm import tqdm
+
+    from ..features.offline import extract_video
+
+    clips, problems = find_clips(data_dir)
+    report = PrepareReport(skipped=list(problems))
+    fingerprint = codec_fingerprint(musicgen.codec)
+    min_frames = round(min_seconds * musicgen.frame_rate)
+    bar = tqdm(clips, desc="prepare", unit="clip", disable=not progress)
+    for clip in bar:
+        bar.set_postfix_str(clip.name)
+        stamp = _stamp(clip) | {"codec": fingerprint}
+        meta = read_meta(cache_dir, clip.name)
+        if meta is not None and meta["source"] == stamp:
+            report.reused.append((clip.name, meta["frames"]))
+            continue
+        try:
+            window = extract_video(clip.video, tracking_settings)
+            audio = read_audio(clip.audio or clip.video, musicgen.sample_rate)
+        except Exception as err:  # any unreadable input is reported, and the other clips still run
+            report.skipped.append((clip.name, f"unreadable: {err}"))
+            continue
+        frames = min(window.n_frames, len(audio) // musicgen.codec.hop_length)
+        if frames < min_frames:
+            report.skipped.append((clip.name, f"too short: {frames / musicgen.frame_rate:.1f} s of video with music, "
+                                              f"need {min_seconds:g} s"))
+            continue
+        face_fraction = float(np.mean(window.face[:frames, FACE_FOUND_COLUMN] > 0.5))
+        if face_fraction < min_face_fraction:
+            report.skipped.append((clip.name, f"no face: found in {100 * face_fraction:.0f}% of frames, "
+                                              f"need {100 * min_face_fraction:.0f}%"))
+            continue
+        codes = musicgen.codec.encode(audio[None, :frames * musicgen.codec.hop_length])[0].cpu().numpy()  # (K, T)
+        report.prepared.append((clip.name, write_clip(cache_dir, clip.name, window, codes, clip.caption, stamp)))
+
+    usable = sorted(report.prepared + report.reused)
+    write_index(cache_dir, {
+        "version": CACHE_VERSION, "codec": fingerprint, "frame_rate": musicgen.frame_rate,
+        "clips": [{"name": name, "frames": frames} for name, frames in usable],
+        "skipped": [{"name": name, "reason": reason} for name, reason in sorted(report.skipped)],
+    })
+    for name, reason in sorted(report.skipped):
+        log(f"skipped {name}: {reason}")
+    seconds = sum(frames for _, frames in usable) / musicgen.frame_rate
+    log(f"{len(usable)} clips ready ({len(report.prepared)} new, {len(report.reused)} cached), "
+        f"{seconds / 60:.1f} min of music; {len(report.skipped)} skipped; cache: {cache_dir}")
+    return report

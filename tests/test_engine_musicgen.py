@@ -1,0 +1,76 @@
+"""MusicGenSource on the tiny random MusicGen: continuation, overlap decode, text cache, adaptor swap."""
+import numpy as np
+import pytest
+import torch
+
+from expotion_live.engine.musicgen_source import MusicGenSource
+from expotion_live.engine.source import ChunkRequest, GenerationParams
+from test_engine_scheduler import blank_window
+
+PARAMS = GenerationParams(prompt="warm pads", cfg=3.0, temperature=1.0, top_k=250, top_p=0.0)
+
+
+@pytest.fixture(scope="module")
+def musicgen(tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+
+    return MusicGen.load(tiny_musicgen_dir, precision="fp32")
+
+
+def request(index, start_frame, n_frames=25, overlap=1280, params=PARAMS):
+    return ChunkRequest(index=index, start_frame=start_frame, n_frames=n_frames,
+                        overlap_samples=0 if index == 0 else overlap, window=blank_window(300), params=params)
+
+
+def test_chunks_continue_and_overlap_matches_the_previous_tail(musicgen):
+    source = MusicGenSource(musicgen, context_frames=50, decode_context_frames=10, seed=0)
+    first = source.render(request(0, 0, n_frames=10))
+    second = source.render(request(1, 10, n_frames=10))
+    assert first.dtype == np.float32 and first.shape == (10 * 640,)
+    assert second.shape == (1280 + 10 * 640,)
+    assert source._history.shape == (1, 4, 20)                       # all codes so far (< context_frames)
+    tail, overlap = first[-1280:], second[:1280]
+    # The overlap re-decodes the same codes with more context: same sound, a little different at the edge.
+    corr = np.dot(tail, overlap) / np.sqrt(np.dot(tail, tail) * np.dot(overlap, overlap))
+    assert corr > 0.5
+
+
+def test_text_is_encoded_only_when_the_prompt_changes(musicgen):
+    source = MusicGenSource(musicgen, context_frames=25, seed=0)
+    source.render(request(0, 0, n_frames=5))
+    source.render(request(1, 5, n_frames=5))
+    assert source.text_encodings == 1
+    changed = GenerationParams(prompt="dark drums", cfg=1.0, temperature=0.8, top_k=50, top_p=0.0)
+    source.render(request(2, 10, n_frames=5, params=changed))
+    assert source.text_encodings == 2 and source.prompt_used == "dark drums"
+
+
+def test_untrained_adaptor_reproduces_the_base_model_and_swaps_at_the_next_chunk(musicgen):
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(), musicgen.decoder)
+    plain = MusicGenSource(musicgen, seed=3)
+    adapted = MusicGenSource(musicgen, adaptor=adaptor, seed=3)
+    np.testing.assert_array_equal(plain.render(request(0, 0, 10)), adapted.render(request(0, 0, 10)))
+    with torch.no_grad():
+        adaptor.gates.fill_(5.0)                       # a "trained" adaptor now changes the music
+    plain_next = plain.render(request(1, 10, 10))
+    adapted_next = adapted.render(request(1, 10, 10))
+    assert not np.array_equal(plain_next, adapted_next)
+    adapted.set_adaptor(None)                          # removed: the next chunk is the base model again
+    plain.render(request(2, 20, 10))
+    adapted._history = plain._history.clone()
+    np.testing.assert_array_equal(plain.render(request(3, 30, 10)), adapted.render(request(3, 30, 10)))
+
+
+def test_steering_words_reach_the_prompt_without_an_adaptor(musicgen):
+    from expotion_live.engine.steering import PromptSteerer
+
+    source = MusicGenSource(musicgen, steering=PromptSteerer(), seed=0)
+    window = blank_window(300)
+    window.motion[:, -2] = 0.9                         # energetic motion for the whole window
+    source.render(ChunkRequest(0, 0, 5, 0, window, PARAMS))
+    assert source.prompt_used.startswith("warm pads")
+    assert source.steering_words == source.steering.words
+    assert "energetic" in source.steering_words

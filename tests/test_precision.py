@@ -1,0 +1,131 @@
+"""Weight precision: each precision's logits stay near fp32, and int8 really stores int8.
+
+Oracle: the same random decoder left in fp32. Both the reference forward (24 rows per
+projection) and prefill + decode_step (two rows, the CFG decoding shape) are checked;
+a width the CPU int8 kernel cannot take (40) exercises the dequantized path.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from expotion_live.model.config import DecoderConfig
+from expotion_live.model.decoder import MusicGenDecoder
+from expotion_live.model.precision import (LOGIT_TOLERANCE, PRECISIONS, Bf16Linear, Int8Linear, apply_precision,
+                                           default_precision, projection_bytes)
+from expotion_live.model.text import TextCondition
+
+
+def relative_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+def random_decoder(hidden=64, heads=4, layers=2, seed=0) -> MusicGenDecoder:
+    torch.manual_seed(seed)
+    config = DecoderConfig(vocab_size=64, num_codebooks=4, hidden_size=hidden, num_hidden_layers=layers,
+                           num_attention_heads=heads, ffn_dim=2 * hidden, max_position_embeddings=64)
+    return MusicGenDecoder(config).eval()
+
+
+def logits_both_paths(decoder: MusicGenDecoder, seed=1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(full forward logits (B,K,T,V), last decode_step logits (B,K,V)) on fixed random codes and text."""
+    g = torch.Generator().manual_seed(seed)
+    B, K, T, D = 2, decoder.config.num_codebooks, 12, decoder.config.hidden_size
+    codes = torch.randint(0, decoder.config.vocab_size, (B, K, T), generator=g)
+    text = TextCondition(torch.randn(B, 5, D, generator=g), torch.tensor([[True] * 5, [True] * 3 + [False] * 2]))
+    with torch.no_grad():
+        full = decoder(codes, text)
+        cache = decoder.allocate_cache(B, T)
+        decoder.prefill(codes[:, :, :-1], cache, text)
+        step = decoder.decode_step(codes[:, :, -1:], torch.tensor([T - 1]), cache)
+    return full, step
+
+
+@pytest.mark.parametrize("hidden, heads", [(64, 4), (40, 5)])  # 40: rows the int8 kernel cannot take
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_logits_stay_close_to_fp32(precision, hidden, heads):
+    decoder = random_decoder(hidden, heads)
+    ref_full, ref_step = logits_both_paths(decoder)
+    apply_precision(decoder, precision, "cpu")
+    full, step = logits_both_paths(decoder)
+    for got, ref in ((full, ref_full), (step, ref_step)):
+        err = relative_error(got, ref)
+        assert 0 < err < LOGIT_TOLERANCE[precision], f"{precision}: relative logit error {err:.2e}"
+    assert full.dtype == torch.float32 and step.shape == ref_step.shape
+
+
+def test_fp32_leaves_the_decoder_untouched():
+    decoder = random_decoder()
+    ref_full, _ = logits_both_paths(decoder)
+    assert apply_precision(decoder, "fp32", "cpu") is decoder
+    assert all(type(m) is not Int8Linear and type(m) is not Bf16Linear for m in decoder.modules())
+    full, _ = logits_both_paths(decoder)
+    assert torch.equal(full, ref_full)
+
+
+def test_int8_and_bf16_really_store_fewer_bytes():
+    decoder = random_decoder()
+    fp32_bytes = projection_bytes(decoder)
+    n_weights = sum(m.weight.numel() for m in decoder.modules() if isinstance(m, nn.Linear))
+    assert fp32_bytes == 4 * n_weights
+
+    bf16 = apply_precision(copy.deepcopy(decoder), "bf16", "cpu")
+    assert projection_bytes(bf16) == 2 * n_weights
+
+    int8 = apply_precision(decoder, "int8", "cpu")
+    projections = [m for m in int8.modules() if isinstance(m, Int8Linear)]
+    # per layer: q,k,v,o of self- and cross-attention, fc1, fc2; then one head per codebook
+    assert len(projections) == 2 * (4 + 4 + 2) + 4
+    assert all(m.weight.dtype == torch.int8 for m in projections)
+    n_scales = sum(m.out_features for m in projections)
+    assert projection_bytes(int8) == n_weights + 4 * n_scales  # 1 byte per weight, one fp32 scale per row
+    assert not any(type(m) is nn.Linear for m in int8.modules())
+
+
+def test_int8_kernel_computes_the_dequantized_product():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48, bias=True)
+    q = Int8Linear(linear)
+    assert q.uses_int8_kernel
+    x = torch.randn(3, 2, 64)  # leading dims are flattened into rows
+    with torch.no_grad():
+        y = q(x)
+        exact = x @ q.dequantized_weight(torch.float32).T + linear.bias
+    assert y.shape == (3, 2, 48)
+    assert relative_error(y, exact) < 1e-2  # bf16 activations inside the kernel
+    # Symmetric per-row quantization: each weight within half a step of the original.
+    assert (q.dequantized_weight(torch.float32) - linear.weight).abs().le(q.weight_scale[:, None] / 2 + 1e-7).all()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_gradients_reach_the_input_through_frozen_projections(precision):
+    """The adaptor trains through the frozen decoder layers, whatever their precision."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 16))
+    x = torch.randn(4, 32, requires_grad=True)
+    net(x).square().sum().backward()
+    ref_grad, x.grad = x.grad.clone(), None
+
+    apply_precision(net, precision, "cpu")
+    net(x).square().sum().backward()
+    assert relative_error(x.grad, ref_grad) < 3 * LOGIT_TOLERANCE[precision]
+
+
+def test_bad_precision_is_a_clear_error():
+    decoder = random_decoder()
+    with pytest.raises(ValueError, match="choose one of auto, fp32, bf16, int8"):
+        apply_precision(decoder, "fp16", "cpu")
+    apply_precision(decoder, "int8", "cpu")
+    apply_precision(decoder, "int8", "cpu")  # idempotent
+    with pytest.raises(ValueError, match="load the model again"):
+        apply_precision(decoder, "fp32", "cpu")
+
+
+def test_auto_resolves_to_the_device_default():
+    assert default_precision("cpu") in PRECISIONS
+    decoder = apply_precision(random_decoder(), "auto", "cpu")
+    expected = {"bf16": Bf16Linear, "int8": Int8Linear}.get(default_precision("cpu"), nn.Linear)
+    assert type(decoder.layers[0].fc1) is expected
