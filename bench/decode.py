@@ -11,10 +11,11 @@ after a warm-up. Per implementation it prints:
 - the memory-bandwidth floor: bytes of projection weights read per step (the text
   cross-attention keys/values are computed once per prompt, not per step) over the
   bandwidth of a large in-memory copy, and how far above that floor the step is;
-- the relative logit error of each precision against our fp32 on the same inputs.
+- the relative logit error of each precision against our fp32 on the same inputs, over
+  a prefill (many rows per projection) and decoding steps (two rows: int8's own kernel).
 
-The floor leaves out the KV cache reads (ours attends over its whole preallocated
-cache, transformers over the filled part) and all per-op overhead. On shared cores
+The floor leaves out the KV cache reads (ours attends over the filled part rounded up to
+a bucket of 64 positions, transformers over the filled part) and all per-op overhead. On shared cores
 use `--threads 1`: with two OpenMP threads on two busy cores every op waits until both
 threads get a core (measured here at load ~6: int8 step 58-80 ms on 1 thread, 284-657
 ms on 2).
@@ -181,13 +182,22 @@ def time_ours(musicgen, name: str, precision: str, frames: int, codec_s_per_s: f
                      bandwidth)
 
 
-def fixed_logits(musicgen) -> torch.Tensor:
-    """Decoder logits (2, K, T, V) on fixed random codes with the CFG batch [text; null]: the error column."""
-    config = musicgen.decoder.config
-    codes = torch.randint(0, config.vocab_size, (2, config.num_codebooks, 32),
+def fixed_logits(musicgen, n_prefill: int = 24, n_steps: int = 8) -> torch.Tensor:
+    """Decoder logits (2, K, 1 + n_steps, V) on fixed random codes, CFG batch [text; null]: the error column.
+
+    The prefill's last position and `n_steps` decoding steps: int8 computes the first
+    with a bf16 matmul (many rows) and the steps with its int8 kernel (two rows).
+    """
+    decoder = musicgen.decoder
+    codes = torch.randint(0, decoder.config.vocab_size, (2, decoder.config.num_codebooks, n_prefill + n_steps),
                           generator=torch.Generator().manual_seed(0))
+    cache = decoder.allocate_cache(2, n_prefill + n_steps)
+    positions = torch.arange(n_prefill + n_steps)
     with torch.no_grad():
-        return musicgen.decoder(codes, musicgen.encode_text([PROMPT]).with_null())
+        out = [decoder.prefill(codes[:, :, :n_prefill], cache, musicgen.encode_text([PROMPT]).with_null())]
+        out += [decoder.decode_step(codes[:, :, p:p + 1], positions[p:p + 1], cache)
+                for p in range(n_prefill, n_prefill + n_steps)]
+    return torch.stack(out, dim=2)
 
 
 def codec_seconds_per_second(musicgen, frames: int) -> float:
@@ -253,8 +263,10 @@ def run(args: argparse.Namespace, model_dir: Path) -> list[Row]:
         if precision in args.precisions:
             rows.append(time_ours(musicgen, "ours", precision, args.steps, codec_s_per_s, bandwidth))
             if args.compile:
+                # one graph per attention bucket of 64 positions (plus the last, partial one)
+                torch._dynamo.config.recompile_limit = max(8, args.steps // 64 + 2)
                 musicgen.decoder.decode_step = torch.compile(musicgen.decoder.decode_step, dynamic=False)
-                # warm up at the timed length: the cache's shape is baked into the compiled graph
+                # warm up at the timed length: the cache's and buckets' shapes are baked into the graphs
                 rows.append(time_ours(musicgen, "ours compiled", precision, args.steps, codec_s_per_s, bandwidth,
                                       warmup_frames=args.steps))
         del musicgen

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__, doctor, session, settings as settings_mod
 from .features import commands as features_commands
 from .model import commands as model_commands, download as download_commands
-from .train import record as record_commands
+from .train import commands as train_commands, record as record_commands
 from .ui import commands as ui_commands
 from .settings import SettingsError
 
@@ -24,7 +24,7 @@ DEFAULT_RECORDING_SECONDS = 30
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 BENCHMARKS = ("decode", "live", "vision", "synth")
 SUBCOMMAND_MODULES = (doctor, session, features_commands, model_commands, download_commands, ui_commands,
-                      record_commands)
+                      record_commands, train_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # MediaPipe's C++ logging would bury our messages; keep its warnings and errors only.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")   # config warnings the hub weights trigger too
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

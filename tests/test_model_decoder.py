@@ -113,3 +113,35 @@ def test_decode_step_traces_as_one_graph(decoder, text):
     cache_copy = decoder.allocate_cache(2, 8)
     decoder.prefill(codes[:, :, :5], cache_copy, text)
     assert torch.equal(traced, decoder.decode_step(codes[:, :, 5:6], positions[5:6], cache_copy))
+
+
+def test_attend_length_rounds_the_filled_part_up_to_a_bucket_of_64(decoder):
+    cache = decoder.allocate_cache(1, 150)
+    assert [cache.attend_length(p) for p in (0, 63, 64, 127, 128, 149)] == [64, 64, 128, 128, 150, 150]
+
+
+@torch.no_grad()
+def test_bucketed_attention_gives_the_logits_of_whole_cache_attention(decoder, text):
+    """Past three buckets of a longer cache: the slice leaves out only masked positions."""
+    T, n_prefill = 200, 20
+    codes = codes_for(T)
+    positions = torch.arange(T)
+    steps = {}
+    for mode in ("whole", "bucketed"):
+        cache = decoder.allocate_cache(2, T + 40)  # longer than the piece, as a reused cache is
+        decoder.prefill(codes[:, :, :n_prefill], cache, text)
+        steps[mode] = torch.stack([
+            decoder.decode_step(codes[:, :, p:p + 1], positions[p:p + 1], cache,
+                                attend=None if mode == "whole" else cache.attend_length(p))
+            for p in range(n_prefill, T)], dim=2)  # (B, K, T - n_prefill, V)
+    # The kernel sums over fewer (exactly zero) terms, so only rounding may differ.
+    torch.testing.assert_close(steps["bucketed"], steps["whole"], rtol=0, atol=1e-5)
+    reference = decoder(codes, text)[:, :, n_prefill:]
+    torch.testing.assert_close(steps["bucketed"], reference, rtol=0, atol=1e-5)
+
+    # a compiled step takes the bucket as a static int, still without a graph break
+    cache = decoder.allocate_cache(2, T)
+    decoder.prefill(codes[:, :, :150], cache, text)
+    step = torch.compile(decoder.decode_step, backend="eager", fullgraph=True, dynamic=False)
+    traced = step(codes[:, :, 150:151], positions[150:151], cache, attend=cache.attend_length(150))
+    torch.testing.assert_close(traced, steps["whole"][:, :, 150 - n_prefill], rtol=0, atol=1e-5)

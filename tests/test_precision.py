@@ -1,8 +1,9 @@
 """Weight precision: each precision's logits stay near fp32, and int8 really stores int8.
 
 Oracle: the same random decoder left in fp32. Both the reference forward (24 rows per
-projection) and prefill + decode_step (two rows, the CFG decoding shape) are checked;
-a width the CPU int8 kernel cannot take (40) exercises the dequantized path.
+projection, over int8's many-row limit: the bf16 matmul) and prefill + decode_step (two
+rows, the CFG decoding shape: the int8 kernel) are checked; a width the CPU int8 kernel
+cannot take (40) exercises the dequantized path at every size.
 """
 from __future__ import annotations
 
@@ -85,16 +86,17 @@ def test_int8_and_bf16_really_store_fewer_bytes():
     assert not any(type(m) is nn.Linear for m in int8.modules())
 
 
-def test_int8_kernel_computes_the_dequantized_product():
+@pytest.mark.parametrize("lead", [(3, 2), (5, 8)])  # 6 rows: the int8 kernel; 40 rows: the bf16 matmul
+def test_int8_kernel_computes_the_dequantized_product(lead):
     torch.manual_seed(0)
     linear = nn.Linear(64, 48, bias=True)
     q = Int8Linear(linear)
     assert q.uses_int8_kernel
-    x = torch.randn(3, 2, 64)  # leading dims are flattened into rows
+    x = torch.randn(*lead, 64)  # leading dims are flattened into rows
     with torch.no_grad():
         y = q(x)
         exact = x @ q.dequantized_weight(torch.float32).T + linear.bias
-    assert y.shape == (3, 2, 48)
+    assert y.shape == (*lead, 48)
     assert relative_error(y, exact) < 1e-2  # bf16 activations inside the kernel
     # Symmetric per-row quantization: each weight within half a step of the original.
     assert (q.dequantized_weight(torch.float32) - linear.weight).abs().le(q.weight_scale[:, None] / 2 + 1e-7).all()
