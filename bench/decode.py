@@ -14,11 +14,11 @@ after a warm-up. Per implementation it prints:
 - the relative logit error of each precision against our fp32 on the same inputs, over
   a prefill (many rows per projection) and decoding steps (two rows: int8's own kernel).
 
-The floor leaves out the KV cache reads (ours attends over the filled part rounded up to
-a bucket of 64 positions, transformers over the filled part) and all per-op overhead. On shared cores
-use `--threads 1`: with two OpenMP threads on two busy cores every op waits until both
-threads get a core (measured here at load ~6: int8 step 58-80 ms on 1 thread, 284-657
-ms on 2).
+The floor leaves out the KV cache reads (ours attends over the filled part rounded up
+to a bucket of 64 positions, transformers over the filled part) and all per-op overhead.
+On shared cores use `--threads 1`: with two OpenMP threads on two busy cores every op
+waits until both threads get a core (measured here at load ~6: int8 step 58-80 ms on
+1 thread, 284-657 ms on 2).
 
     python bench/decode.py [--steps 200] [--precisions fp32,bf16,int8] [--json out/bench_decode.json]
     expotion-live bench decode ...   (the same `main(argv)`)

@@ -12,7 +12,7 @@ import pytest
 from expotion_live.audio.dsp import DspPath
 from expotion_live.audio.output import BlockPlayer, FileSink, WavRecorder
 from expotion_live.audio.ring_buffer import RingBuffer
-from expotion_live.engine.crossfade import crossfade, equal_power_curves
+from expotion_live.engine.crossfade import aligned_start, crossfade, equal_power_curves
 from expotion_live.engine.scheduler import ChunkScheduler, ChunkTiming
 from expotion_live.engine.source import FRAME_RATE, ChunkRequest, GenerationParams
 from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
@@ -115,6 +115,23 @@ def test_crossfade_keeps_power_for_correlated_and_uncorrelated_sides():
     mixed = crossfade(a, b, curves)
     middle = mixed[1500:2500]
     assert np.mean(middle ** 2) == pytest.approx(1.0, rel=0.15)          # independent: power stays 1
+
+
+def test_loop_point_is_chosen_in_phase_so_the_join_never_cancels():
+    """An out-of-phase loop join cancels to silence mid-crossfade; the aligned one keeps its level."""
+    t = np.arange(SR, dtype=np.float64) / SR
+    audio = np.sin(2 * np.pi * 220.0 * t).astype(np.float32)
+    overlap = 1280
+    tail = audio[-overlap:]
+    latest = len(audio) - 8000 - overlap
+    curves = equal_power_curves(overlap)
+    anti = latest + next(d for d in range(200) if np.dot(audio[latest + d:latest + d + overlap], tail) < -0.9 * overlap / 2)
+    gap = np.abs(crossfade(tail, audio[anti:anti + overlap], curves)).reshape(-1, 160).max(axis=1)
+    assert gap.min() < 0.5                                        # the dip (-8 dB and worse) this avoids
+    start = aligned_start(audio, tail, latest, round(0.02 * SR))
+    joined = crossfade(tail, audio[start:start + overlap], curves)
+    assert latest - round(0.02 * SR) <= start <= latest
+    assert np.abs(joined).reshape(-1, 160).max(axis=1).min() > 0.95
 
 
 def test_chunks_join_without_discontinuity_and_cover_the_timeline():

@@ -107,9 +107,10 @@ def test_killed_training_resumes_without_losing_work(dataset, tiny_musicgen_dir,
     assert final["epoch"] == 2 and len(final["history"]["val"]) == 2
 
     # Same end point as a run that was never interrupted.
-    straight_run = tmp_path / "straight"
-    assert run_in_process(*train_args(dataset, tiny_musicgen_dir, straight_run)) == 0
-    straight_out = capsys.readouterr().out
+    straight_run = tmp_path / "straight"   # a process like the killed one (same threads, same float order)
+    straight = run_cli(*train_args(dataset, tiny_musicgen_dir, straight_run))
+    assert straight.returncode == 0, straight.stderr
+    straight_out = straight.stdout
     a, b = load_file(killed_run / "adaptor.safetensors"), load_file(straight_run / "adaptor.safetensors")
     assert a.keys() == b.keys()
     for name in a:

@@ -34,3 +34,21 @@ def crossfade(tail: np.ndarray, head: np.ndarray, curves: tuple[np.ndarray, np.n
     r = correlation(tail, head)
     gain = 1.0 / np.sqrt(1.0 + 2.0 * r * fade_out * fade_in)   # constant power for correlation r
     return ((tail * fade_out + head * fade_in) * gain).astype(np.float32)
+
+
+def aligned_start(audio: np.ndarray, tail: np.ndarray, latest: int, search: int) -> int:
+    """The start in [latest - search, latest] whose next len(tail) samples best match `tail`.
+
+    Looping a stretch of earlier audio (generation behind real time) joins it to the tail
+    at an arbitrary phase; an out-of-phase join cancels in the crossfade and leaves a
+    gap. Choosing the start by normalised cross-correlation (as WSOLA time-stretching
+    does) makes the two sides of the join agree, so the fade neither dips nor swells.
+    """
+    earliest = max(0, latest - search)
+    n = len(tail)
+    region = audio[earliest:latest + n].astype(np.float64)
+    scores = np.correlate(region, tail.astype(np.float64), mode="valid")          # (latest - earliest + 1,)
+    energy = np.cumsum(np.concatenate([[0.0], region * region]))
+    window_energy = energy[n:] - energy[:-n]
+    scores = scores / np.sqrt(np.maximum(window_energy, 1e-20))
+    return earliest + int(np.argmax(scores))

@@ -39,12 +39,13 @@ from typing import Protocol
 import numpy as np
 
 from ..features.schema import TimelineWindow
-from .crossfade import crossfade, equal_power_curves
+from .crossfade import aligned_start, crossfade, equal_power_curves
 from .source import FRAME_RATE, ChunkRequest, GenerationParams, MusicSource
 
 POLL_SECONDS = 0.005   # how often the scheduler looks at the ring while waiting
 RECENT_RENDERS = 5     # renders remembered for the lead and the recent RTF
 MIN_STRETCH_SECONDS = 0.1   # shortest replayed stretch: long enough not to flutter
+LOOP_SEARCH_SECONDS = 0.02  # loop points are searched this far back for a join in phase (one 50 Hz period)
 MIN_WINDOW_FRAMES = 6 * FRAME_RATE   # windows span at least 6 s: tempo and mood readers need several beats
 
 
@@ -248,19 +249,25 @@ class ChunkScheduler:
         overlap = self.timing.overlap_samples
         shortest = round(MIN_STRETCH_SECONDS * self.timing.sample_rate)
         length = min(max(wanted, shortest), self.loop_samples, len(self._last_chunk) - overlap)
-        segment = self._last_chunk[-(length + overlap):]     # its first `overlap` samples meet the tail
+        latest = len(self._last_chunk) - (length + overlap)
+        start = aligned_start(self._last_chunk, self._tail, latest, round(LOOP_SEARCH_SECONDS * self.timing.sample_rate))
+        segment = self._last_chunk[start:start + length + overlap]   # its first `overlap` samples meet the tail
         self._tail = self._write_joined(crossfade(self._tail, segment[:overlap], self._curves), segment[overlap:])
         self.stretched_seconds += length / self.timing.sample_rate
         self.stretching = True
 
     def _join(self, request: ChunkRequest, audio: np.ndarray, render_seconds: float) -> None:
         overlap = request.overlap_samples
+        enter = 0
         if self._tail is None:
             head = audio[:0]
         else:
-            head = crossfade(self._tail, audio[:overlap], self._curves)
+            if self.stretching:    # the tail is looped audio: enter the new chunk where it is in phase with it
+                search = round(LOOP_SEARCH_SECONDS * self.timing.sample_rate)
+                enter = aligned_start(audio[:search + overlap], self._tail, search, search)
+            head = crossfade(self._tail, audio[enter:enter + overlap], self._curves)
         ring_pos = self.ring.write_index
-        body = audio[overlap:]
+        body = audio[enter + overlap:]
         self._last_chunk = np.concatenate([head, body])
         self._tail = self._write_joined(head, body)
         mark = ChunkMark(request.index, request.start_frame, ring_pos, request.window.t_end, render_seconds)

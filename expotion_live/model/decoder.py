@@ -37,7 +37,8 @@ from .text import TextCondition
 
 # decode_step attends over the filled cache rounded up to a multiple of this many positions:
 # attention time grows with the filled length instead of the whole preallocated cache
-# (musicgen-small, one layer, CFG batch: 92 µs over 256 positions, 750 µs over 1024),
+# (musicgen-small, one layer, CFG batch: 92 µs over 256 positions, 750 µs over 1024; a whole
+# int8 step at position 100 of a 20 s cache, 1 thread: 58 ms over all of it, 37 ms bucketed),
 # while shapes, and so a compiled step's graph, change only once per bucket.
 ATTEND_BUCKET = 64
 

@@ -109,7 +109,7 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, K)  # (M, K): every leading dimension flattened into rows
         M = rows.shape[0]
         needs_grad = torch.is_grad_enabled() and x.requires_grad
-        if self.uses_int8_kernel and not needs_grad and M <= _INT8_KERNEL_MAX_ROWS:  # the kernel has no derivative
+        if self.uses_int8_kernel and not needs_grad and M <= _INT8_KERNEL_MAX_ROWS:  # (it has no derivative)
             y = torch.ops.aten._weight_int8pack_mm(rows.to(torch.bfloat16).contiguous(), self.weight,
                                                    self._kernel_scale).to(x.dtype)
         else:  # y = (x W_int8^T) * scale: int8 values are exact in bf16; scaling the output spares a pass over W
