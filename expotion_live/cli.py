@@ -55,6 +55,7 @@ def run_bench(args, settings: settings_mod.Settings) -> int:
         return 1
     spec = importlib.util.spec_from_file_location(f"bench_{args.name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # dataclasses in the script look their module up here
     spec.loader.exec_module(module)
     return module.main(args.args)
 

@@ -77,3 +77,14 @@ def test_headless_run_sends_osc_and_obeys_the_control_port(tmp_path, face_video)
     assert any(a == "/face/found" and args[0] == 1 for a, args in received)   # the demo face is tracked
     played, rate = sf.read(out, dtype="float32")
     assert 0 < len(played) < 30 * rate          # stopped by /expotion/stop, long before --duration
+
+
+def test_every_benchmark_is_reachable_from_the_command_line(capsys):
+    from expotion_live.cli import BENCHMARKS, main
+
+    for name in BENCHMARKS:
+        try:
+            main(["bench", name, "--help"])
+        except SystemExit as done:             # argparse's --help
+            assert done.code == 0, name
+        assert "--json" in capsys.readouterr().out, name
