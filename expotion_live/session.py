@@ -118,18 +118,22 @@ class LiveSession:
                            filter_min_hz=audio.filter_min_hz, filter_max_hz=audio.filter_max_hz,
                            smoothing_ms=audio.dsp_smoothing_ms, enabled=audio.dsp)
         self.player = BlockPlayer(self.ring, self.dsp)
-        engine = settings.engine
-        self.scheduler = ChunkScheduler(
-            source, self.ring, self.timeline.window, default_params(settings),
-            ChunkTiming.from_settings(settings.generation, audio.sample_rate), realtime=True,
-            min_lead_seconds=engine.min_lead_seconds, low_water_seconds=engine.low_water_seconds,
-            loop_seconds=engine.loop_seconds, on_chunk=self._on_chunk)
         try:
             self.output = self._open_output(output)
         except BaseException:
             if self._tracker is not None:
                 self._tracker.close()     # MediaPipe graphs are released even when no device opens
             raise
+        # The device pulls whole buffers at once (PulseAudio: its latency's worth in a burst),
+        # so the ring keeps that much more in hand than the engine's own marks.
+        device_buffer = self.output.latency_seconds if isinstance(self.output, AudioStream) else 0.0
+        engine = settings.engine
+        self.scheduler = ChunkScheduler(
+            source, self.ring, self.timeline.window, default_params(settings),
+            ChunkTiming.from_settings(settings.generation, audio.sample_rate), realtime=True,
+            min_lead_seconds=engine.min_lead_seconds + device_buffer,
+            low_water_seconds=engine.low_water_seconds + device_buffer,
+            loop_seconds=engine.loop_seconds, on_chunk=self._on_chunk)
         self.recorder: WavRecorder | None = None
         self.started_at = 0.0
         self.playing = False

@@ -24,8 +24,10 @@ def test_stream_on_null_sink_plays_with_zero_underruns_and_records_what_played(n
     player = BlockPlayer(ring, DspPath(SR, BLOCK))
     recorder = WavRecorder(tmp_path / "played.wav", SR)
     player.tap = recorder
-    scheduler = ChunkScheduler(ToneSource(), ring, blank_window, PARAMS, timing(), realtime=True)
     stream = AudioStream(player, null_sink, SR, BLOCK, latency=0.2)   # device buffer: other jobs share the 2 cores
+    device_buffer = stream.latency_seconds          # pulled in bursts: the ring keeps it in hand (as LiveSession does)
+    scheduler = ChunkScheduler(ToneSource(), ring, blank_window, PARAMS, timing(), realtime=True,
+                               min_lead_seconds=0.2 + device_buffer, low_water_seconds=0.08 + device_buffer)
     scheduler.start()
     stream.start()
     while player.blocks_played * BLOCK < 3 * SR and scheduler.error is None:

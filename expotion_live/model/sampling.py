@@ -43,6 +43,15 @@ def sample(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, to
     if greedy:
         return logits.argmax(dim=-1)
     B, K, V = logits.shape
+    if 0 < top_k < V and not 0.0 < top_p < 1.0:
+        # Only the k best can be drawn, so draw among them: k random numbers per row instead of V
+        # (a musicgen step, CFG, 4 x 2048 logits, top-k 250, 1 thread: guide + sample 188 µs
+        # instead of 399). Unlike the mask in `filter_logits`, ties with the k-th best beyond k
+        # are left out.
+        best, index = logits.float().topk(top_k, dim=-1)  # (B, K, k) each
+        probs = (best / temperature).softmax(dim=-1).view(B * K, top_k)
+        choice = torch.multinomial(probs, 1, generator=generator).view(B, K, 1)
+        return index.gather(-1, choice).view(B, K)
     filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
     probs = filtered.softmax(dim=-1).view(B * K, V)  # (B*K, V)
     return torch.multinomial(probs, 1, generator=generator).view(B, K)
