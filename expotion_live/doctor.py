@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .model.download import has_weights
 from .settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,11 +114,13 @@ def check_accelerator() -> list[Check]:
 
 
 def _is_musicgen_dir(path: Path) -> bool:
+    """Weights in the loader's layout, and MusicGen's (other models may share checkpoints/)."""
+    if not has_weights(path):
+        return False
     try:
-        config = json.loads((path / "config.json").read_text())
+        return json.loads((path / "config.json").read_text()).get("model_type") == "musicgen"
     except (OSError, ValueError):
         return False
-    return config.get("model_type") == "musicgen" and any(path.glob("*.safetensors"))
 
 
 def check_weights(settings: Settings, checkpoints: Path) -> list[Check]:

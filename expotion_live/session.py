@@ -40,6 +40,7 @@ from .engine.scheduler import ChunkScheduler, ChunkTiming
 from .engine.source import GenerationParams, MusicSource
 from .features.schema import FeatureFrame
 from .features.timeline import FeatureTimeline
+from .model.download import has_weights
 from . import settings as settings_mod
 from .osc.control import ControlError
 from .osc.targets import OscTargetError
@@ -305,12 +306,6 @@ def _tracked_tempo(source) -> float:
         return float(own.bpm)
     steered = getattr(getattr(source, "steering", None), "tempo", None)
     return float(steered.bpm) if steered is not None and steered.locked else 0.0
-
-
-def has_weights(model_dir: str | os.PathLike) -> bool:
-    """A transformers-format MusicGen directory: config.json plus safetensors weights."""
-    folder = Path(model_dir)
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
 def build_source(settings: Settings) -> MusicSource:

@@ -12,6 +12,8 @@ Thread map of the visual side:
 """
 from __future__ import annotations
 
+import abc
+
 import logging
 import threading
 import time
@@ -66,29 +68,61 @@ class TrackingStats:
     status: str               # running | lost: ... (camera being re-opened) | ended | error: ... | stopped
 
 
-class TrackingThread:
-    """Capture mailbox -> Tracker -> timeline and listeners, on one thread."""
+class FeatureThread(abc.ABC):
+    """What feeds the timeline on its own thread: listeners, start/stop/join, a status.
 
-    def __init__(self, capture_thread: CaptureThread, tracker: Tracker, timeline: FeatureTimeline,
-                 on_frame: Iterable[FrameListener] = ()):
-        self.capture = capture_thread
-        self.tracker = tracker
+    Subclasses (`TrackingThread`, `recording.RecordingPlayer`) implement `_run`, `stats`
+    and `calibrate`; the live session drives either one the same way.
+    """
+
+    def __init__(self, timeline: FeatureTimeline, on_frame: Iterable[FrameListener], name: str):
         self.timeline = timeline
         self.listeners = FrameListeners(on_frame)
-        self._fps = 0.0
-        self._tracking_ms = 0.0
-        self._processed = 0
         self.status = "stopped"
-        self.error: Exception | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tracking", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def add_listener(self, listener: FrameListener) -> None:
-        """`listener(frame, image_bgr)` runs on the tracking thread after each frame."""
+        """`listener(frame, image_bgr or None)` runs on this thread after each frame."""
         self.listeners.add(listener)
 
     def remove_listener(self, listener: FrameListener) -> None:
         self.listeners.remove(listener)
+
+    def start(self):
+        self.status = "running"
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop feeding (a capture thread is stopped by its owner)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self.status == "running":
+            self.status = "stopped"
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end by itself (a file or recording that ended)."""
+        self._thread.join(timeout)
+
+    @abc.abstractmethod
+    def _run(self) -> None:
+        """The thread's loop: feed frames until `_stop` is set or the input ends."""
+
+
+class TrackingThread(FeatureThread):
+    """Capture mailbox -> Tracker -> timeline and listeners, on one thread."""
+
+    def __init__(self, capture_thread: CaptureThread, tracker: Tracker, timeline: FeatureTimeline,
+                 on_frame: Iterable[FrameListener] = ()):
+        super().__init__(timeline, on_frame, name="tracking")
+        self.capture = capture_thread
+        self.tracker = tracker
+        self._fps = 0.0
+        self._tracking_ms = 0.0
+        self._processed = 0
+        self.error: Exception | None = None
 
     def calibrate(self) -> bool:
         """The next half second of face becomes the neutral face (callable from any thread)."""
@@ -100,23 +134,6 @@ class TrackingThread:
         status = self.capture.status if self.capture.status.startswith("lost") else self.status
         return TrackingStats(self._fps, self._tracking_ms, self._processed, self.capture.dropped,
                              self.listeners.errors, status)
-
-    def start(self) -> TrackingThread:
-        self.status = "running"
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop tracking (the capture thread is stopped by its owner)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if self.status == "running":
-            self.status = "stopped"
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the thread to end by itself (a file source that ended)."""
-        self._thread.join(timeout)
 
     def _run(self) -> None:
         last_index, last_wall = -1, None

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from .pipeline import FrameListener, FrameListeners, TrackingStats
+from .pipeline import FeatureThread, FrameListener, TrackingStats
 from .schema import FeatureFrame
 from .timeline import FeatureTimeline
 
@@ -110,7 +110,7 @@ class TrackingRecorder:
         return save_recording(self.frames, path)
 
 
-class RecordingPlayer:
+class RecordingPlayer(FeatureThread):
     """Replays recorded frames into a timeline and listeners, re-stamped on the monotonic clock."""
 
     def __init__(self, frames: Sequence[FeatureFrame] | str | os.PathLike, timeline: FeatureTimeline,
@@ -119,14 +119,10 @@ class RecordingPlayer:
         self.frames = load_recording(frames) if isinstance(frames, (str, os.PathLike)) else list(frames)
         if not self.frames:
             raise RecordingError("the recording has no frames")
-        self.timeline = timeline
+        super().__init__(timeline, on_frame, name="tracking-playback")
         self.realtime, self.loop = realtime, loop
         self._clock = clock
-        self.listeners = FrameListeners(on_frame)
         self._played = 0
-        self.status = "stopped"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tracking-playback", daemon=True)
 
     @property
     def duration(self) -> float:
@@ -135,13 +131,6 @@ class RecordingPlayer:
         step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1 / 30
         return times[-1] - times[0] + step
 
-    def add_listener(self, listener: FrameListener) -> None:
-        """`listener(frame, None)` runs on the playback thread after each frame."""
-        self.listeners.add(listener)
-
-    def remove_listener(self, listener: FrameListener) -> None:
-        self.listeners.remove(listener)
-
     def calibrate(self) -> bool:
         """Recorded features were calibrated (or not) when recorded: nothing to do; returns False."""
         return False
@@ -149,21 +138,6 @@ class RecordingPlayer:
     def stats(self) -> TrackingStats:
         fps = (len(self.frames) / self.duration) if self.realtime else 0.0
         return TrackingStats(fps, 0.0, self._played, 0, self.listeners.errors, self.status)
-
-    def start(self) -> RecordingPlayer:
-        self.status = "running"
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if self.status == "running":
-            self.status = "stopped"
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
 
     def _run(self) -> None:
         t0, first = self._clock(), self.frames[0].t

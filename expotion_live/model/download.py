@@ -51,6 +51,12 @@ def model_dir(size: str, dest_dir: str | Path) -> Path:
     return Path(dest_dir) / f"musicgen-{size}"
 
 
+def has_weights(model_dir: str | Path) -> bool:
+    """A transformers-format MusicGen directory: config.json plus safetensors weights."""
+    folder = Path(model_dir)
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
 def missing_files(folder: Path) -> list[str]:
     """The files the loader needs that `folder` lacks (empty = complete)."""
     missing = [name for name in ("config.json",) if not (folder / name).is_file()]

@@ -52,7 +52,7 @@ class LatestFrame:
 
 def weights_notice(settings: Settings) -> str:
     """What to tell the performer when MusicGen cannot be used, or "" when it can."""
-    from ..session import has_weights
+    from ..model.download import has_weights
 
     if settings.engine.kind == "synth" or has_weights(settings.model.dir):
         return ""
