@@ -135,6 +135,7 @@ class LiveSession:
             min_lead_seconds=engine.min_lead_seconds + device_buffer,
             low_water_seconds=engine.low_water_seconds + device_buffer,
             loop_seconds=engine.loop_seconds, on_chunk=self._on_chunk)
+        self.player.start_samples = self.scheduler.low_water   # the first sound rides out the device's burst
         self.recorder: WavRecorder | None = None
         self.started_at = 0.0
         self.playing = False

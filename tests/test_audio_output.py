@@ -28,6 +28,7 @@ def test_stream_on_null_sink_plays_with_zero_underruns_and_records_what_played(n
     device_buffer = stream.latency_seconds          # pulled in bursts: the ring keeps it in hand (as LiveSession does)
     scheduler = ChunkScheduler(ToneSource(), ring, blank_window, PARAMS, timing(), realtime=True,
                                min_lead_seconds=0.2 + device_buffer, low_water_seconds=0.08 + device_buffer)
+    player.start_samples = scheduler.low_water      # as LiveSession does: the device's first burst is covered
     scheduler.start()
     stream.start()
     while player.blocks_played * BLOCK < 3 * SR and scheduler.error is None:
@@ -70,3 +71,19 @@ def test_paced_file_sink_plays_the_requested_duration():
     sink.stop()
     assert player.blocks_played == round(0.25 * SR / BLOCK)
     assert ring.read_index == player.blocks_played * BLOCK and ring.underrun_blocks == 0
+
+
+def test_playback_waits_for_start_samples_then_never_counts_the_wait_as_underrun():
+    ring = RingBuffer(SR)
+    player = BlockPlayer(ring, DspPath(SR, BLOCK, enabled=False))
+    player.start_samples = 3 * BLOCK           # the device's first burst
+    block = np.zeros(BLOCK, np.float32)
+    ring.write(np.full(2 * BLOCK, 0.5, np.float32))
+    player.fill(block)                          # a first chunk shorter than the burst waits
+    assert ring.read_index == 0 and not block.any() and player.preroll_samples == BLOCK
+    ring.write(np.full(2 * BLOCK, 0.5, np.float32))
+    for _ in range(4):
+        player.fill(block)
+        assert (block == 0.5).all()
+    player.fill(block)                          # the ring ran dry after the first sound: that is an underrun
+    assert ring.underrun_blocks == 1 and player.preroll_samples == BLOCK

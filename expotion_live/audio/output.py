@@ -37,13 +37,22 @@ class BlockPlayer:
         self.ring = ring
         self.dsp = dsp
         self.tap: WavRecorder | None = None   # set before starting; receives every played block
+        self.start_samples = 0                 # set before starting: see `fill`
         self.blocks_played = 0
         self.preroll_samples = 0               # silence played before the ring's first sample: ring pos p plays at p + this
         self.first_sound_time = 0.0            # time.monotonic() of the first non-silent block, 0 = not yet
 
     def fill(self, out: np.ndarray) -> None:
-        """Fill `out` (1-D float32 view of the device buffer) completely. Callback-safe."""
-        self.ring.read_into(out)
+        """Fill `out` (1-D float32 view of the device buffer) completely. Callback-safe.
+
+        Playback starts only once the ring holds `start_samples`: a device pre-fills its
+        whole buffer in one burst when it starts, and a first chunk shorter than that
+        burst would be followed by a gap.
+        """
+        if self.ring.read_index == 0 and self.ring.available() < self.start_samples:
+            out.fill(0.0)
+        else:
+            self.ring.read_into(out)
         if self.ring.read_index == 0:
             self.preroll_samples += out.shape[0]
         peak = self.dsp.process(out)

@@ -23,7 +23,8 @@ When generation is slower than real time (RTF < 1) the ring would run dry. Inste
 silence, the scheduler *stretches*: while the next chunk is still rendering and less
 than `low_water_seconds` is buffered, it replays the end of the previous chunk (as long
 as the render is still expected to take, between 0.1 s and `loop_seconds`), joined with
-the same crossfade (no click, no gap, level unchanged).
+the same crossfade (no click, no gap, level unchanged). Nothing is stretched before
+playback starts: the consumer waits for `low_water_seconds` in the ring (`BlockPlayer`).
 When the chunk finally arrives it crossfades in as usual. `stretched_seconds` and
 `stretching` report it, and the RTF in the status says why.
 """
@@ -225,7 +226,8 @@ class ChunkScheduler:
                 if self._stop.is_set():
                     return None
                 self._track_playhead()
-                if self.realtime and self._tail is not None and self.ring.available() < self.low_water:
+                playing = self.ring.read_index > 0
+                if self.realtime and playing and self._tail is not None and self.ring.available() < self.low_water:
                     remaining = expected - (time.monotonic() - started)
                     self._stretch(round(remaining * self.timing.sample_rate) + self.low_water)
         expected = request.overlap_samples + self.timing.samples(request.n_frames)
