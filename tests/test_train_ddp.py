@@ -29,7 +29,7 @@ def test_torchrun_two_processes_match_one_process(tiny_musicgen_dir, tmp_path, c
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(script), *common, "--out", str(tmp_path / "ddp"), "--batch-size", "1"],
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("trainable parameters") == 1          # only rank 0 talks and writes
     assert "8 training clips, 2 validation clips, 4 steps per epoch" in ddp.stdout

@@ -150,6 +150,7 @@ def _train(args, settings: Settings) -> int:
         segment_seconds=args.segment_seconds, val_fraction=args.val_fraction, seed=args.seed,
         save_every=args.save_every, amp=not args.no_amp, default_caption=args.default_caption)
     adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers, flow_cnn=not args.no_flow_cnn)
+    trainer = None
     try:
         settings = _settings(args, settings)
         cache = cache_dir_for(args.data)
@@ -170,6 +171,7 @@ def _train(args, settings: Settings) -> int:
     except (DatasetError, TrainingError, AdaptorError, ValueError, OSError) as err:
         return _fail(str(err))
     finally:
+        trainer = None   # DDP's Reducer goes first: see _leave_process_group
         _leave_process_group()
     if result.interrupted:
         return 130
@@ -179,9 +181,19 @@ def _train(args, settings: Settings) -> int:
 
 
 def _leave_process_group() -> None:
+    """Destroy the torchrun process group, after every DDP wrapper is gone.
+
+    DDP's Reducer holds the gloo group; if it is the last holder, its destructor joins
+    gloo's worker threads while holding the GIL, and a worker still releasing a finished
+    all-reduce waits for that GIL: a deadlock at exit (seen under load). Collected first,
+    the Reducer only drops a reference, and `destroy_process_group` releases the GIL to join.
+    """
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
