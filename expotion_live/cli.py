@@ -22,7 +22,7 @@ from .settings import SettingsError
 DEFAULT_RECORDING = "expotion-live.wav"   # where the main command records when there is no sound card
 DEFAULT_RECORDING_SECONDS = 30
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "live", "vision", "synth")
+BENCHMARKS = ("decode", "int8", "live", "vision", "synth")
 SUBCOMMAND_MODULES = (doctor, session, features_commands, model_commands, download_commands, ui_commands,
                       record_commands, train_commands)
 

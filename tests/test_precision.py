@@ -2,8 +2,9 @@
 
 Oracle: the same random decoder left in fp32. Both the reference forward (24 rows per
 projection, over int8's many-row limit: the bf16 matmul) and prefill + decode_step (two
-rows, the CFG decoding shape: the int8 kernel) are checked; a width the CPU int8 kernel
-cannot take (40) exercises the dequantized path at every size.
+rows, the CFG decoding shape: our int8 kernel) are checked, at an even and an odd width.
+The kernel itself is checked against the exact product of the int8 weights it holds,
+in the blocked layout wide projections use.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def logits_both_paths(decoder: MusicGenDecoder, seed=1) -> tuple[torch.Tensor, t
     return full, step
 
 
-@pytest.mark.parametrize("hidden, heads", [(64, 4), (40, 5)])  # 40: rows the int8 kernel cannot take
+@pytest.mark.parametrize("hidden, heads", [(64, 4), (40, 5)])
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_logits_stay_close_to_fp32(precision, hidden, heads):
     decoder = random_decoder(hidden, heads)
@@ -80,24 +81,28 @@ def test_int8_and_bf16_really_store_fewer_bytes():
     projections = [m for m in int8.modules() if isinstance(m, Int8Linear)]
     # per layer: q,k,v,o of self- and cross-attention, fc1, fc2; then one head per codebook
     assert len(projections) == 2 * (4 + 4 + 2) + 4
-    assert all(m.weight.dtype == torch.int8 for m in projections)
+    assert all(m.weight.dtype == torch.int8 and m.int8_weight().shape == (m.out_features, m.in_features)
+               for m in projections)
     n_scales = sum(m.out_features for m in projections)
     assert projection_bytes(int8) == n_weights + 4 * n_scales  # 1 byte per weight, one fp32 scale per row
     assert not any(type(m) is nn.Linear for m in int8.modules())
 
 
-@pytest.mark.parametrize("lead", [(3, 2), (5, 8)])  # 6 rows: the int8 kernel; 40 rows: the bf16 matmul
-def test_int8_kernel_computes_the_dequantized_product(lead):
+@pytest.mark.parametrize("in_features, block", [(64, 64), (40, 40), (2048, 1024), (1500, 750)])
+@pytest.mark.parametrize("lead", [(1, 1), (2, 1), (3, 1), (4, 2), (5, 8)])  # up to 8 rows: our kernel; 40: bf16 matmul
+def test_int8_projection_computes_the_product_of_its_int8_weights(in_features, block, lead):
     torch.manual_seed(0)
-    linear = nn.Linear(64, 48, bias=True)
+    linear = nn.Linear(in_features, 48, bias=True)
     q = Int8Linear(linear)
-    assert q.uses_int8_kernel
-    x = torch.randn(*lead, 64)  # leading dims are flattened into rows
+    assert q.weight.shape == (in_features // block, 48, block)      # column blocks, each contiguous
+    x = torch.randn(*lead, in_features)                             # leading dims are flattened into rows
+    exact = (x.double() @ q.int8_weight().double().T * q.weight_scale.double() + linear.bias.double()).float()
     with torch.no_grad():
         y = q(x)
-        exact = x @ q.dequantized_weight(torch.float32).T + linear.bias
+    assert q.uses_int8_kernel(x.reshape(-1, in_features)) == (x.numel() // in_features <= 8)
     assert y.shape == (*lead, 48)
-    assert relative_error(y, exact) < 1e-2  # bf16 activations inside the kernel
+    # our kernel sums in fp32 (error ~1e-7); the many-row path multiplies in bf16
+    assert relative_error(y, exact) < (1e-5 if q.uses_int8_kernel(x.reshape(-1, in_features)) else 1e-2)
     # Symmetric per-row quantization: each weight within half a step of the original.
     assert (q.dequantized_weight(torch.float32) - linear.weight).abs().le(q.weight_scale[:, None] / 2 + 1e-7).all()
 

@@ -8,10 +8,11 @@ bandwidth. Storing them in fewer bytes is what makes it fast:
 - "bf16"  `Bf16Linear`: bfloat16 weights (2 bytes), activations cast to bf16 around the
           matmul; oneDNN's bf16 kernels (AVX512-BF16 / AMX where the CPU has them).
 - "int8"  `Int8Linear`: int8 weights (1 byte) with one fp32 scale per output row
-          (symmetric, per channel), computed by `aten._weight_int8pack_mm` with bf16
-          activations on the CPU for a few rows (a decoding step); for many rows (a
-          prefill), off the CPU, and whenever a gradient is needed, the int8 weight is
-          converted per call for one ordinary matmul and the scales applied to its output.
+          (symmetric, per channel). For a few rows on the CPU (a decoding step) our own
+          numba kernel `_int8_rows` streams the weights once with fp32 activations; for
+          many rows (a prefill), off the CPU, and whenever a gradient is needed, the int8
+          weight is converted per call for one ordinary matmul and the scales applied to
+          its output.
 
 Only the projections change; layer norms, embeddings, attention and the KV cache
 stay in the model's dtype (fp32), so the swap is invisible to callers: a module
@@ -26,30 +27,35 @@ projections, 352 M weights, two rows each, idle machine, 2 threads):
   (~38 ms), but it keeps a second, opaque copy of every weight, and fp32 must stay the
   plain trainable reference.
 - bf16 `F.linear` runs oneDNN `brg_matmul:avx512_core_bf16` (~30 ms; ~22 ms prepacked).
-- int8 runs ATen's own `_weight_int8pack_mm` CPU kernel: ~13 ms (~26 GB/s). With fp32
-  activations the same kernel takes ~260 ms, hence the bf16 cast. fbgemm dynamic
-  quantization (`quantize_dynamic`, activations quantized too; deprecated for torchao)
-  is as fast (~14 ms); oneDNN's `qlinear_pointwise` took ~145 ms at two rows.
+- int8 runs our `_int8_rows` on one thread, whatever torch's thread count. Two rows of
+  48 random 4096x1024 int8 projections, side by side in one run: ours 26 GB/s (one core
+  reads a large tensor at ~26 GB/s, two at ~35); ATen's `_weight_int8pack_mm` (bf16
+  activations) 12 GB/s on 1 thread / 18 on 2; fbgemm's `quantized::linear_dynamic`
+  (activations quantized too; deprecated for torchao; raises on a NaN) 17 / 25 GB/s;
+  `torch._int_mm` 5 / 9 GB/s; oneDNN's `qlinear_pointwise` far slower at two rows.
+  The 196 projections of a musicgen-small step take 17-25 ms as this shared host varies.
 bench/decode.py measures the whole decoder at each precision side by side.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
 from torch import nn
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
-# The CPU int8 kernel needs in_features to be a multiple of 16; other widths crash it
-# (tested: in_features 8, 40, 72 segfault in torch 2.13), so they take the dequantized path.
-_INT8_KERNEL_MULTIPLE = 16
+# The int8 kernel reads each weight once per pair of rows; above this many rows, converting
+# the weight to bf16 per call for one oneDNN matmul is faster (no bf16 copy is kept: that
+# would add 2 bytes per weight). Per 4096x1024 projection, 1 thread: the kernel ~0.16 ms
+# per pair of rows; the converted matmul ~1.0 ms at 16 rows, ~10 ms at 400 (a 200-frame prompt, CFG).
+_INT8_KERNEL_MAX_ROWS = 8
 
-# The int8 kernel is built for a few rows; above this many, converting the weight to bf16 per
-# call for one oneDNN matmul is faster (no bf16 copy is kept: that would add 2 bytes per weight).
-# Measured per projection here (1 thread, 1024x1024 / 4096x1024 / 1024x4096 weights), ms, int8
-# kernel vs converted: 16 rows 0.29/0.93/0.90 vs 0.31/1.03/1.21; 32 rows 0.56/1.85/1.71 vs
-# 0.35/1.37/1.48; 400 rows (a 200-frame prompt, CFG) 5.7/24.2/21.1 vs 2.2/9.9/9.1.
-_INT8_KERNEL_MAX_ROWS = 16
+# Weight columns per block in the int8 layout: two rows of activations over this many columns
+# (8 KB) stay in L1 while the weights stream past. Unblocked, a 1024x4096 projection (fc2)
+# ran at ~7 GB/s with two rows (the 32 KB of activations fell out of L1), blocked ~18.
+_INT8_BLOCK = 1024
 
 # Relative logit error ‖logits - logits_fp32‖ / ‖logits_fp32‖ each precision is held to.
 # Measured by bench/decode.py on random musicgen-small weights (transformers' init, 24
@@ -78,11 +84,62 @@ class Bf16Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+@njit("void(float32[:, :, ::1], int8[:, :, ::1], float32[::1], float32[:, ::1])",
+      cache=True, nogil=True, fastmath=True, boundscheck=False)
+def _int8_rows(x, w, scale, out):
+    """out = (x W^T) * scale for a few rows, W int8 in column blocks; releases the GIL.
+
+    x (M, nb, B) f32 and w (nb, N, B) int8 are the (M, K) activations and the (N, K)
+    weight cut into nb blocks of B columns; scale (N,), out (M, N). Decoding is bound by
+    reading W, so each weight is loaded once per pair of rows, widened to fp32 in
+    registers and shared by two running dot products, while the block of x they read
+    (2 x B floats) stays in the L1 cache. (fastmath lets LLVM vectorize the sums; every
+    index counts up from 0, so no negative-index checks stand in its way.)
+    """
+    M = x.shape[0]
+    nb, N, B = w.shape
+    for m in range(M):
+        for n in range(N):
+            out[m, n] = 0.0
+    for b in range(nb):
+        for n in range(N):
+            m = 0
+            while m + 1 < M:
+                a0 = np.float32(0.0)
+                a1 = np.float32(0.0)
+                for k in range(B):
+                    wk = np.float32(w[b, n, k])
+                    a0 += wk * x[m, b, k]
+                    a1 += wk * x[m + 1, b, k]
+                out[m, n] += a0
+                out[m + 1, n] += a1
+                m += 2
+            if m < M:
+                a0 = np.float32(0.0)
+                for k in range(B):
+                    a0 += np.float32(w[b, n, k]) * x[m, b, k]
+                out[m, n] += a0
+    for m in range(M):
+        for n in range(N):
+            out[m, n] *= scale[n]
+
+
+def column_block(in_features: int) -> int:
+    """Columns per weight block: the widest divisor of K up to _INT8_BLOCK (K itself when narrower)."""
+    block = min(in_features, _INT8_BLOCK)
+    while in_features % block:
+        block -= 1
+    return block
+
+
 class Int8Linear(nn.Module):
     """A projection stored as int8 weights times one scale per output row.
 
     Quantization (symmetric, per output channel): scale_n = max_k |W_nk| / 127,
     W_nk ≈ scale_n * round(W_nk / scale_n), so y = (x W_int8^T) * scale.
+    `weight` holds W_int8 (N, K) cut into column blocks, (K / B, N, B): each block is
+    contiguous, so the kernel streams the weights in memory order (B = K up to 1024
+    columns, where the layout is the plain (1, N, K)).
     """
 
     def __init__(self, linear: nn.Linear):
@@ -90,34 +147,53 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().float()                                   # (N, K)
         scale = (w.abs().amax(dim=1) / 127.0).clamp_min(torch.finfo(torch.float32).tiny)  # (N,)
-        self.weight = nn.Parameter(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8),
-                                   requires_grad=False)
+        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (N, K)
+        B = column_block(self.in_features)
+        blocks = q.view(self.out_features, self.in_features // B, B).transpose(0, 1).contiguous()  # (K/B, N, B)
+        self.weight = nn.Parameter(blocks, requires_grad=False)
         self.weight_scale = nn.Parameter(scale, requires_grad=False)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
-        # The kernel wants the scales in the activations' dtype; cached (tiny) rather than cast per call.
-        self.register_buffer("_kernel_scale", scale.to(torch.bfloat16), persistent=False)
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None   # numpy views for the kernel, see _int8_kernel
 
-    @property
-    def uses_int8_kernel(self) -> bool:
-        return self.weight.device.type == "cpu" and self.in_features % _INT8_KERNEL_MULTIPLE == 0
+    def _apply(self, fn, recurse=True):
+        self._arrays = None   # moved or cast: the views would point at the old storage
+        return super()._apply(fn, recurse)
+
+    def uses_int8_kernel(self, rows: torch.Tensor) -> bool:
+        """Our kernel takes it: few fp32 rows on the CPU, no gradient wanted (it has no derivative)."""
+        return (self.weight.device.type == "cpu" and rows.dtype == torch.float32
+                and rows.shape[0] <= _INT8_KERNEL_MAX_ROWS
+                and not (torch.is_grad_enabled() and rows.requires_grad))
+
+    def int8_weight(self) -> torch.Tensor:
+        """W_int8 as the plain (N, K) matrix (a copy when the weight is blocked)."""
+        return self.weight.transpose(0, 1).reshape(self.out_features, self.in_features)
 
     def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        return self.weight.to(dtype) * self.weight_scale[:, None].to(dtype)  # (N, K)
+        return self.int8_weight().to(dtype) * self.weight_scale[:, None].to(dtype)  # (N, K)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *lead, K = x.shape
         rows = x.reshape(-1, K)  # (M, K): every leading dimension flattened into rows
-        M = rows.shape[0]
-        needs_grad = torch.is_grad_enabled() and x.requires_grad
-        if self.uses_int8_kernel and not needs_grad and M <= _INT8_KERNEL_MAX_ROWS:  # (it has no derivative)
-            y = torch.ops.aten._weight_int8pack_mm(rows.to(torch.bfloat16).contiguous(), self.weight,
-                                                   self._kernel_scale).to(x.dtype)
+        if self.uses_int8_kernel(rows):
+            y = self._int8_kernel(rows)
         else:  # y = (x W_int8^T) * scale: int8 values are exact in bf16; scaling the output spares a pass over W
             compute = torch.bfloat16 if x.device.type == "cpu" else x.dtype
-            y = F.linear(rows.to(compute), self.weight.to(compute)).to(x.dtype) * self.weight_scale.to(x.dtype)
+            y = F.linear(rows.to(compute), self.int8_weight().to(compute)).to(x.dtype) * self.weight_scale.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
         return y.reshape(*lead, self.out_features)  # (..., N)
+
+    def _int8_kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        """(M, K) -> (M, N) by `_int8_rows`. Called ~200 times a step, so the frozen weight's
+        numpy views are made once (they cost more than the call itself) and reused."""
+        if self._arrays is None:
+            self._arrays = (self.weight.detach().numpy(), self.weight_scale.detach().numpy())
+        weight, scale = self._arrays
+        n_blocks, _, block = weight.shape
+        out = np.empty((rows.shape[0], self.out_features), np.float32)
+        _int8_rows(rows.detach().contiguous().numpy().reshape(-1, n_blocks, block), weight, scale, out)
+        return torch.from_numpy(out)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -138,10 +214,9 @@ def resolve_precision(precision: str, device) -> str:
 def default_precision(device) -> str:
     """The fastest precision whose logits stay within LOGIT_TOLERANCE of fp32, per device.
 
-    CPU: int8. bench/decode.py, random musicgen-small, CFG, 200 steps, 1 thread, on a
-    shared machine (load 3-4 on 2 cores): median ms per step int8 73, bf16 111, fp32 243,
-    transformers' generate 326. The projections alone on the idle machine (2 threads):
-    int8 13, bf16 30, fp32 135 ms per step.
+    CPU: int8. `bench/decode.py --threads 1 --steps 100`, random musicgen-small, CFG, one
+    run: median ms per step int8 37, bf16 68, fp32 167, transformers' generate 212.
+    The int8 projections alone (`bench/int8.py`): 16 ms.
     CUDA: bf16 where the GPU has it, else fp32 (not measured: no GPU here; the int8 path
     on CUDA dequantizes per call, which saves memory but not time without a fused kernel).
     Anything else: fp32.
