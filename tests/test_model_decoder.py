@@ -112,7 +112,9 @@ def test_decode_step_traces_as_one_graph(decoder, text):
     traced = step(codes[:, :, 5:6], positions[5:6], cache)
     cache_copy = decoder.allocate_cache(2, 8)
     decoder.prefill(codes[:, :, :5], cache_copy, text)
-    assert torch.equal(traced, decoder.decode_step(codes[:, :, 5:6], positions[5:6], cache_copy))
+    # traced, attention runs SDPA; eagerly on the CPU, our kernel: the same to float32 rounding
+    torch.testing.assert_close(traced, decoder.decode_step(codes[:, :, 5:6], positions[5:6], cache_copy),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_attend_length_rounds_the_filled_part_up_to_a_bucket_of_64(decoder):
@@ -145,3 +147,21 @@ def test_bucketed_attention_gives_the_logits_of_whole_cache_attention(decoder, t
     step = torch.compile(decoder.decode_step, backend="eager", fullgraph=True, dynamic=False)
     traced = step(codes[:, :, 150:151], positions[150:151], cache, attend=cache.attend_length(150))
     torch.testing.assert_close(traced, steps["whole"][:, :, 150 - n_prefill], rtol=0, atol=1e-5)
+
+
+def test_decode_attention_kernel_matches_the_reference_over_a_cache_prefix():
+    """One query over the first n positions of a longer cache; per-row and shared masks,
+    one row fully masked (the null text of CFG): uniform, as the reference gives."""
+    from expotion_live.model.decoder import additive_mask, decode_attention, eager_attention
+
+    g = torch.Generator().manual_seed(0)
+    B, H, S, Dh, n = 2, 3, 40, 8, 27
+    q = torch.randn(B, H, 1, Dh, generator=g)
+    k, v = torch.randn(B, H, S, Dh, generator=g), torch.randn(B, H, S, Dh, generator=g)
+    shared = additive_mask(torch.arange(n) < 20, torch.float32)[None]                 # (1, n): a causal row
+    per_row = additive_mask(torch.stack([torch.arange(n) < 5, torch.zeros(n, dtype=torch.bool)]),
+                            torch.float32)[:, None, None]                               # (B, 1, 1, n)
+    for bias in (shared, per_row):
+        got = decode_attention(q, k, v, bias)
+        torch.testing.assert_close(got, eager_attention(q, k[:, :, :n], v[:, :, :n], bias), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[1], v[1, :, :n].mean(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)

@@ -160,8 +160,10 @@ class Int8Linear(nn.Module):
         return super()._apply(fn, recurse)
 
     def uses_int8_kernel(self, rows: torch.Tensor) -> bool:
-        """Our kernel takes it: few fp32 rows on the CPU, no gradient wanted (it has no derivative)."""
+        """Our kernel takes it: few fp32 rows on the CPU, no gradient wanted (it has no derivative),
+        not traced (numba is opaque to torch.compile)."""
         return (self.weight.device.type == "cpu" and rows.dtype == torch.float32
+                and not torch.compiler.is_compiling()
                 and rows.shape[0] <= _INT8_KERNEL_MAX_ROWS
                 and not (torch.is_grad_enabled() and rows.requires_grad))
 
