@@ -6,7 +6,7 @@ self-attention, q, o of cross-attention, fc1, fc2; 4 LM heads) with random int8 
 and one scale per row, and times one pass over all of them with each kernel, in
 interleaved rounds so that a busy neighbour slows every kernel alike:
 
-- ours: `Int8Linear` as the decoder runs it (numba `_int8_rows`, fp32 activations);
+- ours: `Int8Linear` as the decoder runs it (numba `cpu_kernels.int8_rows`, fp32 activations);
 - aten: `aten._weight_int8pack_mm`, ATen's weight-only int8 kernel (bf16 activations);
 - fbgemm: `quantized::linear_dynamic`, activations quantized per call (the deprecated
   `quantize_dynamic` path).

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numba import njit
 from torch import nn
 
+from . import cpu_kernels
 from .config import DecoderConfig
 from .text import TextCondition
 
@@ -72,58 +72,18 @@ def fused_attention(q, k, v, bias):
     return F.scaled_dot_product_attention(q, k[:, :, :n], v[:, :, :n], attn_mask=bias)
 
 
-@njit("void(float32[:, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, ::1], float32[:, :, ::1])",
-      cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _attend_one(q, k, v, bias, out):
-    """softmax(q k^T / sqrt(Dh) + bias) v for one query per head, over the first n keys.
-
-    q (B, H, Dh); k, v (B, H, S, Dh) whole cache buffers; bias (1 or B, n) additive;
-    out (B, H, Dh). Max-subtracted softmax; a fully masked row comes out uniform, as in
-    `additive_mask`. Releases the GIL.
-    """
-    B, H, Dh = q.shape
-    n = bias.shape[1]
-    scale = np.float32(1.0 / math.sqrt(Dh))
-    scores = np.empty(n, np.float32)
-    acc = np.empty(Dh, np.float32)
-    for b in range(B):
-        row = b if bias.shape[0] > 1 else 0
-        for h in range(H):
-            top = np.float32(-np.inf)
-            for j in range(n):
-                s = np.float32(0.0)
-                for d in range(Dh):
-                    s += q[b, h, d] * k[b, h, j, d]
-                s = s * scale + bias[row, j]
-                scores[j] = s
-                top = max(top, s)
-            total = np.float32(0.0)
-            for j in range(n):
-                e = np.exp(scores[j] - top)
-                scores[j] = e
-                total += e
-            acc[:] = 0.0
-            for j in range(n):
-                p = scores[j]
-                for d in range(Dh):
-                    acc[d] += p * v[b, h, j, d]
-            for d in range(Dh):
-                out[b, h, d] = acc[d] / total
-
-
 def decode_attention(q, k, v, bias):
     """One query position: our kernel on the CPU in fp32, SDPA elsewhere and when traced.
 
     SDPA's CPU kernel is built for many queries; for one it spent ~1.6x as long as
-    `_attend_one` over 64-256 cached positions (24 layers, CFG batch, musicgen-small).
-    A traced step (torch.compile, a CUDA graph) keeps SDPA: numba is opaque to tracing.
+    `cpu_kernels.attend_one` over 64-256 cached positions (24 layers, CFG batch,
+    musicgen-small). A traced step (torch.compile, a CUDA graph) keeps SDPA.
     """
-    if (torch.compiler.is_compiling() or q.device.type != "cpu" or q.dtype != torch.float32
-            or (torch.is_grad_enabled() and q.requires_grad)):
+    if not cpu_kernels.takes(q):
         return fused_attention(q, k, v, bias)
     B, H, _, Dh = q.shape
     out = np.empty((B, H, Dh), np.float32)
-    _attend_one(q.detach().reshape(B, H, Dh).contiguous().numpy(), k.detach().contiguous().numpy(),
+    cpu_kernels.attend_one(q.detach().reshape(B, H, Dh).contiguous().numpy(), k.detach().contiguous().numpy(),
                 v.detach().contiguous().numpy(), bias.detach().reshape(-1, bias.shape[-1]).contiguous().numpy(), out)
     return torch.from_numpy(out).view(B, H, 1, Dh)
 

@@ -9,7 +9,7 @@ bandwidth. Storing them in fewer bytes is what makes it fast:
           matmul; oneDNN's bf16 kernels (AVX512-BF16 / AMX where the CPU has them).
 - "int8"  `Int8Linear`: int8 weights (1 byte) with one fp32 scale per output row
           (symmetric, per channel). For a few rows on the CPU (a decoding step) our own
-          numba kernel `_int8_rows` streams the weights once with fp32 activations; for
+          numba kernel `cpu_kernels.int8_rows` streams the weights once with fp32 activations; for
           many rows (a prefill), off the CPU, and whenever a gradient is needed, the int8
           weight is converted per call for one ordinary matmul and the scales applied to
           its output.
@@ -27,7 +27,7 @@ projections, 352 M weights, two rows each, idle machine, 2 threads):
   (~38 ms), but it keeps a second, opaque copy of every weight, and fp32 must stay the
   plain trainable reference.
 - bf16 `F.linear` runs oneDNN `brg_matmul:avx512_core_bf16` (~30 ms; ~22 ms prepacked).
-- int8 runs our `_int8_rows` on one thread, whatever torch's thread count. Two rows of
+- int8 runs our `cpu_kernels.int8_rows` on one thread, whatever torch's thread count. Two rows of
   48 random 4096x1024 int8 projections, side by side in one run: ours 26 GB/s (one core
   reads a large tensor at ~26 GB/s, two at ~35); ATen's `_weight_int8pack_mm` (bf16
   activations) 12 GB/s on 1 thread / 18 on 2; fbgemm's `quantized::linear_dynamic`
@@ -41,8 +41,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numba import njit
 from torch import nn
+
+from . import cpu_kernels
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -84,46 +85,6 @@ class Bf16Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-@njit("void(float32[:, :, ::1], int8[:, :, ::1], float32[::1], float32[:, ::1])",
-      cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _int8_rows(x, w, scale, out):
-    """out = (x W^T) * scale for a few rows, W int8 in column blocks; releases the GIL.
-
-    x (M, nb, B) f32 and w (nb, N, B) int8 are the (M, K) activations and the (N, K)
-    weight cut into nb blocks of B columns; scale (N,), out (M, N). Decoding is bound by
-    reading W, so each weight is loaded once per pair of rows, widened to fp32 in
-    registers and shared by two running dot products, while the block of x they read
-    (2 x B floats) stays in the L1 cache. (fastmath lets LLVM vectorize the sums; every
-    index counts up from 0, so no negative-index checks stand in its way.)
-    """
-    M = x.shape[0]
-    nb, N, B = w.shape
-    for m in range(M):
-        for n in range(N):
-            out[m, n] = 0.0
-    for b in range(nb):
-        for n in range(N):
-            m = 0
-            while m + 1 < M:
-                a0 = np.float32(0.0)
-                a1 = np.float32(0.0)
-                for k in range(B):
-                    wk = np.float32(w[b, n, k])
-                    a0 += wk * x[m, b, k]
-                    a1 += wk * x[m + 1, b, k]
-                out[m, n] += a0
-                out[m + 1, n] += a1
-                m += 2
-            if m < M:
-                a0 = np.float32(0.0)
-                for k in range(B):
-                    a0 += np.float32(w[b, n, k]) * x[m, b, k]
-                out[m, n] += a0
-    for m in range(M):
-        for n in range(N):
-            out[m, n] *= scale[n]
-
-
 def column_block(in_features: int) -> int:
     """Columns per weight block: the widest divisor of K up to _INT8_BLOCK (K itself when narrower)."""
     block = min(in_features, _INT8_BLOCK)
@@ -160,12 +121,8 @@ class Int8Linear(nn.Module):
         return super()._apply(fn, recurse)
 
     def uses_int8_kernel(self, rows: torch.Tensor) -> bool:
-        """Our kernel takes it: few fp32 rows on the CPU, no gradient wanted (it has no derivative),
-        not traced (numba is opaque to torch.compile)."""
-        return (self.weight.device.type == "cpu" and rows.dtype == torch.float32
-                and not torch.compiler.is_compiling()
-                and rows.shape[0] <= _INT8_KERNEL_MAX_ROWS
-                and not (torch.is_grad_enabled() and rows.requires_grad))
+        """Our kernel takes these rows: few of them, and `cpu_kernels.takes` them."""
+        return rows.shape[0] <= _INT8_KERNEL_MAX_ROWS and cpu_kernels.takes(rows)
 
     def int8_weight(self) -> torch.Tensor:
         """W_int8 as the plain (N, K) matrix (a copy when the weight is blocked)."""
@@ -187,14 +144,14 @@ class Int8Linear(nn.Module):
         return y.reshape(*lead, self.out_features)  # (..., N)
 
     def _int8_kernel(self, rows: torch.Tensor) -> torch.Tensor:
-        """(M, K) -> (M, N) by `_int8_rows`. Called ~200 times a step, so the frozen weight's
+        """(M, K) -> (M, N) by `cpu_kernels.int8_rows`. Called ~200 times a step, so the frozen weight's
         numpy views are made once (they cost more than the call itself) and reused."""
         if self._arrays is None:
             self._arrays = (self.weight.detach().numpy(), self.weight_scale.detach().numpy())
         weight, scale = self._arrays
         n_blocks, _, block = weight.shape
         out = np.empty((rows.shape[0], self.out_features), np.float32)
-        _int8_rows(rows.detach().contiguous().numpy().reshape(-1, n_blocks, block), weight, scale, out)
+        cpu_kernels.int8_rows(rows.detach().contiguous().numpy().reshape(-1, n_blocks, block), weight, scale, out)
         return torch.from_numpy(out)
 
     def extra_repr(self) -> str:
