@@ -40,6 +40,7 @@ from .engine.scheduler import ChunkScheduler, ChunkTiming
 from .engine.source import GenerationParams, MusicSource
 from .features.schema import FeatureFrame
 from .features.timeline import FeatureTimeline
+from .model.commands import add_model_flags, model_overrides
 from .model.download import has_weights
 from . import settings as settings_mod
 from .osc.control import ControlError
@@ -357,11 +358,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--camera", metavar="SPEC", help="camera index or name (settings: camera.source)")
     p.add_argument("--out", metavar="WAV", help="record what is played to this WAV file (settings: audio.out)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio (default: until Ctrl-C)")
-    p.add_argument("--model", metavar="DIR", help="MusicGen weights directory (settings: model.dir)")
-    p.add_argument("--adaptor", metavar="CKPT", help="trained condition adaptor (settings: model.adaptor)")
-    p.add_argument("--prompt", metavar="TEXT", help="text prompt (settings: generation.prompt)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"),
-                   help="decoder weights (settings: model.precision)")
+    add_model_flags(p)
     p.add_argument("--engine", choices=("auto", "musicgen", "synth"), help="music source (settings: engine.kind)")
     p.add_argument("--device", metavar="NAME", help="audio output device, substring of its name (settings: audio.device)")
     p.add_argument("--file-only", action="store_true", help="do not open a sound card; write --out paced in real time")
@@ -369,10 +366,9 @@ def add_parser(subparsers) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    flags = {"camera.source": args.video or args.camera, "audio.out": args.out, "model.dir": args.model,
-             "model.adaptor": args.adaptor, "generation.prompt": args.prompt, "model.precision": args.precision,
-             "engine.kind": args.engine, "audio.device": args.device}
-    return {key: value for key, value in flags.items() if value is not None}
+    flags = {"camera.source": args.video or args.camera, "audio.out": args.out, "engine.kind": args.engine,
+             "audio.device": args.device}
+    return {**model_overrides(args), **{key: value for key, value in flags.items() if value is not None}}
 
 
 def _fail(message: str) -> int:

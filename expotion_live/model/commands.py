@@ -19,8 +19,27 @@ from ..atomic import atomic_path
 DEFAULT_SECONDS = 10.0  # without --video, the length of the piece
 
 
+# flag dest -> the setting it overrides: the model options `generate` and `run` share
+MODEL_FLAGS = {"model": "model.dir", "adaptor": "model.adaptor", "prompt": "generation.prompt",
+               "precision": "model.precision"}
+
+
 class MuxError(RuntimeError):
     """ffmpeg failed to put the music on the video; the message is ffmpeg's last line."""
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--model, --adaptor, --prompt, --precision: the same for `generate` and `run` (see MODEL_FLAGS)."""
+    p.add_argument("--model", metavar="DIR", help="MusicGen weights directory (settings: model.dir)")
+    p.add_argument("--adaptor", metavar="CKPT", help="trained condition adaptor (settings: model.adaptor)")
+    p.add_argument("--prompt", metavar="TEXT", help="text prompt (settings: generation.prompt)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"),
+                   help="decoder weights (settings: model.precision)")
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings overridden by the flags of `add_model_flags` that were given."""
+    return {key: getattr(args, dest) for dest, key in MODEL_FLAGS.items() if getattr(args, dest) is not None}
 
 
 def add_parser(subparsers) -> None:
@@ -28,8 +47,7 @@ def add_parser(subparsers) -> None:
         "generate", help="generate music from a text prompt (optionally a video through an adaptor) to a WAV file",
         description="Generate music offline with MusicGen; --adaptor and --video condition it on a "
                     "performance video, --video-out muxes the music onto that video.")
-    p.add_argument("--model", metavar="DIR", help="MusicGen weights directory (settings: model.dir)")
-    p.add_argument("--prompt", metavar="TEXT", help="text prompt (settings: generation.prompt)")
+    add_model_flags(p)
     p.add_argument("--seconds", type=float, metavar="S",
                    help=f"length of the music (default: the video's length, else {DEFAULT_SECONDS:g})")
     p.add_argument("--out", metavar="WAV", default="out.wav", help="WAV file to write (default: out.wav)")
@@ -41,19 +59,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature")
     p.add_argument("--seed", type=int, help="random seed, -1 = fresh (settings: generation.seed)")
     p.add_argument("--device", help="auto | cpu | cuda | mps (settings: model.device)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), help="decoder weights (settings: model.precision)")
-    p.add_argument("--adaptor", metavar="CKPT", help="trained condition adaptor (settings: model.adaptor)")
     p.add_argument("--video", metavar="FILE", help="performance video whose face and motion condition the adaptor")
     p.add_argument("--video-out", metavar="MP4", help="write the video with the generated music as its sound")
     p.set_defaults(handler=run_generate)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    flags = {"model.dir": args.model, "model.device": args.device, "model.precision": args.precision,
-             "model.adaptor": args.adaptor, "generation.prompt": args.prompt, "generation.cfg": args.cfg,
-             "generation.top_k": args.top_k, "generation.top_p": args.top_p,
-             "generation.temperature": args.temperature, "generation.seed": args.seed}
-    return {key: value for key, value in flags.items() if value is not None}
+    flags = {"model.device": args.device, "generation.cfg": args.cfg, "generation.top_k": args.top_k,
+             "generation.top_p": args.top_p, "generation.temperature": args.temperature,
+             "generation.seed": args.seed}
+    return {**model_overrides(args), **{key: value for key, value in flags.items() if value is not None}}
 
 
 def run_generate(args: argparse.Namespace, settings) -> int:
