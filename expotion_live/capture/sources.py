@@ -27,7 +27,7 @@ import numpy as np
 from ..settings import CameraSettings
 
 DEMO_VIDEO = Path(__file__).resolve().parents[2] / "assets" / "demo_face.mp4"
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")   # also the dataset layout's
 SYSFS_V4L = Path("/sys/class/video4linux")
 FIRST_FRAME_TRIES = 20          # cameras often return a few empty reads while starting up
 
@@ -92,11 +92,6 @@ class VideoFileSource:
             raise CaptureError(f"cannot read video file {self.path}: it is truncated, corrupt "
                                f"or in a format OpenCV cannot decode")
         return capture
-
-    @property
-    def duration(self) -> float:
-        """Seconds in one pass, as declared by the container."""
-        return self.frame_count / self.fps
 
     def read(self) -> CapturedFrame | None:
         ok, image = self._capture.read()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..features.face import EXPRESSION_SCALE
-from ..features.schema import EXPRESSION_NAMES, GEOMETRY_DIM, HEAD_NAMES, TimelineWindow
+from ..features.schema import EXPRESSION_NAMES, FACE_FOUND_COLUMN, TimelineWindow
 from ..features.tempo import TempoTracker, estimate_tempo, frames_needed
 from .source import FRAME_RATE
 
@@ -24,7 +24,6 @@ ENERGY_FULL = 0.5         # motion energy that counts as "moving as much as it g
 
 _EXPR = {name: i for i, name in enumerate(EXPRESSION_NAMES)}
 _NEUTRAL = np.array([EXPRESSION_SCALE[name].neutral for name in EXPRESSION_NAMES], np.float32)
-_FACE_FOUND = GEOMETRY_DIM + len(EXPRESSION_NAMES) + len(HEAD_NAMES)   # index of face_found in face vectors
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def read_mood(window: TimelineWindow) -> Mood:
     if window.n_frames == 0:
         return Mood(valence=0.0, arousal=0.0, energy=0.0)
     energy = float(np.clip(window.energy[-recent:].mean() / ENERGY_FULL, 0.0, 1.0))
-    seen = window.face[-recent:, _FACE_FOUND] > 0.5
+    seen = window.face[-recent:, FACE_FOUND_COLUMN] > 0.5
     if not seen.any():
         return Mood(valence=0.0, arousal=0.8 * energy, energy=energy)
     face = expression_deviation(window.expression[-recent:][seen]).mean(axis=0)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..features.face import EXPRESSION_SCALE
-from ..features.schema import (EXPRESSION_NAMES, FACE_DIM, FLOW_SHAPE, GEOMETRY_DIM, HEAD_NAMES,
+from ..features.schema import (EXPRESSION_NAMES, FACE_DIM, FACE_FOUND_COLUMN, FLOW_SHAPE, GEOMETRY_DIM,
                                MOTION_DIM, UPPER_BODY, TimelineWindow)
 from ..features.tempo import TempoTracker
 from .source import FRAME_RATE, ChunkRequest, GenerationParams
@@ -337,5 +337,5 @@ def synthetic_performance(seconds: float, bpm: float, level: float, smile: float
     expression[i] += smile * (1.0 - neutral[i]) if smile >= 0 else smile * neutral[i]
     face = np.zeros((n, FACE_DIM), np.float32)
     face[:, GEOMETRY_DIM:GEOMETRY_DIM + len(EXPRESSION_NAMES)] = expression
-    face[:, GEOMETRY_DIM + len(EXPRESSION_NAMES) + len(HEAD_NAMES)] = 1.0      # face found
+    face[:, FACE_FOUND_COLUMN] = 1.0
     return TimelineWindow(t_end=seconds, face=face, motion=motion, flow=np.zeros((n, *FLOW_SHAPE), np.float32))

@@ -43,9 +43,6 @@ class FrameListeners:
     def add(self, listener: FrameListener) -> None:
         self._listeners = [*self._listeners, listener]     # copy-on-write: notify() never sees a half update
 
-    def remove(self, listener: FrameListener) -> None:
-        self._listeners = [cb for cb in self._listeners if cb is not listener]
-
     def notify(self, frame: FeatureFrame, image: np.ndarray | None) -> None:
         for listener in self._listeners:
             try:
@@ -85,9 +82,6 @@ class FeatureThread(abc.ABC):
     def add_listener(self, listener: FrameListener) -> None:
         """`listener(frame, image_bgr or None)` runs on this thread after each frame."""
         self.listeners.add(listener)
-
-    def remove_listener(self, listener: FrameListener) -> None:
-        self.listeners.remove(listener)
 
     def start(self):
         self.status = "running"

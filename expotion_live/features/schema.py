@@ -42,6 +42,7 @@ FRAME_RATE = 50
 
 # Vectors the adaptor sees (paper eq. 2 and 4 project these with low-rank matrices).
 FACE_DIM = GEOMETRY_DIM + len(EXPRESSION_NAMES) + len(HEAD_NAMES) + 1   # + face_found
+FACE_FOUND_COLUMN = FACE_DIM - 1                                         # face_vector() ends with face_found
 MOTION_DIM = 4 * len(UPPER_BODY) + 2                                    # + energy, pose_found
 
 

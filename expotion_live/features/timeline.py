@@ -79,10 +79,6 @@ class FeatureTimeline:
     def latest(self) -> FeatureFrame | None:
         return self._latest
 
-    def clear(self) -> None:
-        with self._lock:
-            self._start, self._count, self._latest = 0, 0, None
-
     def window(self, n_frames: int, t_end: float | None = None) -> TimelineWindow:
         """The `n_frames` grid frames ending at `t_end` (default: the latest frame's time).
 

@@ -16,6 +16,7 @@ import torch
 from .codec import Codec
 from .decoder import Adapter, KVCache, MusicGenDecoder
 from .delay_pattern import UNKNOWN, DelayPattern
+from .precision import apply_precision, resolve_precision
 from .sampling import guide, sample
 from .text import TextCondition, TextEncoder
 
@@ -57,7 +58,8 @@ class MusicGen:
         device = resolve_device(str(device))
         ckpt = open_checkpoint(model_dir)
         decoder = load_decoder(ckpt, device)
-        precision = _apply_precision(decoder, precision, device)
+        precision = resolve_precision(precision, device)    # "auto" = the device's default
+        apply_precision(decoder, precision, device)
         return cls(decoder, load_text_encoder(ckpt, device), load_codec(ckpt, device), precision)
 
     def encode_text(self, prompts: list[str]) -> TextCondition:
@@ -142,12 +144,3 @@ class MusicGen:
             if progress is not None:
                 progress(p + 1 - start, total)
 
-
-def _apply_precision(decoder: MusicGenDecoder, precision: str, device: torch.device) -> str:
-    """Swap the decoder's projections to `precision` ("auto" = the device's default); return the one used."""
-    from .precision import apply_precision, default_precision
-
-    if precision == "auto":
-        precision = default_precision(device)
-    apply_precision(decoder, precision, device)
-    return precision

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..capture.sources import VIDEO_SUFFIXES
 from ..features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
 CAPTION_FILE = "caption.txt"
 CACHE_DIR = ".expotion_cache"

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features.schema import FACE_DIM
+from ..features.schema import FACE_FOUND_COLUMN
 from .dataset import CACHE_VERSION, ClipSource, find_clips, read_meta, write_clip, write_index
 
-FACE_FOUND_COLUMN = FACE_DIM - 1   # FeatureFrame.face_vector() ends with face_found
 
 
 class AudioReadError(RuntimeError):

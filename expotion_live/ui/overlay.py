@@ -11,6 +11,7 @@ import functools
 import cv2
 import numpy as np
 
+from ..features.flow import REFERENCE_WIDTH
 from ..features.schema import FLOW_SHAPE, UPPER_BODY, FeatureFrame
 
 MESH_COLOUR = (120, 230, 120)       # BGR: thin green tessellation
@@ -21,7 +22,6 @@ FLOW_COLOUR = (60, 60, 255)         # red motion arrows
 FLOW_GAIN = 4.0                     # arrows drawn this many frames long, so slow moves are visible
 FLOW_MIN_PIXELS = 0.4               # ignore sub-pixel flow (sensor noise)
 POSE_MIN_VISIBILITY = 0.5
-FLOW_REFERENCE_WIDTH = 320          # flow vectors are in pixels of a 320-wide frame (schema.FLOW_SHAPE)
 
 # Upper-body bones as MediaPipe pose indices; drawn between rows of `FeatureFrame.pose`.
 _BONES_MP = ((11, 12), (11, 13), (13, 15), (12, 14), (14, 16), (11, 23), (12, 24), (23, 24))
@@ -78,7 +78,7 @@ def draw_flow(image: np.ndarray, flow: np.ndarray) -> None:
     height, width = image.shape[:2]
     _, rows, cols = FLOW_SHAPE
     dx, dy = flow                                                      # (rows, cols) each
-    scale = width / FLOW_REFERENCE_WIDTH
+    scale = width / REFERENCE_WIDTH   # flow vectors are in pixels of a frame this wide
     moving = np.hypot(dx, dy) >= FLOW_MIN_PIXELS
     for i, j in zip(*np.nonzero(moving)):
         x0, y0 = (j + 0.5) * width / cols, (i + 0.5) * height / rows

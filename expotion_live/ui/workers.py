@@ -36,12 +36,10 @@ class LatestFrame:
     def __init__(self):
         self._lock = threading.Lock()
         self._item: tuple[FeatureFrame, np.ndarray | None] | None = None
-        self.count = 0          # frames put since creation (the preview skips to the newest)
 
     def put(self, frame: FeatureFrame, image: np.ndarray | None) -> None:
         with self._lock:
             self._item = (frame, image)
-            self.count += 1
 
     def take(self) -> tuple[FeatureFrame, np.ndarray | None] | None:
         """The newest item if it was not taken yet, else None."""
