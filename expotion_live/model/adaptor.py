@@ -169,7 +169,6 @@ class ConditionAdaptor(nn.Module):
         self.config = config
         self.first_layer = n_total - n_layers              # adapted layers: N-L+1 .. N (1-based)
         self.hidden_size = base.hidden_size
-        self.num_heads = base.num_attention_heads
         self.__dict__["decoder"] = decoder                 # frozen and not a submodule (see class docstring)
         decoder.requires_grad_(False)
 
@@ -188,10 +187,6 @@ class ConditionAdaptor(nn.Module):
         return {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
                 "num_attention_heads": cfg.num_attention_heads, "num_codebooks": cfg.num_codebooks}
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        return x.view(B, T, self.num_heads, -1).transpose(1, 2)   # (B, H, T, Dh)
-
     def adapters(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> list[Callable | None]:
         """Run the condition prefix over one window; return one hook per decoder layer (None = unadapted).
 
@@ -201,7 +196,7 @@ class ConditionAdaptor(nn.Module):
         self._check_inputs(face, motion, flow)
         face, motion, flow = (x.to(self.prefix_init.dtype) for x in (face, motion, flow))  # e.g. float16 flow
         B, T, _ = face.shape
-        dtype = self.decoder.layers[self.first_layer].self_attn_layer_norm.weight.dtype
+        dtype = self.decoder.dtype
         joint = self.embedding(face, motion, flow)                     # eq. (6) before W_e: (B, T, joint_dim)
         h = self.prefix_init[:T].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
 
@@ -210,11 +205,10 @@ class ConditionAdaptor(nn.Module):
             z = self.merge[i](joint) + self.layer_pos[i, :T]           # Z_l = W_e,l^T u + pos_l: (B, T, d)
             x = layer.self_attn_layer_norm(h) + z.to(dtype)            # H_l^p + Z_l, after the first norm
             attn = layer.self_attn
-            q_p = self._split_heads(attn.q_proj(x))                    # Q_l^p, K_l^p, V_l^p: (B, H, T, Dh)
-            k_p = self._split_heads(attn.k_proj(x))
-            v_p = self._split_heads(attn.v_proj(x))
+            q_p = attn.split_heads(attn.q_proj(x))                     # Q_l^p, K_l^p, V_l^p: (B, H, T, Dh)
+            k_p, v_p = attn.keys_values(x)
             a = F.scaled_dot_product_attention(q_p, k_p, v_p)          # prefix self-attention, no mask
-            h = h + attn.out_proj(a.transpose(1, 2).reshape(B, T, self.hidden_size))   # (B, T, d)
+            h = h + attn.merge_heads(a)                                # (B, T, d)
             h = h + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(h))))           # frozen feed-forward
             hooks.append(FusedPrefixAttention(q_p, k_p, v_p, self.gates[i]))
         return hooks
