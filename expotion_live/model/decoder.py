@@ -4,7 +4,8 @@ The math is transformers' `MusicgenForCausalLM` (pre-LayerNorm, sinusoidal posit
 summed codebook embeddings, T5 cross-attention, one LM head per codebook), written so
 that we own the cache and the hot loop:
 
-- `forward()`      the slow, obvious reference: whole sequence, no cache, eager attention.
+- `forward()`      whole sequence, no cache: with eager attention the slow, obvious reference
+                   (with `fused_attention`, what training runs).
 - `prefill()`      a prompt in one pass, writing a preallocated `KVCache` in place.
 - `decode_step()`  one position: static shapes (attends over the first `attend` cache
                    positions, a Python int the loop rounds up to a bucket of
@@ -229,14 +230,18 @@ class MusicGenDecoder(nn.Module):
         return adapters
 
     def forward(self, codes: torch.Tensor, text: TextCondition | None = None,
-                adapters: Sequence[Adapter | None] | None = None) -> torch.Tensor:
-        """Reference path: the whole sequence at once, no cache, eager attention. (B,K,T) -> (B,K,T,V)."""
+                adapters: Sequence[Adapter | None] | None = None, attend: Attend = eager_attention) -> torch.Tensor:
+        """The whole sequence at once, no cache. (B,K,T) -> (B,K,T,V).
+
+        With the default eager attention this is the slow, obvious reference; training
+        passes `fused_attention` (same math, without the (B, H, T, T) scores kept for backward).
+        """
         B, K, T = codes.shape
         positions = torch.arange(T, device=codes.device)
         x = self.embed(codes, positions)
         causal = additive_mask(torch.ones(T, T, dtype=torch.bool, device=codes.device).tril(), x.dtype)
         for layer, cross, adapter in zip(self.layers, self.cross_keys_values(text), self._adapters(adapters)):
-            x = layer(x, positions, causal, cross, eager_attention, adapter)
+            x = layer(x, positions, causal, cross, attend, adapter)
         return self.logits(x)
 
     def allocate_cache(self, batch_size: int, max_length: int, device=None) -> KVCache:

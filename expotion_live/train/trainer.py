@@ -36,6 +36,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor, trainable_share
+from ..model.decoder import fused_attention
 from ..model.delay_pattern import DelayPattern
 from ..model.text import TextCondition
 from .config import TrainConfig
@@ -79,7 +80,7 @@ def delayed_cross_entropy(decoder: nn.Module, codes: torch.Tensor, text, adapter
     B, K, T = codes.shape
     pad = decoder.config.pad_token_id
     seq = DelayPattern(K, T, pad, device=codes.device).build(codes)     # (B, K, T+K)
-    logits = decoder(seq[..., :-1], text, adapters)                     # (B, K, T+K-1, V)
+    logits = decoder(seq[..., :-1], text, adapters, attend=fused_attention)   # (B, K, T+K-1, V)
     targets = seq[..., 1:]                                              # (B, K, T+K-1)
     V = logits.shape[-1]
     loss = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=pad, reduction="sum")
