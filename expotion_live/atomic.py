@@ -12,26 +12,48 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+class AtomicFile:
+    """A temporary file beside `path` that becomes `path` on `commit()` or vanishes on `abort()`.
+
+    For writers that outlive one block (a recorder, an encoder); `atomic_path` is the
+    `with` form. The temporary name keeps the suffix so libraries that pick a format by
+    extension (soundfile, safetensors, OpenCV, ffmpeg) write the right thing.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.",
+                                        suffix=f".tmp{self.path.suffix}")
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; the file gets the usual permissions
+        self.tmp = Path(tmp_name)
+
+    def commit(self) -> Path:
+        """fsync the temporary file and rename it over `path` (on failure it is removed)."""
+        try:
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; `path` is left as it was."""
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`.
-
-    The temporary name keeps the suffix so libraries that pick a format by extension
-    (soundfile, safetensors, OpenCV) write the right thing.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; the file gets the usual permissions
-    tmp = Path(tmp_name)
+    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`."""
+    file = AtomicFile(path)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield file.tmp
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        file.abort()
         raise
+    file.commit()

@@ -155,3 +155,11 @@ def test_record_through_a_real_portaudio_device(tmp_path, face_video, null_sink)
     found, problems = find_clips(tmp_path / "DATA")
     assert problems == [] and len(found) == len(clips) == 1 and found[0].caption == ""
     assert clips[0].frames == 60 and sf.info(found[0].audio).duration == pytest.approx(2.0)
+
+
+def test_a_take_that_cannot_be_opened_leaves_nothing_behind(tmp_path):
+    from expotion_live.train.record import ClipWriter
+
+    with pytest.raises(RecordError, match="cannot write MPEG-4 video"):
+        ClipWriter(tmp_path / "DATA" / "clip_001", 0.0, 10.0, 30.0, (0, 0))   # OpenCV refuses a 0x0 video
+    assert list((tmp_path / "DATA").iterdir()) == []                          # no partial folder, no take.mp4

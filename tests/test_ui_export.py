@@ -92,3 +92,12 @@ def test_export_command_reports_one_line(performance, tmp_path, capsys):
     assert args.handler(args, Settings()) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none.mp4 does not exist" in err
+
+
+def test_an_encoder_that_cannot_start_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from expotion_live.ui.export import VideoEncoder
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))   # a machine without ffmpeg
+    with pytest.raises(ExportError, match="ffmpeg is not installed"):
+        VideoEncoder(tmp_path / "out" / "show.mp4", (64, 48), 30.0)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -14,14 +14,13 @@ So the WAV written by `--out` holds exactly the blocks that were played.
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import AtomicFile
 from .dsp import DspPath
 from .ring_buffer import RingBuffer
 
@@ -75,12 +74,11 @@ class WavRecorder:
 
         self.path = Path(path)
         self.sample_rate = sample_rate
-        self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._target = AtomicFile(self.path)
         try:
-            self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, subtype="FLOAT")
-        except BaseException as err:
-            self._stack.__exit__(type(err), err, err.__traceback__)   # no stray temporary file
+            self._file = sf.SoundFile(self._target.tmp, "w", samplerate=sample_rate, channels=1, subtype="FLOAT")
+        except BaseException:
+            self._target.abort()     # no stray temporary file
             raise
         self._ring = RingBuffer(int(buffer_seconds * sample_rate))
         self._chunk = np.zeros(self._ring.capacity, np.float32)
@@ -122,15 +120,14 @@ class WavRecorder:
         self._thread.join()
         self._drain()
         self._file.close()
-        self._stack.close()
-        return self.path
+        return self._target.commit()
 
     def abort(self) -> None:
         """Drop the temporary file (an error happened): the target path is left untouched."""
         self._stop.set()
         self._thread.join()
         self._file.close()
-        self._stack.__exit__(RuntimeError, RuntimeError("recording aborted"), None)
+        self._target.abort()
 
 
 def _portaudio():

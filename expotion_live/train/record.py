@@ -20,7 +20,6 @@ hidden folders).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import shutil
@@ -34,7 +33,7 @@ import cv2
 import numpy as np
 
 from .. import settings as settings_mod
-from ..atomic import atomic_path
+from ..atomic import AtomicFile, atomic_path
 from ..settings import Settings
 from .dataset import CAPTION_FILE
 
@@ -129,11 +128,10 @@ class ClipWriter:
         self.partial = folder.parent / f".{folder.name}.partial"
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir(parents=True)
-        self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_path(self.partial / "take.mp4"))
-        self._video = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        self._take = AtomicFile(self.partial / "take.mp4")
+        self._video = cv2.VideoWriter(str(self._take.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._video.isOpened():
-            self._stack.close()
+            shutil.rmtree(self.partial, ignore_errors=True)      # nothing of this clip is left behind
             raise RecordError(f"OpenCV cannot write MPEG-4 video into {self.partial}")
         self.frames = 0
 
@@ -150,7 +148,7 @@ class ClipWriter:
         import soundfile as sf
 
         self._video.release()
-        self._stack.close()                                         # take.mp4 renamed into place
+        self._take.commit()
         seconds = self.frames / self.fps
         first = round(self.start * rate)
         with atomic_path(self.partial / "music.wav") as tmp:
@@ -163,8 +161,7 @@ class ClipWriter:
 
     def abort(self) -> None:
         self._video.release()
-        self._stack.__exit__(RecordError, RecordError("clip aborted"), None)
-        shutil.rmtree(self.partial, ignore_errors=True)
+        shutil.rmtree(self.partial, ignore_errors=True)        # the temporary take with it
 
 
 def plan_clips(total: float, clip_seconds: float) -> list[tuple[float, float]]:

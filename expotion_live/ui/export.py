@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import AtomicFile, atomic_path
 from ..settings import TrackingSettings
 from .overlay import draw_overlay
 
@@ -50,14 +50,17 @@ class VideoEncoder:
         width, height = size
         self.out = Path(out)
         self.frames = 0
-        self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_path(self.out))
         command = [_ffmpeg(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
                    "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-"]
         if audio is not None:
             command += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", *AUDIO_CODEC, "-shortest"]
-        command += [*VIDEO_CODEC, "-movflags", "+faststart", str(tmp)]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._file = AtomicFile(self.out)
+        try:
+            self._process = subprocess.Popen([*command, *VIDEO_CODEC, "-movflags", "+faststart", str(self._file.tmp)],
+                                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        except BaseException:
+            self._file.abort()
+            raise
 
     def write(self, image: np.ndarray) -> bool:
         """Queue one frame; False once ffmpeg has stopped taking frames (its error comes at `close`)."""
@@ -74,15 +77,14 @@ class VideoEncoder:
             _, errors = self._process.communicate()
         if self._process.returncode != 0 or self.frames == 0:
             reason = _last_line(errors) if self._process.returncode != 0 else "no frames"
-            self._stack.__exit__(ExportError, ExportError(reason), None)
+            self._file.abort()
             raise ExportError(f"ffmpeg could not export to {self.out}: {reason}")
-        self._stack.close()
-        return self.out
+        return self._file.commit()
 
     def abort(self) -> None:
         self._process.kill()
         self._process.communicate()
-        self._stack.__exit__(ExportError, ExportError("aborted"), None)
+        self._file.abort()
 
 
 def mux(video: Path, audio: Path, out: Path) -> Path:
