@@ -70,21 +70,24 @@ class PerformanceRecorder:
             pass                                 # the writer is behind: a neighbour fills this tick
 
     def _run(self) -> None:
-        previous = None                          # (seconds, frame, image) of the last frame seen
+        previous = None                          # [seconds, frame, image, drawn] of the last frame seen
         try:
             while True:
-                item = self._queue.get()
-                if item is None:
+                queued = self._queue.get()
+                if queued is None:
                     return
-                now, frame, image = item
+                now, frame, image = queued
                 if now < 0:
                     continue                     # before the music started
                 if self._encoder is None:
                     height, width = image.shape[:2]
                     self._encoder = VideoEncoder(self.video_path, (width, height), self.fps)
+                item = [now, frame, image, None]
                 while (tick := self._encoder.frames / self.fps) <= now:
                     chosen = previous if previous is not None and tick - previous[0] < now - tick else item
-                    self._encoder.write(draw_overlay(chosen[2], chosen[1], self.mirror))
+                    if chosen[3] is None:        # drawn once, however many ticks it fills
+                        chosen[3] = draw_overlay(chosen[2], chosen[1], self.mirror)
+                    self._encoder.write(chosen[3])
                 previous = item
         except Exception as err:                 # reported by `finish`; the performance itself goes on
             self._error = err
