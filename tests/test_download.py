@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from expotion_live.model.download import DownloadError, download_musicgen, missing_files, repo_id
+from expotion_live.model.download import DownloadError, download_musicgen, has_weights, missing_files, repo_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,5 +92,6 @@ def test_every_shard_named_by_the_index_must_be_there(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": shards}))
     (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"\0")
     assert missing_files(tmp_path) == ["model-00002-of-00002.safetensors"]
+    assert not has_weights(tmp_path)      # doctor, the session and the window agree with the loader
     (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"\0")
-    assert missing_files(tmp_path) == []
+    assert missing_files(tmp_path) == [] and has_weights(tmp_path)

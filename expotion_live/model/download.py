@@ -52,9 +52,8 @@ def model_dir(size: str, dest_dir: str | Path) -> Path:
 
 
 def has_weights(model_dir: str | Path) -> bool:
-    """A transformers-format MusicGen directory: config.json plus safetensors weights."""
-    folder = Path(model_dir)
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    """A complete transformers-format MusicGen directory: nothing `missing_files` would name."""
+    return not missing_files(Path(model_dir))
 
 
 def missing_files(folder: Path) -> list[str]:
