@@ -78,25 +78,29 @@ def check_cameras(settings: Settings) -> list[Check]:
 
 
 def check_audio(settings: Settings) -> list[Check]:
+    """The output devices as the session finds them (`audio.output`), the default marked."""
     try:
         import sounddevice as sd
     except OSError:
         return [Check("audio output", False, "PortAudio library not found",
                       fix="install PortAudio: sudo apt-get install libportaudio2", needed_for_show=True)]
+    from .audio.output import AudioDeviceError, find_output_device, output_devices
+
     try:
-        devices = sd.query_devices()
-        default_out = sd.default.device[1]
+        outputs = output_devices()
+        default_out = find_output_device("") if outputs else None
     except sd.PortAudioError as err:
         return [Check("audio output", False, f"PortAudio error: {err}",
                       fix="check the sound server (PulseAudio/PipeWire/JACK) is running", needed_for_show=True)]
-    outputs = [(i, d["name"]) for i, d in enumerate(devices) if d["max_output_channels"] > 0]
     if not outputs:
         return [Check("audio output", False, "no output device",
                       fix="connect an audio interface or start the sound server; "
                           "meanwhile record to a file with --out show.wav", needed_for_show=True)]
     names = "; ".join(f"{name}{' (default)' if i == default_out else ''}" for i, name in outputs)
     wanted = settings.audio.device
-    if wanted and not any(wanted.lower() in name.lower() for _, name in outputs):
+    try:
+        find_output_device(wanted)
+    except AudioDeviceError:
         return [Check("audio output", False, f"no device matches audio.device={wanted!r}; have: {names}",
                       fix="set audio.device to part of one of these names", needed_for_show=True)]
     return [Check("audio output", True, names, needed_for_show=True)]
