@@ -145,7 +145,7 @@ def test_chunks_join_without_discontinuity_and_cover_the_timeline():
     assert source.requests[0].overlap_samples == 0 and source.requests[1].overlap_samples == 1280
     expected = 0.5 * np.sin(2 * np.pi * 220.0 * np.arange(len(played)) / SR)
     np.testing.assert_allclose(played, expected, atol=1e-5)      # identical overlaps: the fade is invisible
-    joins = [m.ring_pos for m in scheduler.marks[1:] if m.ring_pos < len(played)]
+    joins = [m.ring_pos for m in list(scheduler.marks)[1:] if m.ring_pos < len(played)]
     at_joins, elsewhere = join_jumps(played, joins)
     assert at_joins <= 1.05 * elsewhere
 

@@ -51,7 +51,7 @@ def test_headless_session_on_face_video_plays_smoothly_and_records_exactly(tmp_p
     assert session.ring.underrun_blocks == 0                         # late chunks are stretched, never silent
     preroll = session.player.preroll_samples
     assert not played[:preroll].any() and np.abs(played[preroll:preroll + 640]).max() > 1e-3
-    joins = [m.ring_pos + preroll for m in session.scheduler.marks[1:] if m.ring_pos + preroll < len(played) - 64]
+    joins = [m.ring_pos + preroll for m in list(session.scheduler.marks)[1:] if m.ring_pos + preroll < len(played) - 64]
     assert len(joins) >= 2
     at_joins, elsewhere = join_jumps(played[preroll:], [j - preroll for j in joins])
     assert at_joins <= elsewhere                                     # no join makes a bigger step than the music

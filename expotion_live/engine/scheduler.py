@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .source import FRAME_RATE, ChunkRequest, GenerationParams, MusicSource
 
 POLL_SECONDS = 0.005   # how often the scheduler looks at the ring while waiting
 RECENT_RENDERS = 5     # renders remembered for the lead and the recent RTF
+MARKS_KEPT = 1024      # chunk marks kept for benchmarks and tests (~8 min of 0.5 s chunks; a show runs for days)
 MIN_STRETCH_SECONDS = 0.1   # shortest replayed stretch: long enough not to flutter
 LOOP_SEARCH_SECONDS = 0.02  # loop points are searched this far back for a join in phase (one 50 Hz period)
 MIN_WINDOW_FRAMES = 6 * FRAME_RATE   # windows span at least 6 s: tempo and mood readers need several beats
@@ -130,7 +132,7 @@ class ChunkScheduler:
         self._curves = equal_power_curves(timing.overlap_samples)
         self._tail: np.ndarray | None = None       # held-back end of the last chunk (overlap_samples)
         self._last_chunk: np.ndarray | None = None  # the last chunk as joined, for stretching
-        self.marks: list[ChunkMark] = []
+        self.marks: deque[ChunkMark] = deque(maxlen=MARKS_KEPT)   # the most recent chunks
         self._unplayed: list[ChunkMark] = []
         self.chunks_done = 0
         self.playing_chunk = -1
