@@ -87,12 +87,15 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
             report.reused.append((clip.name, meta["frames"]))
             continue
         try:
-            window = extract_video(clip.video, tracking_settings)
             audio = read_audio(clip.audio or clip.video, musicgen.sample_rate)
+            frames = len(audio) // musicgen.codec.hop_length
+            # tracking is the costly step: music too short for a clip skips it
+            window = extract_video(clip.video, tracking_settings) if frames >= min_frames else None
         except Exception as err:  # any unreadable input is reported, and the other clips still run
             report.skipped.append((clip.name, f"unreadable: {err}"))
             continue
-        frames = min(window.n_frames, len(audio) // musicgen.codec.hop_length)
+        if window is not None:
+            frames = min(window.n_frames, frames)
         if frames < min_frames:
             report.skipped.append((clip.name, f"too short: {frames / musicgen.frame_rate:.1f} s of video with music, "
                                               f"need {min_seconds:g} s"))
