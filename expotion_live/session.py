@@ -82,12 +82,6 @@ class SessionStatus:
     error: str                           # "" unless generation failed
 
 
-def default_params(settings: Settings) -> GenerationParams:
-    gen = settings.generation
-    return GenerationParams(prompt=gen.prompt, cfg=gen.cfg, temperature=gen.temperature,
-                            top_k=gen.top_k, top_p=gen.top_p)
-
-
 class LiveSession:
     """Camera (or recording) + tracking + a MusicSource -> scheduler -> ring -> speakers and/or file.
 
@@ -131,7 +125,7 @@ class LiveSession:
         device_buffer = self.output.latency_seconds if isinstance(self.output, AudioStream) else 0.0
         engine = settings.engine
         self.scheduler = ChunkScheduler(
-            source, self.ring, self.timeline.window, default_params(settings),
+            source, self.ring, self.timeline.window, GenerationParams.from_settings(settings.generation),
             ChunkTiming.from_settings(settings.generation, audio.sample_rate), realtime=True,
             min_lead_seconds=engine.min_lead_seconds + device_buffer,
             low_water_seconds=engine.low_water_seconds + device_buffer,
@@ -380,6 +374,7 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     """Handler: build the source, open the frames, play for --duration (or until Ctrl-C), report."""
     from .capture.sources import CaptureError, open_source
     from .capture.thread import CaptureThread
+    from .presets import presets_dir
     from .settings import override
 
     settings = override(settings, _overrides(args))
@@ -406,7 +401,7 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     print(f"expotion-live run: {type(source).__name__} -> {session.status().output}"
           f"{' + ' + settings.audio.out if settings.audio.out else ''}", file=sys.stderr)
     try:
-        osc = HeadlessOsc(session, settings)
+        osc = HeadlessOsc(session, settings, presets_dir(getattr(args, "config", None) or settings_mod.default_path()))
     except OscTargetError as err:
         frames.stop()
         return _fail(str(err))
@@ -437,15 +432,15 @@ class HeadlessOsc:
     is accepted while playing.
     """
 
-    def __init__(self, session: LiveSession, settings: Settings):
+    def __init__(self, session: LiveSession, settings: Settings, presets: Path):
         from .osc.control import ControlServer
         from .osc.link import OscLink
         from .osc.sender import OscSender
         from .osc.targets import parse_target, parse_targets
-        from .presets import presets_dir
 
         self.session = session
-        self.presets = presets_dir(settings_mod.default_path())
+        self.settings = settings     # the live settings: control messages and presets change them in turn
+        self.presets = presets
         self.stop_requested = threading.Event()
         osc = settings.osc
         self.sender = OscSender(parse_targets(osc.targets, osc.mode),
@@ -471,14 +466,18 @@ class HeadlessOsc:
     def stop(self) -> None:
         self.stop_requested.set()
 
+    def _set(self, settings: Settings) -> None:
+        self.settings = settings
+        self.session.set_params(GenerationParams.from_settings(settings.generation))
+
     def set_prompt(self, prompt: str) -> None:
-        self.session.set_params(dataclasses.replace(self.session.scheduler.params, prompt=prompt))
+        self._set(settings_mod.override(self.settings, {"generation.prompt": prompt}))
 
     def set_guidance(self, cfg: float) -> None:
-        self.session.set_params(dataclasses.replace(self.session.scheduler.params, cfg=cfg))
+        self._set(settings_mod.override(self.settings, {"generation.cfg": cfg}))
 
     def set_temperature(self, temperature: float) -> None:
-        self.session.set_params(dataclasses.replace(self.session.scheduler.params, temperature=temperature))
+        self._set(settings_mod.override(self.settings, {"generation.temperature": temperature}))
 
     def calibrate(self) -> None:
         self.session.calibrate()
@@ -486,7 +485,7 @@ class HeadlessOsc:
     def load_preset(self, name: str) -> None:
         from .presets import apply_preset
 
-        self.session.set_params(default_params(apply_preset(self.session.settings, self.presets, name)))
+        self._set(apply_preset(self.settings, self.presets, name))
 
     def close(self) -> None:
         if self.server is not None:

@@ -96,3 +96,23 @@ def test_session_plays_through_portaudio_on_the_null_sink(null_sink, tmp_path):
     assert status.underruns == 0 and status.time_to_first_sound is not None
     heard, _ = sf.read(tmp_path / "heard.wav", dtype="float32")
     assert len(heard) == 2 * SR and np.abs(heard).max() > 1e-3
+
+
+def test_headless_control_and_presets_change_one_set_of_live_settings(tmp_path):
+    """A prompt sent over OSC survives a preset that only sets guidance (and vice versa)."""
+    from expotion_live.features.schema import FeatureFrame
+    from expotion_live.session import HeadlessOsc
+
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "calm.toml").write_text("[generation]\ncfg = 5.0\n")
+    settings = override(Settings(), {"engine.kind": "synth", "osc.control_port": 0, "osc.targets": ()})
+    session = LiveSession(settings, build_source(settings), [FeatureFrame(t=0.0)], output="file")
+    osc = HeadlessOsc(session, settings, tmp_path / "presets")
+    try:
+        osc.set_prompt("dark drones")
+        osc.load_preset("calm")
+        osc.set_temperature(0.7)
+    finally:
+        osc.close()
+    params = session.scheduler.params
+    assert (params.prompt, params.cfg, params.temperature) == ("dark drones", 5.0, 0.7)

@@ -23,6 +23,12 @@ class GenerationParams:
     top_k: int
     top_p: float
 
+    @classmethod
+    def from_settings(cls, generation) -> GenerationParams:
+        """From the [generation] section (settings.GenerationSettings)."""
+        return cls(prompt=generation.prompt, cfg=generation.cfg, temperature=generation.temperature,
+                   top_k=generation.top_k, top_p=generation.top_p)
+
 
 @dataclass(frozen=True)
 class ChunkRequest:

@@ -327,8 +327,7 @@ class MainWindow(QMainWindow):
         self._set_live("generation.prompt", text)
 
     def generation_params(self) -> GenerationParams:
-        g = self.settings.generation
-        return GenerationParams(prompt=g.prompt, cfg=g.cfg, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+        return GenerationParams.from_settings(self.settings.generation)
 
     def load_preset(self, name: str) -> None:
         try:
