@@ -33,13 +33,17 @@ class Controls(Protocol):
     def load_preset(self, name: str) -> None: ...
 
 
+# The ranges a performer can set, by OSC or in the window (ui.window uses these too).
+GUIDANCE_RANGE = (0.0, 20.0)
+TEMPERATURE_RANGE = (0.01, 5.0)
+
 # address -> (Controls method, argument types, allowed range for a float argument)
 COMMANDS: dict[str, tuple[str, tuple[type, ...], tuple[float, float] | None]] = {
     "/expotion/start": ("start", (), None),
     "/expotion/stop": ("stop", (), None),
     "/expotion/prompt": ("set_prompt", (str,), None),
-    "/expotion/guidance": ("set_guidance", (float,), (0.0, 20.0)),
-    "/expotion/temperature": ("set_temperature", (float,), (0.01, 5.0)),
+    "/expotion/guidance": ("set_guidance", (float,), GUIDANCE_RANGE),
+    "/expotion/temperature": ("set_temperature", (float,), TEMPERATURE_RANGE),
     "/expotion/calibrate": ("calibrate", (), None),
     "/expotion/preset": ("load_preset", (str,), None),
 }

@@ -23,7 +23,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, 
 from .. import settings as settings_mod
 from ..engine.source import GenerationParams
 from ..features.schema import EXPRESSION_NAMES
-from ..osc.control import ControlError, ControlServer
+from ..osc.control import GUIDANCE_RANGE, TEMPERATURE_RANGE, ControlError, ControlServer
 from ..osc.sender import OscSender
 from ..osc.targets import OscTargetError, parse_target, parse_targets
 from ..settings import Settings, SettingsError
@@ -180,8 +180,8 @@ class MainWindow(QMainWindow):
 
     def _build_play_tab(self) -> QWidget:
         self.prompt = QLineEdit()
-        self.guidance = _spin(0.0, 20.0, 0.5)
-        self.temperature = _spin(0.05, 5.0, 0.05)
+        self.guidance = _spin(*GUIDANCE_RANGE, 0.5)
+        self.temperature = _spin(*TEMPERATURE_RANGE, 0.05)   # the same ranges as OSC control
         self.top_k = QSpinBox()
         self.top_k.setRange(0, 2048)
         self.top_k.setKeyboardTracking(False)
