@@ -85,7 +85,6 @@ class WavRecorder:
         self.max_samples = max_samples   # stop recording after this many samples (an exact --duration)
         self._pushed = 0
         self.dropped_samples = 0     # samples the writer could not keep up with (should stay 0)
-        self.frames_written = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain_loop, name="wav-writer", daemon=True)
         self._thread.start()
@@ -108,7 +107,6 @@ class WavRecorder:
             view = self._chunk[:n]
             self._ring.read_into(view)
             self._file.write(view)
-            self.frames_written += n
 
     def _drain_loop(self) -> None:
         while not self._stop.wait(0.05):

@@ -164,9 +164,14 @@ class ClipWriter:
         shutil.rmtree(self.partial, ignore_errors=True)        # the temporary take with it
 
 
+def shortest_clip(clip_seconds: float) -> float:
+    """The shortest clip worth keeping (a tail, or a take the camera ended early)."""
+    return min(MIN_CLIP_SECONDS, clip_seconds)
+
+
 def plan_clips(total: float, clip_seconds: float) -> list[tuple[float, float]]:
     """[(start, end)] track spans: whole clips, plus the tail if it is long enough to keep."""
-    min_seconds = min(MIN_CLIP_SECONDS, clip_seconds)
+    min_seconds = shortest_clip(clip_seconds)
     spans, start = [], 0.0
     while total - start >= min_seconds - 1e-9:
         end = min(start + clip_seconds, total)
@@ -190,7 +195,7 @@ def record_session(music: str | os.PathLike, out_dir: str | os.PathLike, setting
     pending = plan_clips(total, clip_seconds)
     if not pending:
         raise RecordError(f"{total:.1f} s of music is shorter than the shortest clip "
-                          f"({min(MIN_CLIP_SECONDS, clip_seconds):g} s)")
+                          f"({shortest_clip(clip_seconds):g} s)")
     try:
         source = open_source(camera or settings.camera.source, settings.camera)
     except CaptureError as err:
@@ -239,7 +244,7 @@ def record_session(music: str | os.PathLike, out_dir: str | os.PathLike, setting
                 previous = (now, captured.image_bgr)
         finally:
             player.stop()
-        if writer is not None and writer.frames / writer.fps >= min(MIN_CLIP_SECONDS, clip_seconds):
+        if writer is not None and writer.frames / writer.fps >= shortest_clip(clip_seconds):
             clips.append(writer.finish(samples, rate, caption))   # the camera ended early: keep the tail
             writer = None
     finally:
