@@ -67,13 +67,7 @@ class MusicGenSource:
         """Hooks for a sequence of prompt + new frames: the window's newest frames meet the new codes."""
         if adaptor is None:
             return None
-        device = self.musicgen.device
-        T = min(sequence_frames, window.n_frames, adaptor.config.max_frames)
-
-        def batch(x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(x[-T:], dtype=np.float32))[None].to(device)   # (1, T, ...)
-
-        return adaptor.adapters(batch(window.face), batch(window.motion), batch(window.flow))
+        return adaptor.window_adapters(window, sequence_frames, newest=True)
 
     @torch.no_grad()
     def render(self, request: ChunkRequest) -> np.ndarray:

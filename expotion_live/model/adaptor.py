@@ -33,12 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_path
-from ..features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM
+from ..features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
 
 WEIGHTS_FILE = "adaptor.safetensors"
 CONFIG_FILE = "adaptor.json"
@@ -186,6 +187,23 @@ class ConditionAdaptor(nn.Module):
         cfg = self.decoder.config
         return {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
                 "num_attention_heads": cfg.num_attention_heads, "num_codebooks": cfg.num_codebooks}
+
+    def window_adapters(self, window: TimelineWindow, n_positions: int, newest: bool = False) -> list[Callable | None]:
+        """`adapters` over a feature window for a decoder sequence of `n_positions`.
+
+        Takes at most `n_positions` frames (and the adaptor's window): the first ones for a
+        piece generated from its start, the newest for a live continuation whose last
+        positions are the new codes. Anything with face / motion / flow arrays and
+        `n_frames` will do (a TimelineWindow, a prepared clip).
+        """
+        T = min(n_positions, window.n_frames, self.config.max_frames)
+        span = slice(window.n_frames - T, None) if newest else slice(0, T)
+        device = self.prefix_init.device
+
+        def batch(x: np.ndarray) -> torch.Tensor:   # (T, ...) -> (1, T, ...) float32 on the adaptor's device
+            return torch.from_numpy(np.array(x[span], dtype=np.float32))[None].to(device)   # a copy: clips may be read-only
+
+        return self.adapters(batch(window.face), batch(window.motion), batch(window.flow))
 
     def adapters(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> list[Callable | None]:
         """Run the condition prefix over one window; return one hook per decoder layer (None = unadapted).

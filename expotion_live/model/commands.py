@@ -157,13 +157,8 @@ def _adapters(adaptor_path: str, musicgen, window, n_frames: int):
     from .adaptor import load_adaptor
 
     adaptor = load_adaptor(adaptor_path, musicgen).eval()
-    T = min(window.n_frames, n_frames + musicgen.decoder.config.num_codebooks, adaptor.config.max_frames)
-
-    def batch(array):  # (T, ...) numpy -> (1, T, ...) on the model's device
-        return torch.from_numpy(array[:T]).unsqueeze(0).to(musicgen.device)
-
-    with torch.no_grad():
-        return adaptor.adapters(batch(window.face), batch(window.motion), batch(window.flow))
+    with torch.no_grad():   # the sequence runs over the delay pattern: K positions more than frames
+        return adaptor.window_adapters(window, n_frames + musicgen.decoder.config.num_codebooks)
 
 
 def _mux(video: str, wav: str, video_out: str) -> None:

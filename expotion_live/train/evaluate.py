@@ -72,10 +72,8 @@ def evaluate_clips(musicgen, clips, adaptor=None, seconds: float = 10.0, cfg: fl
         text = musicgen.encode_text([clip.caption or default_caption])
         hooks = None
         if adaptor is not None:
-            def tensor(array):
-                return torch.from_numpy(np.array(array[:n], dtype=np.float32))[None].to(musicgen.device)
             with torch.no_grad():
-                hooks = adaptor.adapters(tensor(clip.face), tensor(clip.motion), tensor(clip.flow))
+                hooks = adaptor.window_adapters(clip, n)
         codes = musicgen.generate(text, n, cfg=cfg, temperature=temperature, top_k=top_k, seed=seed, adapters=hooks)
         generated = musicgen.decode_audio(codes)[0]
         reference_codes = torch.from_numpy(np.asarray(clip.codes[:, :n], dtype=np.int64))[None]
