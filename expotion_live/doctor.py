@@ -169,9 +169,10 @@ def check_osc_port(settings: Settings) -> list[Check]:
         return [Check("OSC control port", True, "off (osc.control_port = 0)")]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((settings.osc.control_host, port))   # where the control server will bind
         except OSError as err:
-            return [Check("OSC control port", False, f"UDP {port} is taken: {err.strerror}",
+            return [Check("OSC control port", False, f"UDP {settings.osc.control_host}:{port} cannot be bound: "
+                                                     f"{err.strerror}",
                           fix="close the other program or set osc.control_port", needed_for_show=True)]
     return [Check("OSC control port", True, f"UDP {port} free; sending to {', '.join(settings.osc.targets)}",
                   needed_for_show=True)]

@@ -72,3 +72,11 @@ def test_a_taken_control_port_is_a_missing_show_need(tmp_path, capsys):
     port_check = by_name(report)["OSC control port"]
     assert not port_check["ok"] and str(port) in port_check["detail"]
     assert port_check["needed_for_show"] and not report["show_ready"] and code == 0
+
+
+def test_the_control_port_is_checked_on_the_configured_host(tmp_path, capsys):
+    config = tmp_path / "show.toml"      # 192.0.2.1 (TEST-NET-1) is no address of this machine
+    config.write_text('[osc]\ncontrol_port = 9100\ncontrol_host = "192.0.2.1"\n')
+    main(["--config", str(config), "doctor", "--json", "--checkpoints", str(tmp_path)])
+    port_check = by_name(json.loads(capsys.readouterr().out))["OSC control port"]
+    assert not port_check["ok"] and "192.0.2.1:9100" in port_check["detail"]
