@@ -2,11 +2,15 @@
 
 A decoding step multiplies two rows (the CFG batch) by every projection and attends
 with one query per head; torch's CPU kernels are tuned for many rows and queries. These
-two are plain loops that LLVM vectorizes (fastmath), compiled once at import (cached on
-disk) and run with the GIL released:
+are plain loops that LLVM vectorizes (fastmath), cached on disk and run with the GIL
+released:
 
 - `int8_rows`: int8 projections (used by `precision.Int8Linear`);
-- `attend_one`: attention of one query over a prefix of the KV cache (`decoder.decode_attention`).
+- `attend_one`: attention of one query over a prefix of the KV cache (`decoder.decode_attention`);
+- `self_attention_step`, `rest_of_layer_step`: a whole decoder layer for one position of
+  an int8 decoder in two calls (`int8_step.Int8DecodeStep`), split where the adaptor adds
+  its term. A projection is passed as the pair (int8 weight blocks, scales) of
+  `precision.Int8Linear`, a layer norm as (weight, bias, eps).
 
 `takes(t)` is the one rule for when they run: fp32 on the CPU, outside autograd (they
 have no derivative) and outside tracing (numba is opaque to torch.compile and CUDA
@@ -67,40 +71,134 @@ def int8_rows(x, w, scale, out):
             out[m, n] *= scale[n]
 
 
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
+def _attend_head(q, k, v, bias, scores, acc, out):
+    """softmax(q k^T / sqrt(Dh) + bias) v for one head: q (Dh,), k, v (>= n, Dh), bias (n,) -> out (Dh,).
+
+    Max-subtracted softmax; a fully masked row comes out uniform, as with
+    `decoder.additive_mask`. scores (>= n,) and acc (Dh,) are scratch.
+    """
+    n, Dh = bias.shape[0], q.shape[0]
+    scale = np.float32(1.0 / math.sqrt(Dh))
+    top = np.float32(-np.inf)
+    for j in range(n):
+        s = np.float32(0.0)
+        for d in range(Dh):
+            s += q[d] * k[j, d]
+        s = s * scale + bias[j]
+        scores[j] = s
+        top = max(top, s)
+    total = np.float32(0.0)
+    for j in range(n):
+        e = np.exp(scores[j] - top)
+        scores[j] = e
+        total += e
+    acc[:] = 0.0
+    for j in range(n):
+        p = scores[j]
+        for d in range(Dh):
+            acc[d] += p * v[j, d]
+    for d in range(Dh):
+        out[d] = acc[d] / total
+
+
 @njit("void(float32[:, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, ::1], float32[:, :, ::1])",
       cache=True, nogil=True, fastmath=True, boundscheck=False)
 def attend_one(q, k, v, bias, out):
-    """softmax(q k^T / sqrt(Dh) + bias) v for one query per head, over the first n keys.
+    """Attention of one query per head over the first n = bias.shape[1] keys of an fp32 cache.
 
     q (B, H, Dh); k, v (B, H, S, Dh) whole cache buffers; bias (1 or B, n) additive;
-    out (B, H, Dh). Max-subtracted softmax; a fully masked row comes out uniform, as with
-    `decoder.additive_mask`. Releases the GIL.
+    out (B, H, Dh). Releases the GIL.
     """
     B, H, Dh = q.shape
-    n = bias.shape[1]
-    scale = np.float32(1.0 / math.sqrt(Dh))
-    scores = np.empty(n, np.float32)
+    scores = np.empty(bias.shape[1], np.float32)
     acc = np.empty(Dh, np.float32)
     for b in range(B):
         row = b if bias.shape[0] > 1 else 0
         for h in range(H):
-            top = np.float32(-np.inf)
-            for j in range(n):
-                s = np.float32(0.0)
-                for d in range(Dh):
-                    s += q[b, h, d] * k[b, h, j, d]
-                s = s * scale + bias[row, j]
-                scores[j] = s
-                top = max(top, s)
-            total = np.float32(0.0)
-            for j in range(n):
-                e = np.exp(scores[j] - top)
-                scores[j] = e
-                total += e
-            acc[:] = 0.0
-            for j in range(n):
-                p = scores[j]
-                for d in range(Dh):
-                    acc[d] += p * v[b, h, j, d]
-            for d in range(Dh):
-                out[b, h, d] = acc[d] / total
+            _attend_head(q[b, h], k[b, h], v[b, h], bias[row], scores, acc, out[b, h])
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
+def _project(x, projection, out):
+    """out = x W^T for x (M, K) C-contiguous and `projection` = (int8 blocks, scales)."""
+    weight, scale = projection
+    n_blocks, _, block = weight.shape
+    int8_rows(x.reshape(x.shape[0], n_blocks, block), weight, scale, out)
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
+def _layer_norm(x, norm, out):
+    """LayerNorm over the last axis of x (M, D) into out; norm = (weight, bias, eps). Two passes, as torch."""
+    weight, bias, eps = norm
+    M, D = x.shape
+    for m in range(M):
+        mean = np.float32(0.0)
+        for d in range(D):
+            mean += x[m, d]
+        mean /= D
+        var = np.float32(0.0)
+        for d in range(D):
+            var += (x[m, d] - mean) ** 2
+        inv = np.float32(1.0) / np.sqrt(var / D + np.float32(eps))
+        for d in range(D):
+            out[m, d] = (x[m, d] - mean) * inv * weight[d] + bias[d]
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
+def self_attention_step(x, norm, q_proj, k_proj, v_proj, cache_k, cache_v, position, bias, q, s):
+    """The self-attention half of a decoder layer at one position, before out_proj.
+
+    x (M, D) the residual stream; cache_k, cache_v (M, H, S, Dh) this layer's cache, whose
+    row `position` gets this step's keys and values; bias (1, n) additive over the first
+    n positions. Writes q (M, D), the per-head queries (unscaled), and s (M, D), the
+    per-head attention output: heads side by side, as `Attention.merge_heads` expects.
+    """
+    M, D = x.shape
+    H, Dh = cache_k.shape[1], cache_k.shape[3]
+    h = np.empty_like(x)
+    k = np.empty_like(x)
+    v = np.empty_like(x)
+    _layer_norm(x, norm, h)
+    _project(h, q_proj, q)
+    _project(h, k_proj, k)
+    _project(h, v_proj, v)
+    cache_k[:, :, position, :] = k.reshape(M, H, Dh)
+    cache_v[:, :, position, :] = v.reshape(M, H, Dh)
+    attend_one(q.reshape(M, H, Dh), cache_k, cache_v, bias, s.reshape(M, H, Dh))
+
+
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
+def rest_of_layer_step(x, s, o_proj, cross_norm, cross_q_proj, cross_o_proj, cross_k, cross_v, cross_bias,
+                       ffn_norm, fc1, fc2):
+    """The rest of a decoder layer at one position, in place on x (M, D).
+
+    x += out_proj(s); x += cross-attention to the text (skipped when cross_bias has no
+    columns: no text); x += fc2(GELU(fc1(LN(x)))), the exact (erf) GELU.
+    cross_k, cross_v (M, H, S_text, Dh); cross_bias (M, S_text).
+    """
+    M, D = x.shape
+    delta = np.empty_like(x)
+    _project(s, o_proj, delta)
+    x += delta
+    if cross_bias.shape[1] > 0:
+        H, Dh = cross_k.shape[1], cross_k.shape[3]
+        h = np.empty_like(x)
+        q = np.empty_like(x)
+        attended = np.empty_like(x)
+        _layer_norm(x, cross_norm, h)
+        _project(h, cross_q_proj, q)
+        attend_one(q.reshape(M, H, Dh), cross_k, cross_v, cross_bias, attended.reshape(M, H, Dh))
+        _project(attended, cross_o_proj, delta)
+        x += delta
+    h = np.empty_like(x)
+    _layer_norm(x, ffn_norm, h)
+    hidden = np.empty((M, fc1[0].shape[1]), np.float32)
+    _project(h, fc1, hidden)
+    root_half = np.float32(math.sqrt(0.5))
+    for m in range(M):
+        for j in range(hidden.shape[1]):
+            a = hidden[m, j]
+            hidden[m, j] = np.float32(0.5) * a * (np.float32(1.0) + math.erf(a * root_half))
+    _project(hidden, fc2, delta)
+    x += delta

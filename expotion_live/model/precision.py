@@ -9,10 +9,11 @@ bandwidth. Storing them in fewer bytes is what makes it fast:
           matmul; oneDNN's bf16 kernels (AVX512-BF16 / AMX where the CPU has them).
 - "int8"  `Int8Linear`: int8 weights (1 byte) with one fp32 scale per output row
           (symmetric, per channel). For a few rows on the CPU (a decoding step) our own
-          numba kernel `cpu_kernels.int8_rows` streams the weights once with fp32 activations; for
-          many rows (a prefill), off the CPU, and whenever a gradient is needed, the int8
-          weight is converted per call for one ordinary matmul and the scales applied to
-          its output.
+          numba kernel `cpu_kernels.int8_rows` streams the weights once with fp32 activations
+          (a whole decoding step of an int8 decoder runs its layers in numba: `int8_step`);
+          for many rows (a prefill), off the CPU, and whenever a gradient is needed, the
+          int8 weight is converted per call for one ordinary matmul and the scales applied
+          to its output.
 
 Only the projections change; layer norms, embeddings, attention and the KV cache
 stay in the model's dtype (fp32), so the swap is invisible to callers: a module
@@ -144,8 +145,8 @@ class Int8Linear(nn.Module):
         return y.reshape(*lead, self.out_features)  # (..., N)
 
     def _int8_kernel(self, rows: torch.Tensor) -> torch.Tensor:
-        """(M, K) -> (M, N) by `cpu_kernels.int8_rows`. Called ~200 times a step, so the frozen weight's
-        numpy views are made once (they cost more than the call itself) and reused."""
+        """(M, K) -> (M, N) by `cpu_kernels.int8_rows`. Called once per projection and step on the torch
+        path, so the frozen weight's numpy views are made once (they cost more than the call) and reused."""
         if self._arrays is None:
             self._arrays = (self.weight.detach().numpy(), self.weight_scale.detach().numpy())
         weight, scale = self._arrays
@@ -174,8 +175,8 @@ def default_precision(device) -> str:
     """The fastest precision whose logits stay within LOGIT_TOLERANCE of fp32, per device.
 
     CPU: int8. `bench/decode.py --threads 1 --steps 100`, random musicgen-small, CFG, one
-    run: median ms per step int8 37, bf16 68, fp32 167, transformers' generate 212.
-    The int8 projections alone (`bench/int8.py`): 16 ms.
+    run: median ms per step int8 20.2, bf16 63.9, fp32 198, transformers' generate 177.
+    The int8 projections alone (`bench/int8.py`): ~16 ms.
     CUDA: bf16 where the GPU has it, else fp32 (not measured: no GPU here; the int8 path
     on CUDA dequantizes per call, which saves memory but not time without a fused kernel).
     Anything else: fp32.

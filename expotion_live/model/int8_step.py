@@ -1,0 +1,105 @@
+"""The decoding step of an int8 decoder on the CPU: two numba calls per layer instead of ~30 torch ops.
+
+With int8 projections a musicgen-small step reads ~360 MB of weights, ~12 ms at this
+machine's bandwidth, and our int8 kernel streams them at that pace; yet the step as
+torch modules took ~23 ms (1 thread, idle): the rest was the overhead of ~30 small
+torch ops per layer (layer norms, head views, cache writes, residual adds, GELU) on
+(2, 1024) tensors. Here each layer is `cpu_kernels.self_attention_step` then
+`cpu_kernels.rest_of_layer_step` on numpy views of the same weights and cache, so the
+step is projections, attention and little else. `bench/decode.py` measures it.
+
+It takes over `MusicGenDecoder.decode_step` when `fits` the decoder (every projection
+`Int8Linear` without bias, on the CPU) and `cpu_kernels.takes` the activations; the
+math is the decoder's, checked against its torch path in tests/test_int8_step.py.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import cpu_kernels
+from .precision import Bf16Linear, Int8Linear
+
+# Without text: keys and values with no positions, and a bias with no columns (the kernel skips cross-attention)
+_NO_TEXT = (np.zeros((1, 1, 0, 1), np.float32), np.zeros((1, 1, 0, 1), np.float32), np.zeros((1, 0), np.float32))
+
+
+class LayerWeights(NamedTuple):
+    """One decoder layer's frozen weights as numpy views: projections (blocks, scales), norms (w, b, eps)."""
+
+    self_norm: tuple
+    q: tuple
+    k: tuple
+    v: tuple
+    o: tuple
+    cross_norm: tuple
+    cross_q: tuple
+    cross_o: tuple
+    ffn_norm: tuple
+    fc1: tuple
+    fc2: tuple
+
+
+def _projection(linear: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    return linear.weight.detach().numpy(), linear.weight_scale.detach().numpy()
+
+
+def _norm(norm: nn.LayerNorm) -> tuple[np.ndarray, np.ndarray, float]:
+    return norm.weight.detach().numpy(), norm.bias.detach().numpy(), float(norm.eps)
+
+
+def fits(decoder: nn.Module) -> bool:
+    """Every projection of the decoder's layers is int8 without bias, and the decoder is on the CPU."""
+    projections = [m for layer in decoder.layers for m in layer.modules()
+                   if isinstance(m, (nn.Linear, Bf16Linear, Int8Linear))]
+    return (decoder.positions_table.device.type == "cpu" and decoder.dtype == torch.float32 and bool(projections)
+            and all(type(m) is Int8Linear and m.bias is None for m in projections))
+
+
+class Int8DecodeStep:
+    """`decode_step`'s layers for an int8 decoder on the CPU; built once per decoder placement."""
+
+    def __init__(self, layers: Sequence[nn.Module]):
+        self.layers = [LayerWeights(
+            self_norm=_norm(layer.self_attn_layer_norm), q=_projection(layer.self_attn.q_proj),
+            k=_projection(layer.self_attn.k_proj), v=_projection(layer.self_attn.v_proj),
+            o=_projection(layer.self_attn.out_proj), cross_norm=_norm(layer.encoder_attn_layer_norm),
+            cross_q=_projection(layer.encoder_attn.q_proj), cross_o=_projection(layer.encoder_attn.out_proj),
+            ffn_norm=_norm(layer.final_layer_norm), fc1=_projection(layer.fc1), fc2=_projection(layer.fc2))
+            for layer in layers]
+
+    def __call__(self, x: torch.Tensor, position: torch.Tensor, cache, adapters) -> torch.Tensor:
+        """x (M, 1, D) embedded at `position` (LongTensor (1,)) -> (M, 1, D) after every layer.
+
+        Attends over cache positions 0..position exactly: no graph is traced here, so
+        the bucketed length `decode_step` is given buys nothing and would read up to
+        63 masked positions of keys and values per head and layer. `adapters` as in
+        `decoder` (one per layer, None or a(q, positions) added to the attention output).
+        """
+        M, _, D = x.shape
+        p = int(position[0])
+        attend = p + 1
+        stream = x.detach().reshape(M, D).numpy().copy()   # the residual stream, updated in place
+        q = np.empty((M, D), np.float32)
+        s = np.empty((M, D), np.float32)
+        self_k, self_v = cache.self_k.numpy(), cache.self_v.numpy()
+        bias = cache.causal_bias.numpy()[p:p + 1, :attend]   # (1, attend): 0 up to p, min after
+        has_text = cache.cross_k is not None
+        if has_text:
+            cross_k, cross_v = cache.cross_k.numpy(), cache.cross_v.numpy()
+            cross_bias = cache.cross_bias.reshape(M, -1).numpy()   # (M, S_text)
+        H = self_k.shape[2]
+        q_heads = torch.from_numpy(q).view(M, H, 1, D // H)   # the adapters' view: (M, H, 1, Dh)
+        s_heads = torch.from_numpy(s).view(M, H, 1, D // H)
+        for i, (w, adapter) in enumerate(zip(self.layers, adapters)):
+            cpu_kernels.self_attention_step(stream, w.self_norm, w.q, w.k, w.v, self_k[i], self_v[i], p, bias, q, s)
+            if adapter is not None:
+                s_heads += adapter(q_heads, position)   # §3.3: S_l + g_l * S'_l
+            text = (cross_k[i], cross_v[i], cross_bias) if has_text else _NO_TEXT
+            cpu_kernels.rest_of_layer_step(stream, s, w.o, w.cross_norm, w.cross_q, w.cross_o, *text,
+                                           w.ffn_norm, w.fc1, w.fc2)
+        return torch.from_numpy(stream).view(M, 1, D)
