@@ -14,13 +14,14 @@ after a warm-up. Per implementation it prints:
 - the relative logit error of each precision against our fp32 on the same inputs, over
   a prefill (many rows per projection) and decoding steps (two rows: int8's own kernel).
 
-The floor leaves out the KV cache reads (ours attends over the filled part rounded up
-to a bucket of 64 positions, transformers over the filled part) and all per-op overhead.
-On shared cores use `--threads 1`: with two OpenMP threads on two busy cores every op
+The floor leaves out the KV cache reads (ours and transformers' attend over the filled
+part; ours on the torch path rounds it up to a bucket of 64 positions) and all per-op
+overhead. `--threads 1,2` times every row on one thread and on two (torch's intra-op
+threads; our int8 kernels always run on one), each against its own floor. On shared cores trust `--threads 1`: with two threads on two busy cores every op
 waits until both threads get a core (measured here at load ~6: int8 step 58-80 ms on
 1 thread, 284-657 ms on 2).
 
-    python bench/decode.py [--steps 200] [--precisions fp32,bf16,int8] [--json out/bench_decode.json]
+    python bench/decode.py [--steps 200] [--precisions fp32,bf16,int8] [--threads 1,2] [--json out/bench_decode.json]
     expotion-live bench decode ...   (the same `main(argv)`)
 """
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Row:
 
     name: str
     precision: str
+    threads: int
     steps: int
     ms_median: float
     ms_p99: float
@@ -118,12 +120,14 @@ class StepClock:
 
 def summarise(name: str, precision: str, clock: StepClock, wall: float, frames: int, codec_s_per_s: float,
               weight_bytes: int, bandwidth: float) -> Row:
+    """One row at torch's current thread count."""
     intervals = clock.intervals_ms()
     steps = intervals[1:]  # the first interval holds the prefill
     median = statistics.median(steps)
     floor_ms = 1000 * weight_bytes / bandwidth
     audio_s = frames / FRAME_RATE
-    return Row(name=name, precision=precision, steps=len(steps), ms_median=median, ms_p99=percentile(steps, 0.99),
+    return Row(name=name, precision=precision, threads=torch.get_num_threads(), steps=len(steps),
+               ms_median=median, ms_p99=percentile(steps, 0.99),
                prefill_ms=intervals[0], rtf=audio_s / wall, rtf_with_codec=audio_s / (wall + codec_s_per_s * audio_s),
                weight_mb_per_step=weight_bytes / 1e6, floor_ms=floor_ms, x_floor=median / floor_ms)
 
@@ -210,21 +214,23 @@ def codec_seconds_per_second(musicgen, frames: int) -> float:
     return (time.perf_counter() - began) / (frames / FRAME_RATE)
 
 
-def print_table(rows: list[Row], model: str, bandwidth: float, codec_s_per_s: float, threads: int,
+def print_table(rows: list[Row], model: str, bandwidths: dict[int, float], codec_s_per_s: float,
                 load: tuple) -> None:
-    print(f"\n{model} decoding, CFG {CFG} (batch 2), top-k {TOP_K}; {threads} threads; "
-          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; budget {BUDGET_MS:.0f} ms per step = real time")
+    per_thread = "; ".join(f"{t} threads {b / 1e9:.1f}" for t, b in bandwidths.items())
+    print(f"\n{model} decoding, CFG {CFG} (batch 2), top-k {TOP_K}; budget {BUDGET_MS:.0f} ms per step = real time")
+    print(f"copy bandwidth GB/s: {per_thread} (each row's floor uses its thread count's)")
     print(f"load average before / after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores "
           f"(other processes share the cores: compare rows, not runs)")
     print(f"EnCodec decode: {codec_s_per_s:.3f} s per s of audio (fp32)\n")
-    header = (f"{'implementation':<22} {'prec':<5} {'median ms':>9} {'p99 ms':>7} {'RTF':>5} {'RTF+codec':>9} "
-              f"{'x faster':>8} {'MB/step':>8} {'floor ms':>8} {'x floor':>7} {'logit err':>9} {'budget':>7}")
+    header = (f"{'implementation':<22} {'prec':<5} {'thr':>3} {'median ms':>9} {'p99 ms':>7} {'RTF':>5} "
+              f"{'RTF+codec':>9} {'x faster':>8} {'MB/step':>8} {'floor ms':>8} {'x floor':>7} {'logit err':>9} "
+              f"{'budget':>7}")
     print(header)
     print("-" * len(header))
     for r in rows:
         err = "-" if r.logit_rel_err is None else f"{r.logit_rel_err:.1e}"
         verdict = "ok" if r.ms_median <= BUDGET_MS else f"{r.ms_median / BUDGET_MS:.1f}x"
-        print(f"{r.name:<22} {r.precision:<5} {r.ms_median:>9.1f} {r.ms_p99:>7.1f} {r.rtf:>5.2f} "
+        print(f"{r.name:<22} {r.precision:<5} {r.threads:>3} {r.ms_median:>9.1f} {r.ms_p99:>7.1f} {r.rtf:>5.2f} "
               f"{r.rtf_with_codec:>9.2f} {r.speedup:>8.2f} {r.weight_mb_per_step:>8.0f} {r.floor_ms:>8.1f} "
               f"{r.x_floor:>7.2f} {err:>9} {verdict:>7}")
 
@@ -235,7 +241,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help="ours at these, comma separated")
     parser.add_argument("--model", type=Path, help="a MusicGen directory (default: random musicgen-small, "
                                                    "built into a temporary directory)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--threads", default="1", help="comma list of torch thread counts, each timed in turn: "
+                                                       "e.g. 1,2")
     parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd decode_step")
     parser.add_argument("--no-transformers", action="store_true", help="skip transformers' generate")
     parser.add_argument("--json", type=Path, help="also write the table here")
@@ -244,47 +251,66 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [p for p in args.precisions if p not in PRECISIONS]
     if unknown or not args.precisions:
         parser.error(f"--precisions takes a comma-separated subset of {','.join(PRECISIONS)}")
+    try:
+        args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        args.threads = []
+    if not args.threads or min(args.threads) < 1:
+        parser.error("--threads takes a comma-separated list of positive thread counts, e.g. 1,2")
     if args.steps < 10:
         parser.error("--steps must be at least 10")
     return args
 
 
 def run(args: argparse.Namespace, model_dir: Path) -> list[Row]:
+    """Every implementation at every thread count of `--threads`, in one process."""
     from expotion_live.model.generate import MusicGen
 
     load_before = os.getloadavg()[0]
-    bandwidth = copy_bandwidth()
+    bandwidths = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        bandwidths[threads] = copy_bandwidth()
     rows, logits, codec_s_per_s = [], {}, None
     for precision in dict.fromkeys(["fp32", *args.precisions]):  # fp32 first: the error reference
         musicgen = MusicGen.load(model_dir, device="cpu", precision=precision)
+        torch.set_num_threads(args.threads[0])
         if codec_s_per_s is None:
             codec_s_per_s = codec_seconds_per_second(musicgen, args.steps)
         logits[precision] = fixed_logits(musicgen)
         if precision in args.precisions:
-            rows.append(time_ours(musicgen, "ours", precision, args.steps, codec_s_per_s, bandwidth))
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                rows.append(time_ours(musicgen, "ours", precision, args.steps, codec_s_per_s, bandwidths[threads]))
             if args.compile:
                 # one graph per attention bucket of 64 positions (plus the last, partial one)
                 torch._dynamo.config.recompile_limit = max(8, args.steps // 64 + 2)
                 musicgen.decoder.decode_step = torch.compile(musicgen.decoder.decode_step, dynamic=False)
-                # warm up at the timed length: the cache's and buckets' shapes are baked into the graphs
-                rows.append(time_ours(musicgen, "ours compiled", precision, args.steps, codec_s_per_s, bandwidth,
-                                      warmup_frames=args.steps))
+                for threads in args.threads:
+                    torch.set_num_threads(threads)
+                    # warm up at the timed length: the cache's and buckets' shapes are baked into the graphs
+                    rows.append(time_ours(musicgen, "ours compiled", precision, args.steps, codec_s_per_s,
+                                          bandwidths[threads], warmup_frames=args.steps))
         del musicgen
         gc.collect()
     for r in rows:
         r.logit_rel_err = ((logits[r.precision] - logits["fp32"]).norm() / logits["fp32"].norm()).item()
     if not args.no_transformers:
-        rows.insert(0, time_transformers(model_dir, args.steps, codec_s_per_s, bandwidth))
+        reference = {}
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            reference[threads] = time_transformers(model_dir, args.steps, codec_s_per_s, bandwidths[threads])
+        rows[:0] = reference.values()
         for r in rows:
-            r.speedup = rows[0].ms_median / r.ms_median
+            r.speedup = reference[r.threads].ms_median / r.ms_median   # against transformers on as many threads
     load = (load_before, os.getloadavg()[0])
     model = str(args.model or "random musicgen-small")
-    print_table(rows, model, bandwidth, codec_s_per_s, torch.get_num_threads(), load)
+    print_table(rows, model, bandwidths, codec_s_per_s, load)
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps({
-                "model": model, "threads": torch.get_num_threads(),
-                "copy_bandwidth_gb_s": bandwidth / 1e9, "budget_ms": BUDGET_MS, "cfg": CFG, "top_k": TOP_K,
+                "model": model, "copy_bandwidth_gb_s": {t: b / 1e9 for t, b in bandwidths.items()},
+                "budget_ms": BUDGET_MS, "cfg": CFG, "top_k": TOP_K,
                 "codec_s_per_audio_s": codec_s_per_s, "load_average": load,
                 "rows": [asdict(r) for r in rows]}, indent=2))
         print(f"\nwrote {args.json}")
@@ -293,7 +319,6 @@ def run(args: argparse.Namespace, model_dir: Path) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     if args.model is not None:
         if not (args.model / "config.json").is_file():
             print(f"error: {args.model} is not a MusicGen directory (no config.json)", file=sys.stderr)
