@@ -25,6 +25,19 @@ import torch
 from numba import njit
 
 
+def huge_page_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor that Linux may back with 2 MB pages: for what these kernels stream.
+
+    numpy asks for transparent huge pages (madvise) when it allocates a large array
+    uninitialised, torch does not (nor does numpy for np.zeros). Streaming through 4 KB
+    pages costs a TLB miss every 4 KB: side by side on this machine, one thread, huge
+    pages read musicgen-small's int8 projections ~10% faster (20.0 vs 22.2 ms per
+    step) and its KV cache ~5-10% faster (attention over 101 positions 2.76 vs 3.08 ms).
+    """
+    n_bytes = math.prod(shape) * dtype.itemsize
+    return torch.from_numpy(np.empty(n_bytes, np.uint8)).view(dtype).view(shape)   # bytes: numpy has no bf16
+
+
 def takes(t: torch.Tensor) -> bool:
     """These kernels may compute on `t`: fp32, CPU, no gradient wanted, not being traced."""
     return (t.device.type == "cpu" and t.dtype == torch.float32 and not torch.compiler.is_compiling()

@@ -105,7 +105,7 @@ class Int8Linear(nn.Module):
     """
 
     def __init__(self, linear: nn.Linear, storage: torch.Tensor | None = None):
-        """`storage`: N*K int8 elements to hold the weight (a slice of `huge_page_buffer`), or None for its own."""
+        """`storage`: N*K int8 elements to hold the weight (see `apply_precision`), or None for its own."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().float()                                   # (N, K)
@@ -210,8 +210,8 @@ def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Modul
         return module
     linears = [(parent, name, child) for parent in list(module.modules())
                for name, child in list(parent.named_children()) if type(child) is nn.Linear]
-    if target is Int8Linear and torch.device(device).type == "cpu":
-        buffer = huge_page_buffer(sum(child.weight.numel() for _, _, child in linears))
+    if target is Int8Linear and torch.device(device).type == "cpu":   # every weight in one buffer of huge pages
+        buffer = cpu_kernels.huge_page_tensor((sum(child.weight.numel() for _, _, child in linears),), torch.int8)
         for parent, name, child in linears:
             storage, buffer = buffer[:child.weight.numel()], buffer[child.weight.numel():]
             setattr(parent, name, Int8Linear(child, storage))
@@ -219,17 +219,6 @@ def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Modul
     for parent, name, child in linears:
         setattr(parent, name, target(child).to(device))
     return module
-
-
-def huge_page_buffer(n_bytes: int) -> torch.Tensor:
-    """An int8 CPU buffer that the OS may back with 2 MB pages, for the int8 weights.
-
-    numpy asks Linux for transparent huge pages (madvise) on large arrays, torch does not.
-    A decoding step streams every weight once, so with 4 KB pages it takes a TLB miss
-    every 4 KB; with the weights in one such buffer our kernel read musicgen-small's
-    projections ~10% faster (20.0 vs 22.2 ms, side by side, one thread).
-    """
-    return torch.from_numpy(np.empty(n_bytes, np.int8))
 
 
 def projection_bytes(module: nn.Module) -> int:
