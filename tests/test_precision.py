@@ -106,17 +106,18 @@ def test_int8_weights_share_one_buffer_and_equal_their_own_conversion():
 
 @pytest.mark.parametrize("in_features, block", [(64, 64), (40, 40), (2048, 1024), (1500, 750)])
 @pytest.mark.parametrize("lead", [(1, 1), (2, 1), (3, 1), (4, 2), (5, 8)])  # up to 8 rows: our kernel; 40: bf16 matmul
-def test_int8_projection_computes_the_product_of_its_int8_weights(in_features, block, lead):
+@pytest.mark.parametrize("out_features", [48, 37])   # the kernel pairs rows n and n + N/2; odd N leaves one alone
+def test_int8_projection_computes_the_product_of_its_int8_weights(in_features, block, lead, out_features):
     torch.manual_seed(0)
-    linear = nn.Linear(in_features, 48, bias=True)
+    linear = nn.Linear(in_features, out_features, bias=True)
     q = Int8Linear(linear)
-    assert q.weight.shape == (in_features // block, 48, block)      # column blocks, each contiguous
+    assert q.weight.shape == (in_features // block, out_features, block)   # column blocks, each contiguous
     x = torch.randn(*lead, in_features)                             # leading dims are flattened into rows
     exact = (x.double() @ q.int8_weight().double().T * q.weight_scale.double() + linear.bias.double()).float()
     with torch.no_grad():
         y = q(x)
     assert q.uses_int8_kernel(x.reshape(-1, in_features)) == (x.numel() // in_features <= 8)
-    assert y.shape == (*lead, 48)
+    assert y.shape == (*lead, out_features)
     # our kernel sums in fp32 (error ~1e-7); the many-row path multiplies in bf16
     assert relative_error(y, exact) < (1e-5 if q.uses_int8_kernel(x.reshape(-1, in_features)) else 1e-2)
     # Symmetric per-row quantization: each weight within half a step of the original.
