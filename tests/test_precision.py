@@ -88,22 +88,6 @@ def test_int8_and_bf16_really_store_fewer_bytes():
     assert not any(type(m) is nn.Linear for m in int8.modules())
 
 
-def test_int8_weights_share_one_buffer_and_equal_their_own_conversion():
-    """apply_precision packs every int8 weight into one buffer (of huge pages), end to end, no overlap."""
-    decoder = random_decoder(hidden=40, heads=5)
-    linears = {name: copy.deepcopy(m) for name, m in decoder.named_modules() if type(m) is nn.Linear}
-    int8 = apply_precision(decoder, "int8", "cpu")
-    projections = {name: m for name, m in int8.named_modules() if isinstance(m, Int8Linear)}
-    assert projections.keys() == linears.keys()
-    storage = {m.weight.untyped_storage().data_ptr() for m in projections.values()}
-    assert len(storage) == 1
-    spans = sorted((m.weight.data_ptr(), m.weight.data_ptr() + m.weight.numel()) for m in projections.values())
-    assert all(end == next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))   # back to back
-    for name, m in projections.items():
-        alone = Int8Linear(linears[name])
-        assert torch.equal(m.weight, alone.weight) and torch.equal(m.weight_scale, alone.weight_scale), name
-
-
 @pytest.mark.parametrize("in_features, block", [(64, 64), (40, 40), (2048, 1024), (1500, 750)])
 @pytest.mark.parametrize("lead", [(1, 1), (2, 1), (3, 1), (4, 2), (5, 8)])  # up to 8 rows: our kernel; 40: bf16 matmul
 @pytest.mark.parametrize("out_features", [48, 37])   # the kernel pairs rows n and n + N/2; odd N leaves one alone

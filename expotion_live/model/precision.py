@@ -28,13 +28,13 @@ projections, 352 M weights, two rows each, idle machine, 2 threads):
   (~38 ms), but it keeps a second, opaque copy of every weight, and fp32 must stay the
   plain trainable reference.
 - bf16 `F.linear` runs oneDNN `brg_matmul:avx512_core_bf16` (~30 ms; ~22 ms prepacked).
-- int8 runs our `cpu_kernels.int8_rows` on one thread, whatever torch's thread count. Two rows of
-  48 random 4096x1024 int8 projections, side by side in one run: ours 26 GB/s (one core
-  reads a large tensor at ~26 GB/s, two at ~35); ATen's `_weight_int8pack_mm` (bf16
-  activations) 12 GB/s on 1 thread / 18 on 2; fbgemm's `quantized::linear_dynamic`
-  (activations quantized too; deprecated for torchao; raises on a NaN) 17 / 25 GB/s;
-  `torch._int_mm` 5 / 9 GB/s; oneDNN's `qlinear_pointwise` far slower at two rows.
-  The 196 projections of a musicgen-small step take 17-25 ms as this shared host varies.
+- int8 runs our `cpu_kernels.int8_rows` on one thread, whatever torch's thread count.
+  `bench/int8.py` (the 196 projections of a musicgen-small step, two rows, one thread,
+  interleaved rounds): ours 12.6-13.5 ms (27-29 GB/s; one core sums a large tensor at
+  ~34); fbgemm's `quantized::linear_dynamic` (activations quantized too; deprecated for
+  torchao; raises on a NaN) 14.4 ms; ATen's `_weight_int8pack_mm` (bf16 activations)
+  22.6 ms. Earlier, on 48 4096x1024 projections: `torch._int_mm` 5 / 9 GB/s on 1 / 2
+  threads; oneDNN's `qlinear_pointwise` far slower at two rows.
 bench/decode.py measures the whole decoder at each precision side by side.
 """
 from __future__ import annotations
@@ -104,16 +104,14 @@ class Int8Linear(nn.Module):
     columns, where the layout is the plain (1, N, K)).
     """
 
-    def __init__(self, linear: nn.Linear, storage: torch.Tensor | None = None):
-        """`storage`: N*K int8 elements to hold the weight (see `apply_precision`), or None for its own."""
+    def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().float()                                   # (N, K)
         scale = (w.abs().amax(dim=1) / 127.0).clamp_min(torch.finfo(torch.float32).tiny)  # (N,)
         q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (N, K)
         B = column_block(self.in_features)
-        blocks = q.view(self.out_features, self.in_features // B, B).transpose(0, 1)  # (K/B, N, B)
-        blocks = blocks.contiguous() if storage is None else storage.view(blocks.shape).copy_(blocks)
+        blocks = q.view(self.out_features, self.in_features // B, B).transpose(0, 1).contiguous()  # (K/B, N, B)
         self.weight = nn.Parameter(blocks, requires_grad=False)
         self.weight_scale = nn.Parameter(scale, requires_grad=False)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
@@ -208,16 +206,10 @@ def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Modul
                          f"to use precision {precision!r}")
     if target is None:
         return module
-    linears = [(parent, name, child) for parent in list(module.modules())
-               for name, child in list(parent.named_children()) if type(child) is nn.Linear]
-    if target is Int8Linear and torch.device(device).type == "cpu":   # every weight in one buffer of huge pages
-        buffer = cpu_kernels.huge_page_tensor((sum(child.weight.numel() for _, _, child in linears),), torch.int8)
-        for parent, name, child in linears:
-            storage, buffer = buffer[:child.weight.numel()], buffer[child.weight.numel():]
-            setattr(parent, name, Int8Linear(child, storage))
-        return module
-    for parent, name, child in linears:
-        setattr(parent, name, target(child).to(device))
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, target(child).to(device))
     return module
 
 
