@@ -1,12 +1,13 @@
 """The decoding step of an int8 decoder on the CPU: two numba calls per layer instead of ~30 torch ops.
 
-With int8 projections a musicgen-small step reads ~360 MB of weights, ~12 ms at this
-machine's bandwidth, and our int8 kernel streams them at that pace; yet the step as
-torch modules took ~23 ms (1 thread, idle): the rest was the overhead of ~30 small
-torch ops per layer (layer norms, head views, cache writes, residual adds, GELU) on
-(2, 1024) tensors. Here each layer is `cpu_kernels.self_attention_step` then
-`cpu_kernels.rest_of_layer_step` on numpy views of the same weights and cache, so the
-step is projections, attention and little else. `bench/decode.py` measures it.
+With int8 projections a musicgen-small step reads ~360 MB of weights, which our kernel
+streams in ~11 ms here (one thread); as torch modules the step took ~20 ms at position
+~110, the difference being ~30 small torch ops per layer (layer norms, head views, cache
+writes, residual adds, GELU) on (2, 1024) tensors and attention over the bucketed
+length. Here each layer is `cpu_kernels.self_attention_step` then
+`cpu_kernels.rest_of_layer_step` on numpy views of the same weights and cache: ~16 ms,
+of which attention (~2.4 ms over ~110 positions) is most of what is not projections.
+`bench/decode.py` measures the whole step.
 
 It takes over `MusicGenDecoder.decode_step` when `fits` the decoder (every projection
 `Int8Linear` without bias, on the CPU) and `cpu_kernels.takes` the activations; the
