@@ -149,15 +149,21 @@ def test_bucketed_attention_gives_the_logits_of_whole_cache_attention(decoder, t
     torch.testing.assert_close(traced, steps["whole"][:, :, 150 - n_prefill], rtol=0, atol=1e-5)
 
 
-def test_decode_attention_kernel_matches_the_reference_over_a_cache_prefix():
-    """One query over the first n positions of a longer cache; per-row and shared masks,
-    one row fully masked (the null text of CFG): uniform, as the reference gives."""
+@pytest.mark.parametrize("layout", ["head-major", "position-major"])
+def test_decode_attention_kernel_matches_the_reference_over_a_cache_prefix(layout):
+    """One query over the first n positions of a longer cache, stored (B, H, S, Dh) as the
+    text's keys are or (S, B, H, Dh) as the KV cache is; per-row and shared masks, one
+    row fully masked (the null text of CFG): uniform, as the reference gives."""
     from expotion_live.model.decoder import additive_mask, decode_attention, eager_attention
 
     g = torch.Generator().manual_seed(0)
     B, H, S, Dh, n = 2, 3, 40, 8, 27
     q = torch.randn(B, H, 1, Dh, generator=g)
-    k, v = torch.randn(B, H, S, Dh, generator=g), torch.randn(B, H, S, Dh, generator=g)
+    if layout == "head-major":
+        k, v = torch.randn(B, H, S, Dh, generator=g), torch.randn(B, H, S, Dh, generator=g)
+    else:
+        k, v = (torch.randn(S, B, H, Dh, generator=g).permute(1, 2, 0, 3) for _ in range(2))
+        assert not k.is_contiguous()
     shared = additive_mask(torch.arange(n) < 20, torch.float32)[None]                 # (1, n): a causal row
     per_row = additive_mask(torch.stack([torch.arange(n) < 5, torch.zeros(n, dtype=torch.bool)]),
                             torch.float32)[:, None, None]                               # (B, 1, 1, n)
@@ -165,3 +171,12 @@ def test_decode_attention_kernel_matches_the_reference_over_a_cache_prefix():
         got = decode_attention(q, k, v, bias)
         torch.testing.assert_close(got, eager_attention(q, k[:, :, :n], v[:, :, :n], bias), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got[1], v[1, :, :n].mean(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
+
+
+def test_the_cache_is_position_major_in_memory(decoder):
+    """Positions 0..p of every row and head of a layer are one contiguous run: what a step reads."""
+    cache = decoder.allocate_cache(2, 16)
+    L, B, H, S, Dh = cache.self_k.shape
+    for buffer in (cache.self_k, cache.self_v):
+        assert buffer.permute(0, 3, 1, 2, 4).is_contiguous()   # (L, S, B, H, Dh) in memory
+        assert buffer.stride(3) == B * H * Dh and buffer.abs().sum() == 0

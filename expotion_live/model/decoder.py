@@ -75,18 +75,25 @@ def fused_attention(q, k, v, bias):
 
 
 def decode_attention(q, k, v, bias):
-    """One query position: our kernel on the CPU in fp32, SDPA elsewhere and when traced.
+    """One query position: our kernels on the CPU in fp32, SDPA elsewhere and when traced.
 
     SDPA's CPU kernel is built for many queries; for one it spent ~1.6x as long as
     `cpu_kernels.attend_one` over 64-256 cached positions (24 layers, CFG batch,
-    musicgen-small). A traced step (torch.compile, a CUDA graph) keeps SDPA.
+    musicgen-small). k and v are the KV cache's position-major views (`KVCache`) or the
+    text's head-major keys and values; each layout has its kernel. A traced step
+    (torch.compile, a CUDA graph) keeps SDPA.
     """
     if not cpu_kernels.takes(q):
         return fused_attention(q, k, v, bias)
     B, H, _, Dh = q.shape
     out = np.empty((B, H, Dh), np.float32)
-    cpu_kernels.attend_one(q.detach().reshape(B, H, Dh).contiguous().numpy(), k.detach().contiguous().numpy(),
-                v.detach().contiguous().numpy(), bias.detach().reshape(-1, bias.shape[-1]).contiguous().numpy(), out)
+    q_rows = q.detach().reshape(B, H, Dh).contiguous().numpy()
+    bias_rows = bias.detach().reshape(-1, bias.shape[-1]).contiguous().numpy()
+    if k.permute(2, 0, 1, 3).is_contiguous():   # the cache: (S, B, H, Dh) in memory
+        cpu_kernels.attend_cached(q_rows, k.detach().permute(2, 0, 1, 3).numpy(),
+                                  v.detach().permute(2, 0, 1, 3).numpy(), bias_rows, out)
+    else:
+        cpu_kernels.attend_one(q_rows, k.detach().contiguous().numpy(), v.detach().contiguous().numpy(), bias_rows, out)
     return torch.from_numpy(out).view(B, H, 1, Dh)
 
 
@@ -102,10 +109,15 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 @dataclass
 class KVCache:
-    """Keys and values for one generation, preallocated to its full length and written in place."""
+    """Keys and values for one generation, preallocated to its full length and written in place.
 
-    self_k: torch.Tensor              # (L, B, H, S, Dh)
-    self_v: torch.Tensor              # (L, B, H, S, Dh)
+    self_k and self_v are (L, B, H, S, Dh) views of position-major storage (L, S, B, H, Dh):
+    a step reads positions 0..p of every row and head of a layer as one contiguous run
+    (`cpu_kernels.attend_cached`), and torch's ops take the views as they are.
+    """
+
+    self_k: torch.Tensor              # (L, B, H, S, Dh), stored (L, S, B, H, Dh)
+    self_v: torch.Tensor
     causal_bias: torch.Tensor         # (S, S) row p: 0 for positions <= p, min elsewhere
     cross_k: torch.Tensor | None = None  # (L, B, H, S_text, Dh), filled by prefill
     cross_v: torch.Tensor | None = None
@@ -265,16 +277,11 @@ class MusicGenDecoder(nn.Module):
                              f"(about {self.config.max_position_embeddings // 50} s): generate a shorter piece")
         c = self.config
         device = device or self.positions_table.device
-        shape = (c.num_hidden_layers, batch_size, c.num_attention_heads, max_length, c.head_dim)
+        shape = (c.num_hidden_layers, max_length, batch_size, c.num_attention_heads, c.head_dim)
         allowed = torch.ones(max_length, max_length, dtype=torch.bool, device=device).tril()
-        return KVCache(self_k=self._cache_buffer(shape, device), self_v=self._cache_buffer(shape, device),
+        return KVCache(self_k=torch.zeros(shape, dtype=self.dtype, device=device).permute(0, 2, 3, 1, 4),
+                       self_v=torch.zeros(shape, dtype=self.dtype, device=device).permute(0, 2, 3, 1, 4),
                        causal_bias=additive_mask(allowed, self.dtype))
-
-    def _cache_buffer(self, shape: tuple[int, ...], device) -> torch.Tensor:
-        """Zeros for keys or values; on the CPU in huge pages, which attention streams through faster."""
-        if torch.device(device).type != "cpu":
-            return torch.zeros(shape, dtype=self.dtype, device=device)
-        return cpu_kernels.huge_page_tensor(shape, self.dtype).zero_()
 
     def prefill(self, codes: torch.Tensor, cache: KVCache, text: TextCondition | None = None,
                 adapters: Sequence[Adapter | None] | None = None) -> torch.Tensor:

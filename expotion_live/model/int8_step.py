@@ -5,8 +5,8 @@ streams in ~11 ms here (one thread); as torch modules the step took ~20 ms at po
 ~110, the difference being ~30 small torch ops per layer (layer norms, head views, cache
 writes, residual adds, GELU) on (2, 1024) tensors and attention over the bucketed
 length. Here each layer is `cpu_kernels.self_attention_step` then
-`cpu_kernels.rest_of_layer_step` on numpy views of the same weights and cache: ~16 ms,
-of which attention (~2.4 ms over ~110 positions) is most of what is not projections.
+`cpu_kernels.rest_of_layer_step` on numpy views of the same weights and cache, so the
+step is projections, attention (~1.5 ms over ~100 positions) and little else.
 `bench/decode.py` measures the whole step.
 
 It takes over `MusicGenDecoder.decode_step` when `fits` the decoder (every projection
@@ -87,13 +87,14 @@ class Int8DecodeStep:
         stream = x.detach().reshape(M, D).numpy().copy()   # the residual stream, updated in place
         q = np.empty((M, D), np.float32)
         s = np.empty((M, D), np.float32)
-        self_k, self_v = cache.self_k.numpy(), cache.self_v.numpy()
+        self_k = cache.self_k.permute(0, 3, 1, 2, 4).numpy()   # (L, S, M, H, Dh): the cache's memory order
+        self_v = cache.self_v.permute(0, 3, 1, 2, 4).numpy()
         bias = cache.causal_bias.numpy()[p:p + 1, :attend]   # (1, attend): 0 up to p, min after
         has_text = cache.cross_k is not None
         if has_text:
             cross_k, cross_v = cache.cross_k.numpy(), cache.cross_v.numpy()
             cross_bias = cache.cross_bias.reshape(M, -1).numpy()   # (M, S_text)
-        H = self_k.shape[2]
+        H = self_k.shape[3]
         q_heads = torch.from_numpy(q).view(M, H, 1, D // H)   # the adapters' view: (M, H, 1, Dh)
         s_heads = torch.from_numpy(s).view(M, H, 1, D // H)
         for i, (w, adapter) in enumerate(zip(self.layers, adapters)):
