@@ -173,10 +173,15 @@ def test_decode_attention_kernel_matches_the_reference_over_a_cache_prefix(layou
     torch.testing.assert_close(got[1], v[1, :, :n].mean(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
 
 
-def test_the_cache_is_position_major_in_memory(decoder):
-    """Positions 0..p of every row and head of a layer are one contiguous run: what a step reads."""
+def test_the_cache_is_position_major_where_our_kernels_read_it(decoder):
+    """fp32 on the CPU: positions 0..p of every row and head of a layer are one contiguous run,
+    what a step reads. A model cast to bf16 (read by SDPA) keeps the head-major layout."""
+    import copy
+
     cache = decoder.allocate_cache(2, 16)
     L, B, H, S, Dh = cache.self_k.shape
     for buffer in (cache.self_k, cache.self_v):
         assert buffer.permute(0, 3, 1, 2, 4).is_contiguous()   # (L, S, B, H, Dh) in memory
         assert buffer.stride(3) == B * H * Dh and buffer.abs().sum() == 0
+    bf16 = copy.deepcopy(decoder).to(torch.bfloat16).allocate_cache(2, 16)
+    assert bf16.self_k.is_contiguous() and bf16.self_k.shape == (L, B, H, S, Dh)
