@@ -10,7 +10,9 @@ after a warm-up. Per implementation it prints:
   EnCodec's decode is measured once on its own line and folded into "RTF+codec");
 - the memory-bandwidth floor: bytes of projection weights read per step (the text
   cross-attention keys/values are computed once per prompt, not per step) over the
-  bandwidth of a large in-memory copy, and how far above that floor the step is;
+  bandwidth of a large in-memory copy, measured just before and just after that row
+  (this host's bandwidth drifts by a quarter within minutes), and how far above that
+  floor the step is;
 - the relative logit error of each precision against our fp32 on the same inputs, over
   a prefill (many rows per projection) and decoding steps (two rows: int8's own kernel).
 
@@ -27,6 +29,7 @@ waits until both threads get a core (measured here at load ~6: int8 step 58-80 m
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -34,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,8 +70,9 @@ class Row:
     rtf: float                    # audio seconds / generation wall seconds (CFG on)
     rtf_with_codec: float         # the same with EnCodec's decode of those seconds added
     weight_mb_per_step: float
-    floor_ms: float
-    x_floor: float
+    bandwidth_gb_s: float = 0.0   # copy bandwidth around this row's run (mean of before and after)
+    floor_ms: float = 0.0
+    x_floor: float = 0.0
     speedup: float = 0.0          # vs transformers' generate, median ms per step
     logit_rel_err: float | None = None  # vs our fp32 on the same codes and text
 
@@ -77,11 +82,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+@functools.cache
+def _copy_buffers(n_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    src = torch.ones(n_bytes // 4)
+    return src, torch.empty_like(src).copy_(src)   # touched once, so pages are mapped before timing
+
+
 def copy_bandwidth(n_bytes: int = 512 << 20, repeats: int = 10) -> float:
     """Bytes per second moved by copying a buffer far larger than the caches (read + write counted)."""
-    src = torch.ones(n_bytes // 4)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
+    src, dst = _copy_buffers(n_bytes)
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
@@ -119,20 +128,29 @@ class StepClock:
 
 
 def summarise(name: str, precision: str, clock: StepClock, wall: float, frames: int, codec_s_per_s: float,
-              weight_bytes: int, bandwidth: float) -> Row:
+              weight_bytes: int) -> Row:
     """One row at torch's current thread count."""
     intervals = clock.intervals_ms()
     steps = intervals[1:]  # the first interval holds the prefill
     median = statistics.median(steps)
-    floor_ms = 1000 * weight_bytes / bandwidth
     audio_s = frames / FRAME_RATE
     return Row(name=name, precision=precision, threads=torch.get_num_threads(), steps=len(steps),
                ms_median=median, ms_p99=percentile(steps, 0.99),
                prefill_ms=intervals[0], rtf=audio_s / wall, rtf_with_codec=audio_s / (wall + codec_s_per_s * audio_s),
-               weight_mb_per_step=weight_bytes / 1e6, floor_ms=floor_ms, x_floor=median / floor_ms)
+               weight_mb_per_step=weight_bytes / 1e6)
 
 
-def time_transformers(model_dir: Path, frames: int, codec_s_per_s: float, bandwidth: float) -> Row:
+def against_the_floor(measure: Callable[[], Row]) -> Row:
+    """Run `measure` between two readings of the copy bandwidth; its floor uses their mean."""
+    before = copy_bandwidth()
+    row = measure()
+    row.bandwidth_gb_s = (before + copy_bandwidth()) / 2 / 1e9
+    row.floor_ms = row.weight_mb_per_step / row.bandwidth_gb_s   # MB / (GB/s) = ms
+    row.x_floor = row.ms_median / row.floor_ms
+    return row
+
+
+def time_transformers(model_dir: Path, frames: int, codec_s_per_s: float) -> Row:
     """transformers' MusicgenForConditionalGeneration.generate (fp32, its growing cache), timed per step.
 
     Its streamer argument is not passed on to the sampling loop in transformers 5.23, so a
@@ -157,7 +175,7 @@ def time_transformers(model_dir: Path, frames: int, codec_s_per_s: float, bandwi
     # Both walls end when the last step's logits are ready (ours then samples, about as long as theirs).
     wall = clock.stamps[-1] - clock.stamps[0]
     row = summarise("transformers generate", "fp32", clock, wall, frames, codec_s_per_s,
-                    step_weight_bytes_hf(model), bandwidth)
+                    step_weight_bytes_hf(model))
     del model
     gc.collect()
     return row
@@ -172,7 +190,7 @@ def step_weight_bytes_hf(model) -> int:
     return total - cross_kv
 
 
-def time_ours(musicgen, name: str, precision: str, frames: int, codec_s_per_s: float, bandwidth: float,
+def time_ours(musicgen, name: str, precision: str, frames: int, codec_s_per_s: float,
               warmup_frames: int = 8) -> Row:
     """Our MusicGen.generate, timed per step through its progress callback."""
     text = musicgen.encode_text([PROMPT])
@@ -182,8 +200,7 @@ def time_ours(musicgen, name: str, precision: str, frames: int, codec_s_per_s: f
     began = time.perf_counter()
     musicgen.generate(text, frames, cfg=CFG, top_k=TOP_K, seed=0, progress=clock.progress)
     wall = time.perf_counter() - began
-    return summarise(name, precision, clock, wall, frames, codec_s_per_s, step_weight_bytes(musicgen.decoder),
-                     bandwidth)
+    return summarise(name, precision, clock, wall, frames, codec_s_per_s, step_weight_bytes(musicgen.decoder))
 
 
 def fixed_logits(musicgen, n_prefill: int = 24, n_steps: int = 8) -> torch.Tensor:
@@ -214,16 +231,15 @@ def codec_seconds_per_second(musicgen, frames: int) -> float:
     return (time.perf_counter() - began) / (frames / FRAME_RATE)
 
 
-def print_table(rows: list[Row], model: str, bandwidths: dict[int, float], codec_s_per_s: float,
-                load: tuple) -> None:
-    per_thread = "; ".join(f"{t} threads {b / 1e9:.1f}" for t, b in bandwidths.items())
+def print_table(rows: list[Row], model: str, codec_s_per_s: float, load: tuple) -> None:
     print(f"\n{model} decoding, CFG {CFG} (batch 2), top-k {TOP_K}; budget {BUDGET_MS:.0f} ms per step = real time")
-    print(f"copy bandwidth GB/s: {per_thread} (each row's floor uses its thread count's)")
+    print("floor = weight MB per step / copy bandwidth (GB/s), read just before and after each row")
     print(f"load average before / after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores "
           f"(other processes share the cores: compare rows, not runs)")
     print(f"EnCodec decode: {codec_s_per_s:.3f} s per s of audio (fp32)\n")
     header = (f"{'implementation':<22} {'prec':<5} {'thr':>3} {'median ms':>9} {'p99 ms':>7} {'RTF':>5} "
-              f"{'RTF+codec':>9} {'x faster':>8} {'MB/step':>8} {'floor ms':>8} {'x floor':>7} {'logit err':>9} "
+              f"{'RTF+codec':>9} {'x faster':>8} {'MB/step':>8} {'GB/s':>5} {'floor ms':>8} {'x floor':>7} "
+              f"{'logit err':>9} "
               f"{'budget':>7}")
     print(header)
     print("-" * len(header))
@@ -231,7 +247,8 @@ def print_table(rows: list[Row], model: str, bandwidths: dict[int, float], codec
         err = "-" if r.logit_rel_err is None else f"{r.logit_rel_err:.1e}"
         verdict = "ok" if r.ms_median <= BUDGET_MS else f"{r.ms_median / BUDGET_MS:.1f}x"
         print(f"{r.name:<22} {r.precision:<5} {r.threads:>3} {r.ms_median:>9.1f} {r.ms_p99:>7.1f} {r.rtf:>5.2f} "
-              f"{r.rtf_with_codec:>9.2f} {r.speedup:>8.2f} {r.weight_mb_per_step:>8.0f} {r.floor_ms:>8.1f} "
+              f"{r.rtf_with_codec:>9.2f} {r.speedup:>8.2f} {r.weight_mb_per_step:>8.0f} {r.bandwidth_gb_s:>5.1f} "
+              f"{r.floor_ms:>8.1f} "
               f"{r.x_floor:>7.2f} {err:>9} {verdict:>7}")
 
 
@@ -267,10 +284,6 @@ def run(args: argparse.Namespace, model_dir: Path) -> list[Row]:
     from expotion_live.model.generate import MusicGen
 
     load_before = os.getloadavg()[0]
-    bandwidths = {}
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        bandwidths[threads] = copy_bandwidth()
     rows, logits, codec_s_per_s = [], {}, None
     for precision in dict.fromkeys(["fp32", *args.precisions]):  # fp32 first: the error reference
         musicgen = MusicGen.load(model_dir, device="cpu", precision=precision)
@@ -281,7 +294,8 @@ def run(args: argparse.Namespace, model_dir: Path) -> list[Row]:
         if precision in args.precisions:
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                rows.append(time_ours(musicgen, "ours", precision, args.steps, codec_s_per_s, bandwidths[threads]))
+                rows.append(against_the_floor(
+                    lambda: time_ours(musicgen, "ours", precision, args.steps, codec_s_per_s)))
             if args.compile:
                 # one graph per attention bucket of 64 positions (plus the last, partial one)
                 torch._dynamo.config.recompile_limit = max(8, args.steps // 64 + 2)
@@ -289,8 +303,8 @@ def run(args: argparse.Namespace, model_dir: Path) -> list[Row]:
                 for threads in args.threads:
                     torch.set_num_threads(threads)
                     # warm up at the timed length: the cache's and buckets' shapes are baked into the graphs
-                    rows.append(time_ours(musicgen, "ours compiled", precision, args.steps, codec_s_per_s,
-                                          bandwidths[threads], warmup_frames=args.steps))
+                    rows.append(against_the_floor(lambda: time_ours(
+                        musicgen, "ours compiled", precision, args.steps, codec_s_per_s, warmup_frames=args.steps)))
         del musicgen
         gc.collect()
     for r in rows:
@@ -299,18 +313,18 @@ def run(args: argparse.Namespace, model_dir: Path) -> list[Row]:
         reference = {}
         for threads in args.threads:
             torch.set_num_threads(threads)
-            reference[threads] = time_transformers(model_dir, args.steps, codec_s_per_s, bandwidths[threads])
+            reference[threads] = against_the_floor(lambda: time_transformers(model_dir, args.steps, codec_s_per_s))
         rows[:0] = reference.values()
         for r in rows:
             r.speedup = reference[r.threads].ms_median / r.ms_median   # against transformers on as many threads
+    _copy_buffers.cache_clear()   # 1 GB
     load = (load_before, os.getloadavg()[0])
     model = str(args.model or "random musicgen-small")
-    print_table(rows, model, bandwidths, codec_s_per_s, load)
+    print_table(rows, model, codec_s_per_s, load)
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps({
-                "model": model, "copy_bandwidth_gb_s": {t: b / 1e9 for t, b in bandwidths.items()},
-                "budget_ms": BUDGET_MS, "cfg": CFG, "top_k": TOP_K,
+                "model": model, "budget_ms": BUDGET_MS, "cfg": CFG, "top_k": TOP_K,
                 "codec_s_per_audio_s": codec_s_per_s, "load_average": load,
                 "rows": [asdict(r) for r in rows]}, indent=2))
         print(f"\nwrote {args.json}")
