@@ -175,7 +175,7 @@ def default_precision(device) -> str:
     """The fastest precision whose logits stay within LOGIT_TOLERANCE of fp32, per device.
 
     CPU: int8. `bench/decode.py --threads 1 --steps 200`, random musicgen-small, CFG, one
-    run: median ms per step int8 18.1, bf16 70.9, fp32 164, transformers' generate 183.
+    run: median ms per step int8 19.3, bf16 73.3, fp32 177, transformers' generate 191.
     The int8 projections alone (`bench/int8.py`): ~13 ms.
     CUDA: bf16 where the GPU has it, else fp32 (not measured: no GPU here; the int8 path
     on CUDA dequantizes per call, which saves memory but not time without a fused kernel).
