@@ -151,9 +151,9 @@ def test_bucketed_attention_gives_the_logits_of_whole_cache_attention(decoder, t
 
 @pytest.mark.parametrize("layout", ["head-major", "position-major"])
 def test_decode_attention_kernel_matches_the_reference_over_a_cache_prefix(layout):
-    """One query over the first n positions of a longer cache, stored (B, H, S, Dh) as the
-    text's keys are or (S, B, H, Dh) as the KV cache is; per-row and shared masks, one
-    row fully masked (the null text of CFG): uniform, as the reference gives."""
+    """One query over the first n positions of a longer cache, stored (S, B, H, Dh) as a
+    KVCache on the CPU is, or (B, H, S, Dh) (copied for the kernel); per-row and shared
+    masks, one row fully masked (the null text of CFG): uniform, as the reference gives."""
     from expotion_live.model.decoder import additive_mask, decode_attention, eager_attention
 
     g = torch.Generator().manual_seed(0)
@@ -173,9 +173,10 @@ def test_decode_attention_kernel_matches_the_reference_over_a_cache_prefix(layou
     torch.testing.assert_close(got[1], v[1, :, :n].mean(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
 
 
-def test_the_cache_is_position_major_where_our_kernels_read_it(decoder):
+def test_the_cache_is_position_major_where_our_kernels_read_it(decoder, text):
     """fp32 on the CPU: positions 0..p of every row and head of a layer are one contiguous run,
-    what a step reads. A model cast to bf16 (read by SDPA) keeps the head-major layout."""
+    what a step reads; the text's keys and values too. A model cast to bf16 (read by SDPA)
+    keeps the head-major layout."""
     import copy
 
     cache = decoder.allocate_cache(2, 16)
@@ -183,5 +184,9 @@ def test_the_cache_is_position_major_where_our_kernels_read_it(decoder):
     for buffer in (cache.self_k, cache.self_v):
         assert buffer.permute(0, 3, 1, 2, 4).is_contiguous()   # (L, S, B, H, Dh) in memory
         assert buffer.stride(3) == B * H * Dh and buffer.abs().sum() == 0
+    with torch.no_grad():
+        decoder.prefill(codes_for(3), cache, text)
+    expected = torch.stack([k for k, _, _ in decoder.cross_keys_values(text)])
+    assert cache.cross_k.permute(0, 3, 1, 2, 4).is_contiguous() and torch.equal(cache.cross_k, expected)
     bf16 = copy.deepcopy(decoder).to(torch.bfloat16).allocate_cache(2, 16)
     assert bf16.self_k.is_contiguous() and bf16.self_k.shape == (L, B, H, S, Dh)

@@ -79,9 +79,9 @@ def decode_attention(q, k, v, bias):
 
     SDPA's CPU kernel is built for many queries; for one it spent ~1.6x as long as
     `cpu_kernels.attend_one` over 64-256 cached positions (24 layers, CFG batch,
-    musicgen-small). k and v are the KV cache's position-major views (`KVCache`) or the
-    text's head-major keys and values; each layout has its kernel. A traced step
-    (torch.compile, a CUDA graph) keeps SDPA.
+    musicgen-small). The kernel reads position-major keys and values, the layout of a
+    `KVCache` here (then no copy is made); any other layout is copied into it. A traced
+    step (torch.compile, a CUDA graph) keeps SDPA.
     """
     if not cpu_kernels.takes(q):
         return fused_attention(q, k, v, bias)
@@ -89,11 +89,8 @@ def decode_attention(q, k, v, bias):
     out = np.empty((B, H, Dh), np.float32)
     q_rows = q.detach().reshape(B, H, Dh).contiguous().numpy()
     bias_rows = bias.detach().reshape(-1, bias.shape[-1]).contiguous().numpy()
-    if k.permute(2, 0, 1, 3).is_contiguous():   # the cache: (S, B, H, Dh) in memory
-        cpu_kernels.attend_cached(q_rows, k.detach().permute(2, 0, 1, 3).numpy(),
-                                  v.detach().permute(2, 0, 1, 3).numpy(), bias_rows, out)
-    else:
-        cpu_kernels.attend_one(q_rows, k.detach().contiguous().numpy(), v.detach().contiguous().numpy(), bias_rows, out)
+    k_rows, v_rows = (t.detach().permute(2, 0, 1, 3).contiguous().numpy() for t in (k, v))   # (S, B, H, Dh)
+    cpu_kernels.attend_one(q_rows, k_rows, v_rows, bias_rows, out)
     return torch.from_numpy(out).view(B, H, 1, Dh)
 
 
@@ -111,10 +108,11 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class KVCache:
     """Keys and values for one generation, preallocated to its full length and written in place.
 
-    self_k and self_v are (L, B, H, S, Dh) tensors; where our CPU kernels read them (fp32
-    on the CPU) they are views of position-major storage (L, S, B, H, Dh), so that a step
-    reads positions 0..p of every row and head of a layer as one contiguous run
-    (`cpu_kernels.attend_cached`: 24 layers of musicgen-small over 101 positions 1.48 ms,
+    Keys and values (the steps' and the text's) are (L, B, H, S, Dh) tensors, made by
+    `MusicGenDecoder._cache_zeros`; where our CPU kernels read them (fp32 on the CPU)
+    they are views of position-major storage (L, S, B, H, Dh), so that a step reads
+    positions 0..p of every row and head of a layer as one contiguous run
+    (`cpu_kernels.attend_one`: 24 layers of musicgen-small over 101 positions 1.48 ms,
     2.60 head-major). Where SDPA reads them (a model cast to bf16, GPUs) they are
     head-major, as SDPA's bf16 CPU kernel ran 3x slower on position-major views (26.6 vs
     8.6 ms a step); GPUs are untested here, so they keep SDPA's usual layout.
@@ -282,15 +280,16 @@ class MusicGenDecoder(nn.Module):
         c = self.config
         device = device or self.positions_table.device
         allowed = torch.ones(max_length, max_length, dtype=torch.bool, device=device).tril()
-        if torch.device(device).type == "cpu" and self.dtype == torch.float32:   # position-major, see KVCache
-            shape = (c.num_hidden_layers, max_length, batch_size, c.num_attention_heads, c.head_dim)
-            order = (0, 2, 3, 1, 4)
-        else:
-            shape = (c.num_hidden_layers, batch_size, c.num_attention_heads, max_length, c.head_dim)
-            order = (0, 1, 2, 3, 4)
-        return KVCache(self_k=torch.zeros(shape, dtype=self.dtype, device=device).permute(order),
-                       self_v=torch.zeros(shape, dtype=self.dtype, device=device).permute(order),
+        shape = (c.num_hidden_layers, batch_size, c.num_attention_heads, max_length, c.head_dim)
+        return KVCache(self_k=self._cache_zeros(shape, device), self_v=self._cache_zeros(shape, device),
                        causal_bias=additive_mask(allowed, self.dtype))
+
+    def _cache_zeros(self, shape: tuple[int, ...], device) -> torch.Tensor:
+        """Zeros of shape (L, B, H, S, Dh) in a `KVCache`'s memory order: position-major for fp32 on the CPU."""
+        if torch.device(device).type == "cpu" and self.dtype == torch.float32:
+            L, B, H, S, Dh = shape
+            return torch.zeros(L, S, B, H, Dh, dtype=self.dtype, device=device).permute(0, 2, 3, 1, 4)
+        return torch.zeros(shape, dtype=self.dtype, device=device)
 
     def prefill(self, codes: torch.Tensor, cache: KVCache, text: TextCondition | None = None,
                 adapters: Sequence[Adapter | None] | None = None) -> torch.Tensor:
@@ -301,8 +300,9 @@ class MusicGenDecoder(nn.Module):
         if text is None:
             cache.cross_k = cache.cross_v = cache.cross_bias = None
         else:
-            cache.cross_k = torch.stack([k for k, _, _ in crosses])  # (L, B, H, S_text, Dh)
-            cache.cross_v = torch.stack([v for _, v, _ in crosses])
+            keys, values = torch.stack([k for k, _, _ in crosses]), torch.stack([v for _, v, _ in crosses])
+            cache.cross_k = self._cache_zeros(keys.shape, keys.device).copy_(keys)   # (L, B, H, S_text, Dh)
+            cache.cross_v = self._cache_zeros(values.shape, values.device).copy_(values)
             cache.cross_bias = crosses[0][2]
         self_bias = cache.causal_bias[:T, :T]  # (T, T): the prompt attends over its own positions only
         x = self.embed(codes, positions)

@@ -26,7 +26,7 @@ from . import cpu_kernels
 from .precision import Bf16Linear, Int8Linear
 
 # Without text: keys and values with no positions, and a bias with no columns (the kernel skips cross-attention)
-_NO_TEXT = (np.zeros((1, 1, 0, 1), np.float32), np.zeros((1, 1, 0, 1), np.float32), np.zeros((1, 0), np.float32))
+_NO_TEXT = (np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 1, 1, 1), np.float32), np.zeros((1, 0), np.float32))
 
 
 class LayerWeights(NamedTuple):
@@ -92,7 +92,8 @@ class Int8DecodeStep:
         bias = cache.causal_bias.numpy()[p:p + 1, :attend]   # (1, attend): 0 up to p, min after
         has_text = cache.cross_k is not None
         if has_text:
-            cross_k, cross_v = cache.cross_k.numpy(), cache.cross_v.numpy()
+            cross_k = cache.cross_k.permute(0, 3, 1, 2, 4).numpy()   # (L, S_text, M, H, Dh), as stored
+            cross_v = cache.cross_v.permute(0, 3, 1, 2, 4).numpy()
             cross_bias = cache.cross_bias.reshape(M, -1).numpy()   # (M, S_text)
         H = self_k.shape[3]
         q_heads = torch.from_numpy(q).view(M, H, 1, D // H)   # the adapters' view: (M, H, 1, Dh)
