@@ -1,4 +1,4 @@
-"""MusicGenSource on the tiny random MusicGen: continuation, overlap decode, text cache, adaptor swap."""
+"""MusicGenSource on the tiny random MusicGen: streamed continuation, overlap decode, text cache, adaptor swap."""
 import numpy as np
 import pytest
 import torch
@@ -23,12 +23,13 @@ def request(index, start_frame, n_frames=25, overlap=1280, params=PARAMS):
 
 
 def test_chunks_continue_and_overlap_matches_the_previous_tail(musicgen):
-    source = MusicGenSource(musicgen, context_frames=50, decode_context_frames=10, seed=0)
+    source = MusicGenSource(musicgen, context_frames=50, window_frames=100, decode_context_frames=10, seed=0)
     first = source.render(request(0, 0, n_frames=10))
     second = source.render(request(1, 10, n_frames=10))
     assert first.dtype == np.float32 and first.shape == (10 * 640,)
     assert second.shape == (1280 + 10 * 640,)
-    assert source._history.shape == (1, 4, 20)                       # all codes so far (< context_frames)
+    assert source._history.shape == (1, 4, 10)                       # what EnCodec re-decodes next time
+    assert source.stream.frames_done == 20 and source.stream.slides == 0   # one stream, continued
     tail, overlap = first[-1280:], second[:1280]
     # The overlap re-decodes the same codes with more context: same sound, a little different at the edge.
     corr = np.dot(tail, overlap) / np.sqrt(np.dot(tail, tail) * np.dot(overlap, overlap))
@@ -52,16 +53,23 @@ def test_untrained_adaptor_reproduces_the_base_model_and_swaps_at_the_next_chunk
     adaptor = ConditionAdaptor(AdaptorConfig(), musicgen.decoder)
     plain = MusicGenSource(musicgen, seed=3)
     adapted = MusicGenSource(musicgen, adaptor=adaptor, seed=3)
-    np.testing.assert_array_equal(plain.render(request(0, 0, 10)), adapted.render(request(0, 0, 10)))
+    for index in range(2):
+        np.testing.assert_array_equal(plain.render(request(index, 10 * index, 10)),
+                                      adapted.render(request(index, 10 * index, 10)))
     with torch.no_grad():
         adaptor.gates.fill_(5.0)                       # a "trained" adaptor now changes the music
-    plain_next = plain.render(request(1, 10, 10))
-    adapted_next = adapted.render(request(1, 10, 10))
-    assert not np.array_equal(plain_next, adapted_next)
-    adapted.set_adaptor(None)                          # removed: the next chunk is the base model again
-    plain.render(request(2, 20, 10))
-    adapted._history = plain._history.clone()
-    np.testing.assert_array_equal(plain.render(request(3, 30, 10)), adapted.render(request(3, 30, 10)))
+    assert not np.array_equal(plain.render(request(2, 20, 10)), adapted.render(request(2, 20, 10)))
+    assert adapted.stream.adapters is not None
+    adapted.set_adaptor(None)                          # removed: the next chunk is the base model's
+    adapted.render(request(3, 30, 10))
+    assert adapted.stream.adapters is None
+
+
+def test_the_stream_slides_when_its_window_is_full_and_the_music_goes_on(musicgen):
+    source = MusicGenSource(musicgen, context_frames=20, window_frames=60, seed=0)
+    chunks = [source.render(request(i, 10 * i, 10)) for i in range(8)]   # 80 frames through a 60-position window
+    assert source.stream.slides >= 1
+    assert all(np.isfinite(c).all() and np.abs(c).max() > 0 for c in chunks)
 
 
 def test_steering_words_reach_the_prompt_without_an_adaptor(musicgen):

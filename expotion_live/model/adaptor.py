@@ -129,28 +129,61 @@ class FusedPrefixAttention:
 
     Holds the prefix's per-head queries, keys and values for one window, computed once.
     Called by the decoder with the music queries `q` (B, H, T, Dh) at sequence positions
-    `positions` (T,); the prefix query at the same position is added (prefix index t is
-    sequence position t; positions past the window reuse its last frame). When the
-    decoder runs classifier-free guidance as a batch of 2B, both halves attend to the
-    same prefix (the authors duplicated it), so guidance amplifies only the text; the
-    halves' queries are stacked against one copy rather than copying the prefix, which
-    the decode step would otherwise read twice per layer.
+    `positions` (T,); the prefix query of the same moment is added: prefix frame t sits at
+    sequence position `first + t` (0 for a piece generated from its start; a live stream
+    sets it so the window's newest frame meets the newest code), and positions outside
+    the window reuse its first or last frame. When the decoder runs classifier-free
+    guidance as a batch of 2B, both halves attend to the same prefix (the authors
+    duplicated it), so guidance amplifies only the text; the halves' queries are stacked
+    against one copy rather than copying the prefix, which the decode step would
+    otherwise read twice per layer.
+
+    `buffer(capacity)` makes a hook whose tensors stay where they are while `load` puts
+    each new window into them (frames past the window masked): a captured decode step
+    reads it without being captured again.
     """
 
     def __init__(self, q_p: torch.Tensor, k_p: torch.Tensor, v_p: torch.Tensor, gate: torch.Tensor):
         self.q_p, self.k_p, self.v_p = q_p, k_p, v_p    # (Bp, H, Tp, Dh) each
         self.gate = gate                                # () scalar g_l
+        device = k_p.device
+        self.first = torch.zeros((), dtype=torch.long, device=device)              # position of prefix frame 0
+        self.last = torch.full((), k_p.shape[2] - 1, dtype=torch.long, device=device)  # the newest frame's index
+        self.bias: torch.Tensor | None = None           # (1, 1, 1, Tp): 0 inside the window, min past it
 
     def __call__(self, q: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         B, H, T, Dh = q.shape
-        Bp, _, Tp, _ = self.k_p.shape
+        Bp = self.k_p.shape[0]
         halves = B // Bp                                 # 2 under CFG: [conditional; null] share one prefix
-        q_p = self.q_p.index_select(2, positions.clamp(max=Tp - 1)).to(q.dtype)   # Q^p at the queries' positions
+        frames = (positions - self.first).clamp(min=0).minimum(self.last)
+        q_p = self.q_p.index_select(2, frames).to(q.dtype)                          # Q^p at the queries' moments
         q = q.view(halves, Bp, H, T, Dh) + q_p                                       # Q_l + Q^p_l
         q = q.permute(1, 2, 0, 3, 4).reshape(Bp, H, halves * T, Dh)                 # (Bp, H, halves*T, Dh)
-        s_prime = F.scaled_dot_product_attention(q, self.k_p.to(q.dtype), self.v_p.to(q.dtype))  # no mask
+        bias = None if self.bias is None else self.bias.to(q.dtype)
+        s_prime = F.scaled_dot_product_attention(q, self.k_p.to(q.dtype), self.v_p.to(q.dtype), attn_mask=bias)
         s_prime = s_prime.view(Bp, H, halves, T, Dh).permute(2, 0, 1, 3, 4).reshape(B, H, T, Dh)
         return self.gate.to(q.dtype) * s_prime           # (B, H, T, Dh)
+
+    def buffer(self, capacity: int) -> "FusedPrefixAttention":
+        """An empty hook of this one's shape and gate, with room for windows of up to `capacity` frames."""
+        Bp, H, _, Dh = self.k_p.shape
+        q_p, k_p, v_p = (x.new_zeros(Bp, H, capacity, Dh) for x in (self.q_p, self.k_p, self.v_p))
+        hook = FusedPrefixAttention(q_p, k_p, v_p, self.gate)
+        hook.bias = k_p.new_zeros(1, 1, 1, capacity)
+        return hook
+
+    def load(self, window: "FusedPrefixAttention", first: int) -> None:
+        """Copy `window`'s prefix into this hook's buffers, its frame 0 at sequence position `first`."""
+        T = window.k_p.shape[2]
+        if T > self.k_p.shape[2] or window.k_p.shape[:2] != self.k_p.shape[:2]:
+            raise AdaptorError(f"a prefix of shape {tuple(window.k_p.shape)} does not fit a buffer of "
+                               f"{tuple(self.k_p.shape)}")
+        for own, new in ((self.q_p, window.q_p), (self.k_p, window.k_p), (self.v_p, window.v_p)):
+            own[:, :, :T].copy_(new)
+        self.bias[..., :T] = 0.0
+        self.bias[..., T:] = torch.finfo(self.bias.dtype).min
+        self.first.fill_(first)
+        self.last.fill_(T - 1)
 
 
 class ConditionAdaptor(nn.Module):
@@ -298,7 +331,10 @@ def load_adaptor(path: str | os.PathLike, musicgen) -> ConditionAdaptor:
         raise AdaptorError(f"{config_file}: adaptor format {header.get('format')}, this program reads {FORMAT_VERSION}")
 
     decoder = getattr(musicgen, "decoder", musicgen)
-    adaptor = ConditionAdaptor(AdaptorConfig.from_json(header["config"]), decoder)
+    try:
+        adaptor = ConditionAdaptor(AdaptorConfig.from_json(header["config"]), decoder)
+    except AdaptorError as err:     # e.g. more adapted layers than this decoder has
+        raise AdaptorError(f"{weights}: {err}; load the base model it was trained on") from None
     if header["base"] != adaptor.base_shape:
         raise AdaptorError(f"{weights} was trained for a decoder {_describe(header['base'])}, but the loaded "
                            f"model is {_describe(adaptor.base_shape)}; load the base model it was trained on")

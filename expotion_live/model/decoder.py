@@ -294,22 +294,47 @@ class MusicGenDecoder(nn.Module):
     def prefill(self, codes: torch.Tensor, cache: KVCache, text: TextCondition | None = None,
                 adapters: Sequence[Adapter | None] | None = None) -> torch.Tensor:
         """Run positions 0..T-1 in one pass, filling `cache`; return the last position's logits (B, K, V)."""
+        self.write_text(cache, text)
+        return self.prefill_codes(codes, cache, adapters)
+
+    def prefill_codes(self, codes: torch.Tensor, cache: KVCache,
+                      adapters: Sequence[Adapter | None] | None = None) -> torch.Tensor:
+        """`prefill` over the text the cache already holds (a stream that slides keeps its prompt)."""
         B, K, T = codes.shape
         positions = torch.arange(T, device=codes.device)
-        crosses = self.cross_keys_values(text)
-        if text is None:
-            cache.cross_k = cache.cross_v = cache.cross_bias = None
-        else:
-            keys, values = torch.stack([k for k, _, _ in crosses]), torch.stack([v for _, v, _ in crosses])
-            cache.cross_k = self._cache_zeros(keys.shape, keys.device).copy_(keys)   # (L, B, H, S_text, Dh)
-            cache.cross_v = self._cache_zeros(values.shape, values.device).copy_(values)
-            cache.cross_bias = crosses[0][2]
+        has_text = cache.cross_k is not None
         self_bias = cache.causal_bias[:T, :T]  # (T, T): the prompt attends over its own positions only
         x = self.embed(codes, positions)
         for i, (layer, adapter) in enumerate(zip(self.layers, self._adapters(adapters))):
-            x = layer(x, positions, self_bias, crosses[i], fused_attention, adapter,
+            cross = (cache.cross_k[i], cache.cross_v[i], cache.cross_bias) if has_text else None
+            x = layer(x, positions, self_bias, cross, fused_attention, adapter,
                       self_kv=(cache.self_k[i], cache.self_v[i]))
         return self.logits(x[:, -1:])[:, :, 0]
+
+    def write_text(self, cache: KVCache, text: TextCondition | None, capacity: int = 0) -> None:
+        """Put the text's cross-attention keys and values into `cache`, for every layer.
+
+        With `capacity` (text positions, for a cache that outlives one prompt), the text
+        goes into buffers of that many positions, written in place when they exist, so a
+        captured decode step keeps reading the same memory after a prompt change; the
+        positions past the text are masked. Without, the buffers fit this text exactly.
+        """
+        if text is None:
+            cache.cross_k = cache.cross_v = cache.cross_bias = None
+            return
+        crosses = self.cross_keys_values(text)
+        keys, values = torch.stack([k for k, _, _ in crosses]), torch.stack([v for _, v, _ in crosses])
+        L, B, H, S, Dh = keys.shape
+        size = max(capacity, S)
+        if cache.cross_k is None or cache.cross_k.shape != (L, B, H, size, Dh):
+            cache.cross_k = self._cache_zeros((L, B, H, size, Dh), keys.device)   # (L, B, H, S_text, Dh)
+            cache.cross_v = self._cache_zeros((L, B, H, size, Dh), keys.device)
+            cache.cross_bias = torch.empty(B, 1, 1, size, dtype=keys.dtype, device=keys.device)
+        for buffer, new in ((cache.cross_k, keys), (cache.cross_v, values)):
+            buffer[:, :, :, :S].copy_(new)
+            buffer[:, :, :, S:].zero_()   # an earlier, longer prompt's keys: masked, but no stale numbers kept
+        cache.cross_bias[..., :S].copy_(crosses[0][2])
+        cache.cross_bias[..., S:].fill_(torch.finfo(keys.dtype).min)
 
     def decode_step(self, codes: torch.Tensor, position: torch.Tensor, cache: KVCache,
                     adapters: Sequence[Adapter | None] | None = None, attend: int | None = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ def guide(logits: torch.Tensor, cfg: float) -> torch.Tensor:
     return uncond + (cond - uncond) * cfg
 
 
-def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
+def filter_logits(logits: torch.Tensor, *, temperature: float | torch.Tensor = 1.0, top_k: int = 0,
                   top_p: float = 0.0) -> torch.Tensor:
     """Temperature, then keep the top-k, then the top-p nucleus; dropped tokens become -inf. (..., V)."""
     V = logits.shape[-1]
@@ -55,3 +55,33 @@ def sample(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, to
     filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
     probs = filtered.softmax(dim=-1).view(B * K, V)  # (B*K, V)
     return torch.multinomial(probs, 1, generator=generator).view(B, K)
+
+
+def noise_width(vocab_size: int, top_k: int, top_p: float) -> int:
+    """How many Gumbel numbers `sample_with_noise` reads per row: k when only top-k filters, else V."""
+    return top_k if 0 < top_k < vocab_size and not 0.0 < top_p < 1.0 else vocab_size
+
+
+def fill_gumbel(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fill `out` in place with standard Gumbel numbers -log(-log u): argmax(logits + g) draws from softmax(logits)."""
+    out.uniform_(generator=generator).clamp_(1e-20, 1.0 - 1e-7)
+    return out.log_().neg_().log_().neg_()
+
+
+def sample_with_noise(logits: torch.Tensor, noise: torch.Tensor, temperature: torch.Tensor, *, top_k: int,
+                      top_p: float, greedy: bool) -> torch.LongTensor:
+    """The same choice as `sample`, with its randomness given: logits (B, K, V), noise (B, K, noise_width).
+
+    Gumbel-max over the filtered, tempered logits: a draw from the same distribution, with
+    no host synchronisation, no data-dependent shape and the random numbers made outside,
+    so the step that calls it can be captured once and replayed (a CUDA graph).
+    `temperature` is a 0-d tensor, so changing it needs no new capture.
+    """
+    if greedy:
+        return logits.argmax(dim=-1)
+    V = logits.shape[-1]
+    if noise.shape[-1] < V:   # top-k only: draw among the k best (see `sample`)
+        best, index = logits.float().topk(noise.shape[-1], dim=-1)   # (B, K, k)
+        choice = (best / temperature + noise).argmax(dim=-1, keepdim=True)
+        return index.gather(-1, choice)[..., 0]
+    return (filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p) + noise).argmax(dim=-1)

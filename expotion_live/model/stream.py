@@ -1,0 +1,307 @@
+"""One MusicGen generation that lasts a whole live session: the live engine's decoder state.
+
+`MusicGen.generate` starts at the start token and closes the delay pattern at its end;
+a live engine calling it per chunk re-prefills its recent codes every time. A
+`GenerationStream` keeps one KV cache and one delayed token sequence for the session
+instead, and each `advance(n)` decodes n more positions, continuing the delay pattern
+where the last call left it:
+
+    position:    0  1  2  3  4  5  6 ...      (K = 3 codebooks; a.., A.., x.. frames)
+    codebook 0:  P  a  b  c  d  e  f ...      nothing is ever closed: after position p,
+    codebook 1:  P  P  A  B  C  D  E ...      frames up to p - K are complete, and the
+    codebook 2:  P  P  P  x  y  z  w ...      ones after wait for their finer codebooks
+
+so a chunk of n frames costs n steps (the first after a start, n + K - 1). The cache
+has `window` positions (MusicGen was trained on 30 s = 1500); when the next chunk
+would not fit, `restart` slides: it prefills the most recent complete frames at
+position 0 and generation goes on from there (the incomplete frames are drawn again).
+A prompt change rewrites only the text's cross-attention keys and values
+(`set_text`); the adaptor's prefix is loaded per chunk into fixed buffers
+(`set_prefix`), aligned so the window's newest frame meets the newest position.
+
+One step (`_step`) samples the next column from the last logits and decodes it, reading
+and writing only tensors that stay in place (the sequence, the cache, the logits, a
+position counter, the chunk's random numbers): the CPU calls it step by step; on CUDA
+`GraphSteps` captures it once per attention bucket and replays it, so a step is one
+graph launch with no host synchronisation.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .decoder import KVCache
+from .delay_pattern import UNKNOWN
+from .sampling import fill_gumbel, guide, noise_width, sample_with_noise
+from .text import TextCondition
+
+TEXT_CAPACITY = 64       # text positions the cross-attention buffers hold; a longer prompt reallocates them
+GRAPH_BUCKET = 128       # on CUDA a step attends over the filled cache rounded up to this: one graph per bucket
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen; a change takes effect at the next `advance`."""
+
+    cfg: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    greedy: bool = False
+
+    def shape_key(self, vocab_size: int) -> tuple:
+        """What a captured step bakes in (the rest are tensors read at replay)."""
+        return (self.greedy, self.top_k, self.top_p, noise_width(vocab_size, self.top_k, self.top_p))
+
+
+class GenerationStream:
+    """A session-long, KV-cached, classifier-free-guided generation (see module docstring). Batch 1."""
+
+    def __init__(self, musicgen, window: int, context: int, seed: int | None = None, graphs: bool | None = None):
+        decoder = musicgen.decoder
+        config = decoder.config
+        if window < config.num_codebooks + 2:
+            raise ValueError(f"a stream window of {window} positions is too short")
+        self.decoder = decoder
+        self.device = musicgen.device
+        self.K, self.vocab_size = config.num_codebooks, config.vocab_size
+        self.window = window
+        self.context = context           # frames a slide prefills
+        self.slides = 0
+        self.generator = torch.Generator(device=self.device)
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+        # the CFG batch [conditional; null] always: cfg 1 reads the conditional half alone
+        self.cache: KVCache = decoder.allocate_cache(2, window, self.device)
+        self.seq = torch.full((1, self.K, window), UNKNOWN, dtype=torch.long, device=self.device)  # (B, K, S)
+        self.position = torch.zeros(1, dtype=torch.long, device=self.device)  # the column sampled next
+        self.logits = torch.zeros(2, self.K, self.vocab_size, dtype=torch.float32, device=self.device)
+        self.cfg = torch.ones((), device=self.device)
+        self.temperature = torch.ones((), device=self.device)
+        self.noise = torch.zeros(0, device=self.device)        # (window, 1, K, width): each chunk's random numbers
+        self.step_index = torch.zeros(1, dtype=torch.long, device=self.device)
+        self.adapters: list | None = None                     # per-layer prefix buffers, once an adaptor is set
+        self.sampling = Sampling()
+        self.next_position = 0           # host copy of `position`
+        self.frames_done = 0             # complete frames since the last (re)start
+        self.started = False
+        self.text_version = 0            # bumps when the text buffers are reallocated
+        use_graphs = self.device.type == "cuda" if graphs is None else graphs
+        self.steps = GraphSteps(self) if use_graphs else EagerSteps(self)
+
+    # -- conditions --------------------------------------------------------------------------
+    def set_text(self, text: TextCondition) -> None:
+        """The prompt for every step from now on: only the cross-attention keys and values are rewritten."""
+        before = None if self.cache.cross_k is None else self.cache.cross_k.data_ptr()
+        self.decoder.write_text(self.cache, text.with_null().to(self.device), capacity=TEXT_CAPACITY)
+        if self.cache.cross_k.data_ptr() != before:
+            self.text_version += 1
+
+    def _load_prefix(self, hooks: Sequence | None, last: int, capacity: int) -> None:
+        """The adaptor's hooks for the coming steps, or None; their window's newest frame meets position `last`.
+
+        The buffers are made once per adaptor (its gates are read where they are), so a
+        captured step reads each new window where the last one was.
+        """
+        if hooks is None:
+            self.adapters = None
+            return
+        gates = [None if h is None else h.gate for h in hooks]
+        if self.adapters is None or any(g is not (None if b is None else b.gate) for g, b in zip(gates, self.adapters)):
+            self.adapters = [None if h is None else h.buffer(capacity) for h in hooks]
+        for buffer, hook in zip(self.adapters, hooks):
+            if hook is not None:
+                buffer.load(hook, first=last - hook.k_p.shape[2] + 1)
+
+    # -- generation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def advance(self, n_frames: int, sampling: Sampling, hooks: Sequence | None = None,
+                prefix_capacity: int = 0) -> torch.LongTensor:
+        """The next `n_frames` complete frames (1, K, n), on the device.
+
+        Starts the stream on its first call, and slides (`restart` from the last
+        `context` frames) when the frames would not fit the window. `hooks`: the adaptor's,
+        from the newest window, aligned so its newest frame meets this call's last position.
+        """
+        if n_frames + self.context + self.K + 1 > self.window:
+            raise ValueError(f"{n_frames} frames after {self.context} of context do not fit a stream "
+                             f"window of {self.window} positions")
+        slide = not self.started or not self._fits(n_frames)
+        start = self.context_available() + 1 if slide else self.next_position
+        done = start - 1 if slide else self.frames_done
+        steps = done + n_frames + self.K - start                         # frame t is complete at position t + K
+        self._load_prefix(hooks, start + steps - 1, prefix_capacity)
+        if slide:
+            self.slides += self.started
+            self.restart(self.recent_frames(self.context) if self.started else None)
+        self._set_sampling(sampling)
+        fill_gumbel(self.noise[:steps], self.generator)
+        self.step_index.zero_()
+        self.steps.run(steps)
+        self.next_position += steps
+        first = self.frames_done
+        self.frames_done += n_frames
+        return self._frames(first, n_frames)
+
+    def restart(self, prompt_codes: torch.Tensor | None = None) -> None:
+        """Start over at position 0 from the start token and these frames (1, K, P): the slide.
+
+        The same prefill as `MusicGen.generate` with these prompt codes, so what follows
+        equals a fresh generation continuing them.
+        """
+        if self.cache.cross_k is None:
+            raise RuntimeError("set_text before the stream starts")
+        K = self.K
+        P = 0 if prompt_codes is None else prompt_codes.shape[-1]
+        seq = self.seq
+        seq.fill_(UNKNOWN)
+        for k in range(K):
+            seq[:, k, :k + 1] = self.decoder.config.pad_token_id          # before frame 0 of codebook k
+            if P:
+                seq[:, k, k + 1:k + 1 + P] = prompt_codes[:, k].to(self.device)
+        start = P + 1                                                    # start token + prompt frames
+        prefix = seq[:, :, :start].expand(2, K, start)
+        self.logits.copy_(self.decoder.prefill_codes(prefix, self.cache, self.adapters))
+        self.position.fill_(start)
+        self.next_position = start
+        self.frames_done = P
+        self.started = True
+
+    def context_available(self) -> int:
+        """Frames a slide now would prefill: the last `context` complete ones (fewer early on)."""
+        return min(self.context, self.frames_done) if self.started else 0
+
+    def recent_frames(self, n: int) -> torch.LongTensor:
+        """The last min(n, frames done) complete frames (1, K, n)."""
+        n = min(n, self.frames_done)
+        return self._frames(self.frames_done - n, n)
+
+    def _frames(self, first: int, n: int) -> torch.LongTensor:
+        # frame t of codebook k sits at position t + 1 + k
+        index = (torch.arange(first, first + n, device=self.device)[None, :] + 1
+                 + torch.arange(self.K, device=self.device)[:, None])           # (K, n)
+        return self.seq.gather(2, index[None])                                  # (1, K, n)
+
+    def _fits(self, n_frames: int) -> bool:
+        return self.frames_done + n_frames + self.K <= self.window
+
+    def reset(self) -> None:
+        """Forget the generation (the next `advance` starts afresh); the text, buffers and graphs stay."""
+        self.started = False
+        self.next_position = self.frames_done = self.slides = 0
+
+    def prepare(self, sampling: Sampling) -> None:
+        """Get every step of this sampling ready (on CUDA: capture its graphs) before the first chunk."""
+        self._set_sampling(sampling)
+        self.steps.prepare()
+
+    def _set_sampling(self, sampling: Sampling) -> None:
+        self.sampling = sampling
+        self.cfg.fill_(max(sampling.cfg, 1.0))
+        self.temperature.fill_(sampling.temperature)
+        width = 1 if sampling.greedy else noise_width(self.vocab_size, sampling.top_k, sampling.top_p)
+        if self.noise.shape[-1] != width:    # one buffer for a chunk of up to `window` steps, kept in place
+            self.noise = torch.zeros(self.window, 1, self.K, width, device=self.device)
+
+    def _step(self, attend: int) -> None:
+        """Sample column `position` from the last logits, then decode it: every tensor stays in place."""
+        s = self.sampling
+        column = self.seq.index_select(2, self.position)                          # (1, K, 1)
+        logits = guide(self.logits, self.cfg)                                      # (1, K, V)
+        noise = self.noise.index_select(0, self.step_index)[0]                     # (1, K, width)
+        picked = sample_with_noise(logits, noise, self.temperature, top_k=s.top_k, top_p=s.top_p,
+                                   greedy=s.greedy)
+        column = torch.where(column == UNKNOWN, picked[..., None], column)         # pads and prompt stay
+        self.seq.index_copy_(2, self.position, column)
+        self.logits.copy_(self.decoder.decode_step(column.expand(2, self.K, 1), self.position, self.cache,
+                                                   self.adapters, attend=attend))
+        self.position.add_(1)
+        self.step_index.add_(1)
+
+    def attend_length(self, position: int, bucket: int) -> int:
+        """Cache positions a step at `position` attends over: 0..position rounded up to a bucket."""
+        return min(self.window, (position // bucket + 1) * bucket)
+
+
+class EagerSteps:
+    """Each step run as it comes (the CPU: the int8 decoder's numba step needs no capture)."""
+
+    def __init__(self, stream: GenerationStream):
+        self.stream = stream
+
+    def prepare(self) -> None:
+        pass
+
+    def run(self, steps: int) -> None:
+        stream = self.stream
+        for i in range(steps):
+            stream._step(stream.cache.attend_length(stream.next_position + i))
+
+
+class GraphSteps:
+    """On CUDA, `_step` captured as one CUDA graph per attention bucket and replayed.
+
+    A graph bakes in the sampling's shapes (greedy, top-k, top-p), the adaptor's buffers
+    and the text buffers; a change of any of these captures again, which a performer's
+    edits seldom cause: the prompt's text, guidance, temperature and each chunk's prefix
+    are rewritten in place. `prepare` captures every bucket ahead (the session's warm-up),
+    so no capture lands in the middle of a chunk.
+    """
+
+    def __init__(self, stream: GenerationStream):
+        self.stream = stream
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.key: tuple | None = None
+        self.pool = None
+
+    def _current_key(self) -> tuple:
+        stream = self.stream
+        return (stream.sampling.shape_key(stream.vocab_size), stream.text_version, id(stream.adapters),
+                tuple(stream.noise.shape[1:]))
+
+    def prepare(self) -> None:
+        """Capture a graph for every bucket of the window under the current key."""
+        stream = self.stream
+        for attend in sorted({stream.attend_length(p, GRAPH_BUCKET) for p in range(stream.window)}):
+            self._graph(attend)
+
+    def run(self, steps: int) -> None:
+        stream = self.stream
+        for i in range(steps):
+            self._graph(stream.attend_length(stream.next_position + i, GRAPH_BUCKET)).replay()
+
+    def _graph(self, attend: int) -> torch.cuda.CUDAGraph:
+        key = self._current_key()
+        if key != self.key:
+            self.graphs.clear()
+            self.key = key
+        graph = self.graphs.get(attend)
+        if graph is None:
+            graph = self.graphs[attend] = self._capture(attend)
+        return graph
+
+    def _capture(self, attend: int) -> torch.cuda.CUDAGraph:
+        """Capture one step. The warm-up runs write only the column at `position` of the sequence and
+        the cache; both are put back (the cache's column is overwritten by the real step before it is read)."""
+        stream = self.stream
+        state = (stream.seq, stream.position, stream.logits, stream.step_index)
+        saved = [t.clone() for t in state]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):            # kernels chosen and workspaces allocated outside the capture
+                stream._step(attend)
+                for own, copy in zip(state, saved):
+                    own.copy_(copy)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            stream._step(attend)
+        self.pool = graph.pool()
+        for own, copy in zip(state, saved):
+            own.copy_(copy)
+        return graph

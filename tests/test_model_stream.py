@@ -1,0 +1,166 @@
+"""The streamed generation against straight `MusicGen.generate` (greedy, fp32, tiny random MusicGen).
+
+Oracles: chunks of a stream = one generation of the same length (with an adaptor too,
+each chunk's prefix where the stream puts it); after a slide = a fresh generation
+continuing the re-prefilled context; a prompt change rewrites the text alone; the
+Gumbel sampler draws from the same distribution as `sample`. The CUDA-graph backend is
+checked against the eager one where a GPU is present.
+"""
+import numpy as np
+import pytest
+import torch
+
+from expotion_live.model.sampling import fill_gumbel, filter_logits, sample_with_noise
+from expotion_live.model.stream import GenerationStream, Sampling
+
+GREEDY = Sampling(cfg=3.0, greedy=True)
+K = 4
+
+
+@pytest.fixture(scope="module")
+def musicgen(tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+
+    return MusicGen.load(tiny_musicgen_dir, precision="fp32")
+
+
+def straight(musicgen, text, n_frames, prompt=None, adapters=None):
+    """generate() of n frames, with K more so that none of the n sees the pattern's closing pads."""
+    return musicgen.generate(text, n_frames + K, prompt_codes=prompt, cfg=3.0, greedy=True,
+                             adapters=adapters)[:, :, :n_frames]
+
+
+def test_chunks_of_a_stream_equal_one_straight_generation(musicgen):
+    text = musicgen.encode_text(["warm pads"])
+    stream = GenerationStream(musicgen, window=120, context=20, seed=0)
+    stream.set_text(text)
+    chunks = [stream.advance(n, GREEDY) for n in (5, 12, 1, 20)]
+    assert [c.shape for c in chunks] == [(1, K, n) for n in (5, 12, 1, 20)]
+    torch.testing.assert_close(torch.cat(chunks, dim=-1), straight(musicgen, text, 38), rtol=0, atol=0)
+    assert stream.slides == 0 and stream.next_position == 38 + K
+
+
+def test_after_a_slide_the_stream_continues_like_a_fresh_generation_of_its_context(musicgen):
+    text = musicgen.encode_text(["dark drums"])
+    stream = GenerationStream(musicgen, window=40, context=12, seed=0)
+    stream.set_text(text)
+    before = torch.cat([stream.advance(10, GREEDY) for _ in range(3)], dim=-1)    # 30 frames + K positions
+    assert stream.slides == 0
+    after = stream.advance(10, GREEDY)                                          # 44 > 40: slides first
+    assert stream.slides == 1 and stream.next_position == 12 + 1 + 10 + K - 1
+    torch.testing.assert_close(after, straight(musicgen, text, 10, prompt=before[:, :, -12:]), rtol=0, atol=0)
+
+
+def test_the_adaptor_prefix_of_each_chunk_meets_its_newest_positions(musicgen):
+    """Each chunk's window conditions exactly that chunk's positions, newest frame at its last one."""
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), musicgen.decoder)
+    with torch.no_grad():
+        adaptor.gates.fill_(4.0)
+    cfg = adaptor.config
+    features = [torch.randn(1, 30, cfg.face_dim), torch.randn(1, 30, cfg.motion_dim),
+                torch.randn(1, 30, *cfg.flow_shape)]
+    text = musicgen.encode_text(["warm pads"])
+    stream = GenerationStream(musicgen, window=120, context=20, seed=0)
+    stream.set_text(text)
+    sizes, windows = (6, 9, 7), (slice(0, 10), slice(5, 25), slice(12, 30))
+    hooks = [adaptor.adapters(*(f[:, w] for f in features)) for w in windows]
+    with torch.no_grad():
+        chunks = [stream.advance(n, GREEDY, h, cfg.max_frames) for n, h in zip(sizes, hooks)]
+
+    # The same conditioning spelled out: chunk c decodes positions up to last[c] (its frames + K - 1
+    # after the start token), its window's frame 0 sits at last[c] - T_c + 1.
+    last = np.cumsum(sizes) + K - 1
+    for c, w in enumerate(windows):
+        for hook in hooks[c]:
+            hook.first.fill_(int(last[c]) - (w.stop - w.start) + 1)
+
+    def by_position(layer):
+        def adapter(q, positions):
+            c = min(int(np.searchsorted(last, int(positions[0]))), len(last) - 1)   # the chunk decoding it
+            return hooks[c][layer](q, positions)
+        return adapter
+
+    expected = straight(musicgen, text, sum(sizes), adapters=[by_position(i) for i in range(len(hooks[0]))])
+    torch.testing.assert_close(torch.cat(chunks, dim=-1), expected, rtol=0, atol=0)
+    assert not torch.equal(expected, straight(musicgen, text, sum(sizes)))   # the adaptor did change the music
+
+
+def test_a_prompt_change_rewrites_only_the_texts_keys_and_values(musicgen):
+    stream = GenerationStream(musicgen, window=60, context=10, seed=0)
+    stream.set_text(musicgen.encode_text(["warm pads"]))
+    stream.advance(8, GREEDY)
+    self_k, self_v = stream.cache.self_k.clone(), stream.cache.self_v.clone()
+    buffer = stream.cache.cross_k.data_ptr()
+    new = musicgen.encode_text(["dark drums and a bright lead"]).with_null()
+    stream.set_text(musicgen.encode_text(["dark drums and a bright lead"]))
+    assert torch.equal(stream.cache.self_k, self_k) and torch.equal(stream.cache.self_v, self_v)
+    assert stream.cache.cross_k.data_ptr() == buffer      # written in place: a captured step keeps reading it
+    S = new.hidden.shape[1]
+    expected = torch.stack([k for k, _, _ in musicgen.decoder.cross_keys_values(new)])
+    torch.testing.assert_close(stream.cache.cross_k[:, :, :, :S], expected)
+    assert (stream.cache.cross_bias[0, 0, 0, S:] == torch.finfo(torch.float32).min).all()
+    assert stream.advance(4, GREEDY).shape == (1, K, 4)
+
+
+def test_an_int8_stream_matches_int8_generate(tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, precision="int8")
+    text = musicgen.encode_text(["warm pads"])
+    stream = GenerationStream(musicgen, window=60, context=10, seed=0)
+    stream.set_text(text)
+    chunks = torch.cat([stream.advance(n, GREEDY) for n in (4, 9)], dim=-1)
+    torch.testing.assert_close(chunks, straight(musicgen, text, 13), rtol=0, atol=0)
+
+
+def test_a_chunk_that_cannot_fit_the_window_is_refused(musicgen):
+    stream = GenerationStream(musicgen, window=30, context=10, seed=0)
+    stream.set_text(musicgen.encode_text(["warm pads"]))
+    with pytest.raises(ValueError, match="do not fit a stream window of 30"):
+        stream.advance(20, GREEDY)
+
+
+def test_sampling_with_gumbel_noise_draws_from_the_filtered_distribution():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 1, 12) * 2
+    generator = torch.Generator().manual_seed(0)
+    draws = 40000
+    for top_k, top_p in ((5, 0.0), (0, 0.8)):
+        width = 5 if top_p == 0.0 else 12
+        noise = fill_gumbel(torch.empty(draws, 1, 1, width), generator)
+        picks = torch.stack([sample_with_noise(logits, noise[i], torch.tensor(0.7), top_k=top_k, top_p=top_p,
+                                               greedy=False) for i in range(draws)]).flatten()
+        expected = filter_logits(logits, temperature=0.7, top_k=top_k, top_p=top_p).softmax(-1).flatten()
+        observed = torch.bincount(picks, minlength=12).float() / draws
+        assert (observed[expected == 0] == 0).all()
+        torch.testing.assert_close(observed, expected, atol=0.01, rtol=0)
+
+
+def test_a_seeded_stream_is_reproducible_and_sampling_varies(musicgen):
+    text = musicgen.encode_text(["warm pads"])
+    runs = []
+    for _ in range(2):
+        stream = GenerationStream(musicgen, window=60, context=10, seed=7)
+        stream.set_text(text)
+        runs.append(torch.cat([stream.advance(n, Sampling(top_k=50)) for n in (5, 5)], dim=-1))
+    assert torch.equal(runs[0], runs[1])
+    assert len(torch.unique(runs[0][0, 0])) > 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_steps_give_the_eager_steps_tokens(tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cuda", precision="fp32")
+    text = musicgen.encode_text(["warm pads"])
+    results = []
+    for graphs in (False, True):
+        stream = GenerationStream(musicgen, window=300, context=20, seed=0, graphs=graphs)
+        stream.set_text(text)
+        stream.prepare(GREEDY)
+        results.append(torch.cat([stream.advance(n, GREEDY) for n in (10, 100, 150, 30)], dim=-1).cpu())
+        assert stream.slides == 1
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
