@@ -1,10 +1,14 @@
 """How the live engine performs: first sound, control latency, DSP latency, sustained RTF, underruns.
 
-Each configuration (model x precision x chunk length) runs the real `LiveSession`:
-a replayed performance (alternating still / moving with the mouth open: motion energy
-and expression step) feeds the real tracking-listener/timeline path, the real scheduler and source
-fill the ring, and a file sink paced by the wall clock consumes it (the PulseAudio null
-sink drains below real time, DESIGN.md §7, so it cannot judge RTF). Per row:
+Each configuration (model x precision x chunk length x context) runs the real
+`LiveSession` on `--device cpu` or `cuda`: a replayed performance (alternating still /
+moving with the mouth open: motion energy and expression step) feeds the real
+tracking-listener/timeline path, or with `--tracking video` the real camera thread and
+MediaPipe tracking on the bundled demo video at its frame rate (so a CPU row pays for
+tracking too; control latency is then not measured: the video has no known steps). The
+real scheduler and source fill the ring, and a file sink paced by the wall clock
+consumes it (the PulseAudio null sink drains below real time, DESIGN.md §7, so it cannot
+judge RTF). Per row:
 
 - first sound: `start()` (model loaded and warmed up) -> first non-silent block out;
 - control latency: a step in the performance entering the timeline -> the first played
@@ -14,10 +18,12 @@ sink drains below real time, DESIGN.md §7, so it cannot judge RTF). Per row:
 - RTF: audio seconds produced per second spent producing them (prefill, decoding,
   EnCodec, joins), sustained over the run; ms/frame = render time per 20 ms frame;
 - underruns (ring ran dry after the first sound) and seconds stretched (looped while
-  generation was behind: the documented slower-than-real-time behaviour).
+  generation was behind: the documented slower-than-real-time behaviour), all of them
+  and after the first 2 s (warm-up); slides of the streamed generation's window.
 
-    python bench/live.py [--models tiny,small] [--precisions fp32,bf16,int8] [--chunks 0.5,1.0]
-                         [--contexts 2,4] [--seconds 20] [--model-cache DIR] [--json out/bench_live.json]
+    python bench/live.py [--device cpu|cuda] [--models tiny,small,medium,large] [--precisions fp32,bf16,int8]
+                         [--chunks 0.5,1.0] [--contexts 2,4] [--seconds 20] [--tracking replay|video]
+                         [--model-cache DIR] [--json out/bench_live.json]
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from expotion_live.features.schema import EXPRESSION_NAMES, FeatureFrame  # noqa
 from expotion_live.settings import Settings, override  # noqa: E402
 
 CAMERA_FPS = 30.0
+WARMUP_SECONDS = 2.0         # stretching in the first seconds played is reported apart
 STEP_PERIOD = 2.3            # the performance steps every 2.3 s: not a multiple of any chunk, so steps land at every phase
 MOUTH = EXPRESSION_NAMES.index("mouth_height")
 
@@ -46,6 +53,8 @@ MOUTH = EXPRESSION_NAMES.index("mouth_height")
 @dataclass
 class Row:
     model: str
+    device: str
+    tracking: str
     precision: str
     chunk_seconds: float
     context_seconds: float
@@ -58,8 +67,10 @@ class Row:
     ms_per_frame: float
     underruns: int
     stretched_s: float
+    stretched_after_warmup_s: float
     played_s: float
     chunks: int
+    slides: int
 
 
 def performance(seconds: float, period: float) -> list[FeatureFrame]:
@@ -74,12 +85,20 @@ def performance(seconds: float, period: float) -> list[FeatureFrame]:
     return frames
 
 
-def measure(settings: Settings, label: str, seconds: float) -> Row:
+def measure(settings: Settings, label: str, seconds: float, tracking: str = "replay") -> Row:
     from expotion_live.session import LiveSession, build_source
 
     source = build_source(settings)
-    session = LiveSession(settings, source, performance(seconds + 30.0, STEP_PERIOD), output="file",
-                          duration=seconds)
+    if tracking == "video":
+        from expotion_live.capture.sources import open_source
+        from expotion_live.capture.thread import CaptureThread
+
+        camera = dataclasses.replace(settings.camera, realtime=True, loop=True)
+        frames = CaptureThread(open_source(str(REPO / "assets" / "demo_face.mp4"), camera))
+    else:
+        frames = performance(seconds + 30.0, STEP_PERIOD)
+    session = LiveSession(settings, source, frames, output="file", duration=seconds)
+    stretched_at_warmup = [None]
     steps: list[float] = []     # times the performance changed, as the timeline received them
 
     def watch(frame: FeatureFrame, image) -> None:
@@ -90,8 +109,12 @@ def measure(settings: Settings, label: str, seconds: float) -> Row:
 
     watch.moving = False
     session.add_frame_listener(watch)
+    def at_warmup(status) -> None:
+        if stretched_at_warmup[0] is None and status.played_seconds >= WARMUP_SECONDS:
+            stretched_at_warmup[0] = status.stretched_seconds
+
     session.start()
-    session.wait(timeout=seconds * 3 + 60)
+    session.wait(timeout=seconds * 3 + 60, on_status=at_warmup)
     status = session.status()
     session.stop()
     scheduler = session.scheduler
@@ -101,16 +124,19 @@ def measure(settings: Settings, label: str, seconds: float) -> Row:
         if heard:
             latencies.append(heard[0].played_at - step)
     frames = scheduler.frames_generated
+    stream = getattr(source, "stream", None)
     return Row(
-        model=label, precision=settings.model.precision, chunk_seconds=settings.generation.chunk_seconds,
+        model=label, device=settings.model.device, tracking=tracking, precision=settings.model.precision,
+        chunk_seconds=settings.generation.chunk_seconds,
         context_seconds=settings.generation.context_seconds,
         first_sound_s=status.time_to_first_sound,
         control_latency_s=statistics.mean(latencies) if latencies else None,
         control_latency_max_s=max(latencies) if latencies else None, control_steps=len(latencies),
         dsp_latency_ms=None if status.dsp_latency is None else 1000 * status.dsp_latency,
         rtf=scheduler.sustained_rtf, ms_per_frame=1000 * scheduler.render_seconds_total / max(frames, 1),
-        underruns=status.underruns, stretched_s=status.stretched_seconds, played_s=status.played_seconds,
-        chunks=scheduler.chunks_done)
+        underruns=status.underruns, stretched_s=status.stretched_seconds,
+        stretched_after_warmup_s=status.stretched_seconds - (stretched_at_warmup[0] or 0.0),
+        played_s=status.played_seconds, chunks=scheduler.chunks_done, slides=0 if stream is None else stream.slides)
 
 
 def print_table(rows: list[Row], block_size: int) -> None:
@@ -119,23 +145,29 @@ def print_table(rows: list[Row], block_size: int) -> None:
 
     print(f"\nlive engine, wall-clock paced file sink, block {block_size} samples; "
           f"real time = RTF >= 1 (20 ms of render per 20 ms frame)")
-    header = (f"{'model':<8}{'prec':<6}{'chunk s':>8}{'context s':>10}{'first sound s':>14}"
+    header = (f"{'model':<8}{'dev':<5}{'track':<7}{'prec':<6}{'chunk s':>8}{'context s':>10}{'first sound s':>14}"
               f"{'control s mean/max (n)':>24}{'DSP ms':>8}"
-              f"{'RTF':>7}{'ms/frame':>10}{'underruns':>10}{'stretched s':>12}{'chunks':>7}")
+              f"{'RTF':>7}{'ms/frame':>10}{'underruns':>10}{'stretched s (after 2 s)':>24}{'chunks':>7}{'slides':>7}")
     print(header)
     print("-" * len(header))
     for r in rows:
         control = f"{fmt(r.control_latency_s, '.2f')}/{fmt(r.control_latency_max_s, '.2f')} ({r.control_steps})"
-        print(f"{r.model:<8}{r.precision:<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}"
+        stretched = f"{r.stretched_s:.1f} ({r.stretched_after_warmup_s:.1f})"
+        print(f"{r.model:<8}{r.device:<5}{r.tracking:<7}{r.precision:<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}"
               f"{fmt(r.first_sound_s, '.2f'):>14}"
               f"{control:>24}{fmt(r.dsp_latency_ms, '.1f'):>8}{r.rtf:>7.2f}"
-              f"{r.ms_per_frame:>10.1f}{r.underruns:>10d}{r.stretched_s:>12.1f}{r.chunks:>7d}")
+              f"{r.ms_per_frame:>10.1f}{r.underruns:>10d}{stretched:>24}{r.chunks:>7d}{r.slides:>7d}")
     print("goals: first sound <= 1 s and control latency <= 0.5 s where RTF >= 1; DSP latency <= 30 ms")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="tiny,small", help="comma list of random presets: tiny, small")
+    parser.add_argument("--models", default="tiny,small",
+                        help="comma list of random presets: tiny, small, medium, large")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where MusicGen runs")
+    parser.add_argument("--tracking", default="replay", choices=("replay", "video"),
+                        help="a replayed performance, or real tracking of the bundled demo video")
+    parser.add_argument("--windows", default="", help="comma list of window_seconds (default: the settings')")
     parser.add_argument("--precisions", default="fp32,bf16,int8", help="comma list: fp32, bf16, int8")
     parser.add_argument("--chunks", default="", help="comma list of chunk_seconds (default: the settings')")
     parser.add_argument("--contexts", default="", help="comma list of context_seconds (default: the settings')")
@@ -154,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Settings()
     chunks = [float(c) for c in args.chunks.split(",") if c] or [base.generation.chunk_seconds]
     contexts = [float(c) for c in args.contexts.split(",") if c] or [base.generation.context_seconds]
+    windows = [float(c) for c in args.windows.split(",") if c] or [base.generation.window_seconds]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         cache = args.model_cache or Path(tmp)
@@ -161,16 +194,19 @@ def main(argv: list[str] | None = None) -> int:
             model_dir = cache / preset
             if not (model_dir / "config.json").exists():
                 print(f"building a random {preset} MusicGen ...", flush=True)
-                save_random_musicgen(model_dir, preset=preset, seed=0)
+                on_gpu = args.device == "cuda"     # built on the GPU and saved in bf16: seconds, not minutes
+                save_random_musicgen(model_dir, preset=preset, seed=0, dtype=torch.bfloat16 if on_gpu else None,
+                                     device=args.device)
             for precision in args.precisions.split(","):
-                for chunk, context in itertools.product(chunks, contexts):
+                for chunk, context, window in itertools.product(chunks, contexts, windows):
                     settings = override(base, {
-                        "model.dir": str(model_dir), "model.precision": precision, "engine.kind": "musicgen",
-                        "generation.seed": 0, "generation.chunk_seconds": chunk, "generation.context_seconds": context,
+                        "model.dir": str(model_dir), "model.precision": precision, "model.device": args.device,
+                        "engine.kind": "musicgen", "generation.seed": 0, "generation.chunk_seconds": chunk,
+                        "generation.context_seconds": context, "generation.window_seconds": window,
                         "generation.first_chunk_seconds": min(base.generation.first_chunk_seconds, chunk)})
-                    print(f"{preset} {precision} chunk {chunk:g} s context {context:g} s: "
-                          f"playing {args.seconds:g} s ...", flush=True)
-                    rows.append(measure(settings, preset, args.seconds))
+                    print(f"{preset} {args.device} {precision} chunk {chunk:g} s context {context:g} s "
+                          f"window {window:g} s: playing {args.seconds:g} s ...", flush=True)
+                    rows.append(measure(settings, preset, args.seconds, args.tracking))
                     print(f"  {rows[-1]}", flush=True)
     print_table(rows, base.audio.block_size)
     if args.json:

@@ -10,7 +10,8 @@ Every signal except the flow field goes through a One-Euro filter stamped with t
 frame's capture time; a face or body that is lost resets its filters, so nothing is
 smoothed across a gap. Lost parts are zeros with `found = False`, never an error.
 
-mediapipe is imported when a Tracker is built, not when this module is imported.
+MediaPipe's landmarkers (`landmarkers.py`, the models the project ships) are loaded when
+a Tracker is built, not when this module is imported.
 """
 from __future__ import annotations
 
@@ -20,32 +21,23 @@ import cv2
 import numpy as np
 
 from ..settings import TrackingSettings
-from . import face
+from . import face, landmarkers
 from .flow import FlowTracker
 from .one_euro import OneEuroFilter
 from .schema import UPPER_BODY, FeatureFrame
 
 CALIBRATION_FRAMES = 15   # half a second of a 30 fps camera, averaged into the neutral face
-# "full": the only pose model inside the mediapipe 0.10.21 wheel; "lite" and "heavy" are
-# downloaded on first use, which a machine without network (or on stage) cannot do.
-POSE_MODEL_COMPLEXITY = 1
 
 
 class Tracker:
     """Stateful (filters, flow, MediaPipe's tracking): one instance per video stream, one thread."""
 
     def __init__(self, settings: TrackingSettings, neutral: face.Neutral | None = None):
-        import mediapipe as mp
-
         self.settings = settings
         self.neutral = neutral
-        self._face_mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5)
-        # MediaPipe's own landmark smoothing assumes 30 fps timestamps; ours uses the real ones.
-        self._pose = mp.solutions.pose.Pose(
-            static_image_mode=False, model_complexity=POSE_MODEL_COMPLEXITY,
-            smooth_landmarks=False, enable_segmentation=False)
+        self._face_mesh = landmarkers.face_landmarker()
+        self._pose = landmarkers.pose_landmarker()
+        self._clock = landmarkers.VideoClock()
         self._flow = FlowTracker(settings.flow_width)
         params = (settings.min_cutoff, settings.beta, settings.d_cutoff)
         self._face_filters = {name: OneEuroFilter(*params) for name in ("geometry", "expression", "head")}
@@ -71,22 +63,20 @@ class Tracker:
         """Track one BGR frame captured at `t` (seconds, increasing)."""
         height, width = image_bgr.shape[:2]
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-        rgb.flags.writeable = False                 # lets MediaPipe skip a copy
+        image, ms = landmarkers.mp_image(rgb), self._clock(t)
         frame = FeatureFrame(t=t)
-        self._track_face(frame, self._face_mesh.process(rgb), width, height)
-        self._track_pose(frame, self._pose.process(rgb))
+        self._track_face(frame, landmarkers.face_points(self._face_mesh.detect_for_video(image, ms)), width, height)
+        self._track_pose(frame, landmarkers.pose_points(self._pose.detect_for_video(image, ms)))
         flow, energy = self._flow.process(image_bgr, t)
         frame.flow = flow
         frame.motion_energy = float(np.clip(self._energy_filter(np.array([energy]), t)[0], 0.0, 1.0))
         return frame
 
-    def _track_face(self, frame: FeatureFrame, result, width: int, height: int) -> None:
-        if not result.multi_face_landmarks:
+    def _track_face(self, frame: FeatureFrame, landmarks: np.ndarray | None, width: int, height: int) -> None:
+        if landmarks is None:
             for smoother in self._face_filters.values():
                 smoother.reset()
             return
-        landmarks = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark],
-                             dtype=np.float32)                                       # (478, 3)
         points = face.to_isotropic(landmarks, width, height)
         rotation = face.head_frame(points)
         shape = face.normalised_shape(points, rotation)
@@ -97,7 +87,7 @@ class Tracker:
             head = head - self.neutral.head
         t = frame.t
         frame.face_found = True
-        # MediaPipe's solution API does not expose a face score: use how much of the
+        # The face landmarker reports no face score: use how much of the
         # mesh lies inside the picture (a face half out of frame is tracked poorly).
         inside = (landmarks[:, 0] >= 0) & (landmarks[:, 0] <= 1) & (landmarks[:, 1] >= 0) & (landmarks[:, 1] <= 1)
         frame.face_confidence = float(inside.mean())
@@ -117,13 +107,11 @@ class Tracker:
                 self.neutral = face.Neutral(np.mean(raws, axis=0), np.mean(heads, axis=0))
                 self._calibration = None
 
-    def _track_pose(self, frame: FeatureFrame, result) -> None:
-        if result.pose_landmarks is None:
+    def _track_pose(self, frame: FeatureFrame, landmarks: np.ndarray | None) -> None:
+        if landmarks is None:
             self._pose_filter.reset()
             return
-        landmarks = result.pose_landmarks.landmark
-        pose = np.array([(landmarks[i].x, landmarks[i].y, landmarks[i].z, landmarks[i].visibility)
-                         for i in UPPER_BODY], dtype=np.float32)                    # (len(UPPER_BODY), 4)
+        pose = landmarks[list(UPPER_BODY)]                                           # (len(UPPER_BODY), 4)
         frame.pose_found = True
         frame.pose_confidence = float(np.mean(pose[1:3, 3]))                         # the shoulders' visibility
         frame.pose = self._pose_filter(pose, frame.t)

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from .codec import Codec
+from .config import CheckpointError
 from .decoder import Adapter, KVCache, MusicGenDecoder
 from .delay_pattern import UNKNOWN, DelayPattern
-from .precision import apply_precision, resolve_precision
+from .precision import apply_precision, module_dtype, resolve_precision
 from .sampling import guide, sample
 from .text import TextCondition, TextEncoder
 
@@ -57,8 +58,8 @@ class MusicGen:
 
         device = resolve_device(str(device))
         ckpt = open_checkpoint(model_dir)
-        decoder = load_decoder(ckpt, device)
         precision = resolve_precision(precision, device)    # "auto" = the device's default
+        decoder = load_decoder(ckpt, device, module_dtype(precision, device))   # no fp32 copy on a GPU
         apply_precision(decoder, precision, device)
         return cls(decoder, load_text_encoder(ckpt, device), load_codec(ckpt, device), precision)
 
@@ -112,6 +113,9 @@ class MusicGen:
         start = pattern.prefill_length(P)
         prefix = seq[:, :, :start]
         logits = self.decoder.prefill(torch.cat([prefix, prefix]) if guided else prefix, cache, condition, adapters)
+        if not torch.isfinite(logits).all():    # once per piece: NaN weights would only fail deep in sampling
+            raise CheckpointError("the MusicGen weights are damaged (the decoder's output is not finite); "
+                                  "download or copy the model folder again")
         self._decode_loop(seq, start, logits, pick, cache, guided, adapters, progress)
         return pattern.undo(seq)[:, :, P:]
 

@@ -89,12 +89,15 @@ def _tensor_files(model_dir: Path) -> dict[str, Path]:
 
 
 def load_state_exact(module: nn.Module, ckpt: Checkpoint, candidates: Callable[[str], Sequence[str]],
-                     assign: bool = False) -> None:
+                     assign: bool = False, device=None, dtype: torch.dtype | None = None) -> None:
     """Load every tensor `module` expects, naming the checkpoint file and key on a missing weight or wrong shape.
 
     `candidates(key)` lists the checkpoint keys that may hold the module's `key`, best
     first (older saves name weight-norm tensors `weight_g`/`weight_v`; T5 ties weights).
     `assign` makes the read tensors the module's own (for a module built on the meta device).
+    Each floating tensor is cast as it is read, to `dtype` or else the module's own dtype
+    (a checkpoint saved in bf16 or fp16 loads like an fp32 one), and put on `device`:
+    one tensor at a time, so the device never holds a copy in the file's precision.
     """
     from safetensors import safe_open
 
@@ -109,10 +112,13 @@ def load_state_exact(module: nn.Module, ckpt: Checkpoint, candidates: Callable[[
             path = ckpt.tensor_files[found]
             if path not in opened:
                 opened[path] = files.enter_context(safe_open(path, framework="pt"))
-            state[key] = opened[path].get_tensor(found)
-            if state[key].shape != tensor.shape:
-                raise CheckpointError(f"{path}: weight {found} has shape {tuple(state[key].shape)}, "
+            value = opened[path].get_tensor(found)
+            if value.shape != tensor.shape:
+                raise CheckpointError(f"{path}: weight {found} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(tensor.shape)} from config.json")
+            if value.is_floating_point():
+                value = value.to(device=device, dtype=dtype or tensor.dtype)
+            state[key] = value
     module.load_state_dict(state, strict=True, assign=assign)
 
 
@@ -122,8 +128,9 @@ def _file_of(ckpt: Checkpoint) -> Path:
     return index if index.exists() else ckpt.model_dir / SINGLE_FILE
 
 
-def load_decoder(model_dir: str | os.PathLike | Checkpoint, device="cpu") -> MusicGenDecoder:
-    """Our decoder with the directory's weights (frozen, eval mode)."""
+def load_decoder(model_dir: str | os.PathLike | Checkpoint, device="cpu",
+                 dtype: torch.dtype = torch.float32) -> MusicGenDecoder:
+    """Our decoder with the directory's weights in `dtype` on `device` (frozen, eval mode)."""
     ckpt = model_dir if isinstance(model_dir, Checkpoint) else open_checkpoint(model_dir)
     config = DecoderConfig.from_hf(ckpt.decoder_config, ckpt.model_dir / "config.json")
     with torch.device("meta"):  # no random init of weights about to be replaced (seconds at full size)
@@ -134,8 +141,8 @@ def load_decoder(model_dir: str | os.PathLike | Checkpoint, device="cpu") -> Mus
         # transformers nests the transformer under model.decoder and keeps the LM heads beside it
         return [prefix + (key if key.startswith("lm_heads.") else "model.decoder." + key)]
 
-    load_state_exact(decoder, ckpt, candidates, assign=True)
-    return decoder.to(device).eval().requires_grad_(False)
+    load_state_exact(decoder, ckpt, candidates, assign=True, device=device, dtype=dtype)
+    return decoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def _sub_config(ckpt: Checkpoint, key: str, model_type: str):

@@ -189,6 +189,13 @@ def default_precision(device) -> str:
     return "fp32"
 
 
+def module_dtype(precision: str, device) -> torch.dtype:
+    """The dtype of the whole decoder at this precision: bf16 off the CPU, where the whole decoder
+    runs in it (norms, cache and activations too: a step's kernels read half the bytes and no
+    casts are launched around each projection); fp32 elsewhere, where only projections change."""
+    return torch.bfloat16 if precision == "bf16" and torch.device(device).type != "cpu" else torch.float32
+
+
 def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Module:
     """Move `module` to `device` and store its `nn.Linear` projections at `precision`, in place.
 
@@ -197,6 +204,8 @@ def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Modul
     the model again instead.
     """
     precision = resolve_precision(precision, device)
+    if module_dtype(precision, device) != torch.float32:
+        return module.to(device=device, dtype=module_dtype(precision, device))
     module.to(device)
     converted = {type(m) for m in module.modules()} & {Bf16Linear, Int8Linear}
     target = _CONVERTERS.get(precision)

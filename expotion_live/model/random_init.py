@@ -6,8 +6,10 @@ saved exactly as `MusicgenForConditionalGeneration.save_pretrained` and
 `facebook/musicgen-small`, so the loading code under test is the real one.
 
 - "tiny": every test that needs a model (builds and saves in a few seconds).
-- "small": the musicgen-small architecture (24 layers, d=1024, 16 heads, T5-base),
-  for benchmarks only (~2 GB on disk).
+- "small", "medium", "large": the musicgen-small (24 layers, d=1024, 16 heads),
+  -medium (48, 1536, 24) and -large (48, 2048, 32) architectures with the T5-base
+  text encoder, for benchmarks only (fp32 on disk unless a dtype is given: large is
+  13 GB in fp32, 6.6 GB in bf16).
 
 The tokenizer is a sentencepiece-style Unigram model trained in code on a few
 sentences, wrapped as transformers' `T5Tokenizer` like the hub's.
@@ -40,15 +42,19 @@ _TOKENIZER_CORPUS = [
 _DECODER = {
     "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, ffn_dim=128),
     "small": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, ffn_dim=4096),
+    "medium": dict(num_hidden_layers=48, hidden_size=1536, num_attention_heads=24, ffn_dim=6144),
+    "large": dict(num_hidden_layers=48, hidden_size=2048, num_attention_heads=32, ffn_dim=8192),
 }
+_T5_BASE = dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
+_ENCODEC_32KHZ = dict(num_filters=64, hidden_size=128, num_lstm_layers=2)
 _TEXT = {
     "tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
                  relative_attention_max_distance=32),
-    "small": dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),  # t5-base
+    "small": _T5_BASE, "medium": _T5_BASE, "large": _T5_BASE,
 }
 _CODEC = {
     "tiny": dict(num_filters=2, hidden_size=8, num_lstm_layers=1),
-    "small": dict(num_filters=64, hidden_size=128, num_lstm_layers=2),
+    "small": _ENCODEC_32KHZ, "medium": _ENCODEC_32KHZ, "large": _ENCODEC_32KHZ,
 }
 PRESETS = tuple(_DECODER)
 
@@ -85,11 +91,14 @@ def _configs(preset: str, text_vocab_size: int):
     return MusicgenConfig(text_encoder=text, audio_encoder=codec, decoder=decoder)
 
 
-def save_random_musicgen(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0) -> Path:
+def save_random_musicgen(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0,
+                         dtype=None, device: str = "cpu") -> Path:
     """Write a random MusicGen (decoder + EnCodec 32 kHz + T5) and its processor to `out_dir`.
 
     The directory loads with `MusicgenForConditionalGeneration.from_pretrained`,
     `AutoProcessor.from_pretrained` and our `loading.load_decoder` / `MusicGen.load`.
+    `device` builds the weights there (a GPU initialises musicgen-large in seconds);
+    `dtype` is the precision saved (as hub fine-tunes are often shared in bf16).
     """
     if preset not in _DECODER:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -101,7 +110,8 @@ def save_random_musicgen(out_dir: str | os.PathLike, preset: str = "tiny", seed:
     config = _configs(preset, text_vocab_size=len(tokenizer))
 
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(config).eval()
+    with torch.device(device):
+        model = MusicgenForConditionalGeneration(config).eval()
     _fill_codebooks(model.audio_encoder)
     if preset == "tiny":
         _sharpen(model)
@@ -110,6 +120,8 @@ def save_random_musicgen(out_dir: str | os.PathLike, preset: str = "tiny", seed:
     gen.pad_token_id = PAD_TOKEN_ID
     gen.bos_token_id = PAD_TOKEN_ID
     gen.do_sample, gen.guidance_scale, gen.top_k, gen.max_length = True, 3.0, 250, 1500
+    if dtype is not None:
+        model.to(dtype)
     model.save_pretrained(out_dir)
 
     features = EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0)

@@ -31,12 +31,13 @@ BONES = tuple((UPPER_BODY.index(a), UPPER_BODY.index(b)) for a, b in _BONES_MP)
 @functools.cache
 def _mesh_edges() -> tuple[np.ndarray, np.ndarray]:
     """(E, 2) landmark index pairs for the tessellation and for the contours (from MediaPipe)."""
-    from mediapipe.python.solutions import face_mesh_connections as mesh
+    from mediapipe.tasks.python.vision.face_landmarker import FaceLandmarksConnections as mesh
 
-    def as_array(edges) -> np.ndarray:
-        return np.array(sorted(edges), np.int32)
+    def as_array(*connections) -> np.ndarray:
+        return np.array(sorted({(c.start, c.end) for edges in connections for c in edges}), np.int32)
 
-    return as_array(mesh.FACEMESH_TESSELATION), as_array(mesh.FACEMESH_CONTOURS | mesh.FACEMESH_IRISES)
+    return as_array(mesh.FACE_LANDMARKS_TESSELATION), as_array(
+        mesh.FACE_LANDMARKS_CONTOURS, mesh.FACE_LANDMARKS_LEFT_IRIS, mesh.FACE_LANDMARKS_RIGHT_IRIS)
 
 
 def _segments(points: np.ndarray, edges: np.ndarray) -> np.ndarray:
