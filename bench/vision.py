@@ -53,20 +53,20 @@ def measure_stages(frames: list[np.ndarray], settings: TrackingSettings, fps: fl
     """Seconds per frame of each stage; the stages run interleaved frame by frame, so the
     other load on the machine falls on all of them alike (side by side, one run)."""
     import cv2
-    import mediapipe as mp
 
+    from expotion_live.features import landmarkers
     from expotion_live.features.flow import FlowTracker
-    from expotion_live.features.tracker import POSE_MODEL_COMPLEXITY, Tracker
+    from expotion_live.features.tracker import Tracker
 
-    face_mesh = mp.solutions.face_mesh.FaceMesh(refine_landmarks=True, max_num_faces=1)
-    pose = mp.solutions.pose.Pose(model_complexity=POSE_MODEL_COMPLEXITY, smooth_landmarks=False)
+    face_mesh, pose = landmarkers.face_landmarker(), landmarkers.pose_landmarker()
     flow = FlowTracker(settings.flow_width)
     tracker = Tracker(settings)
-    rgb: list[np.ndarray] = [None]
+    image: list = [None]
     stages = {
-        "colour conversion": lambda i, f: rgb.__setitem__(0, cv2.cvtColor(f, cv2.COLOR_BGR2RGB)),
-        "face mesh (478 + iris)": lambda i, f: face_mesh.process(rgb[0]),
-        "pose (full model)": lambda i, f: pose.process(rgb[0]),
+        "colour conversion (+ mp.Image)": lambda i, f: image.__setitem__(
+            0, landmarkers.mp_image(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))),
+        "face mesh (478 + iris)": lambda i, f: face_mesh.detect_for_video(image[0], round(i * 1000 / fps)),
+        "pose (full model)": lambda i, f: pose.detect_for_video(image[0], round(i * 1000 / fps)),
         f"optical flow (DIS, {settings.flow_width} wide)": lambda i, f: flow.process(f, i / fps),
         TOTAL: lambda i, f: tracker.process(f, i / fps),
     }

@@ -151,16 +151,19 @@ def check_weights(settings: Settings, checkpoints: Path) -> list[Check]:
 
 
 def check_trackers() -> list[Check]:
-    try:
-        import mediapipe as mp
+    from .features import landmarkers
 
-        mp.solutions.face_mesh.FaceMesh(refine_landmarks=True).close()
-        mp.solutions.pose.Pose().close()
+    try:
+        for make in (landmarkers.face_landmarker, landmarkers.pose_landmarker):
+            make().close()
+    except landmarkers.TrackerModelMissing as err:
+        return [Check("trackers", False, str(err), fix=landmarkers.RESTORE, needed_for_show=True)]
     except Exception as err:  # any failure here means no tracking on stage
-        return [Check("trackers", False, f"MediaPipe face mesh/pose failed to load: {err}",
-                      fix="reinstall mediapipe==0.10.21 (the last release with bundled models)",
+        return [Check("trackers", False, f"MediaPipe face/pose landmarkers failed to load: {err}",
+                      fix="reinstall: bash scripts/install (it installs the MediaPipe release pyproject.toml names)",
                       needed_for_show=True)]
-    return [Check("trackers", True, "MediaPipe face mesh (478 landmarks) and pose load", needed_for_show=True)]
+    return [Check("trackers", True, f"MediaPipe face (478 landmarks) and pose landmarkers load from "
+                                    f"{landmarkers.MODELS_DIR}", needed_for_show=True)]
 
 
 def check_osc_port(settings: Settings) -> list[Check]:
