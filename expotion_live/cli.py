@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__, doctor, session, settings as settings_mod
@@ -19,6 +21,9 @@ from .train import commands as train_commands, record as record_commands
 from .ui import commands as ui_commands
 from .settings import SettingsError
 
+# systemd, docker, `timeout` and installation scripts stop a program with SIGTERM, a closed
+# terminal sends SIGHUP: both stop it like Ctrl-C, so recordings and checkpoints are kept.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 DEFAULT_RECORDING = "expotion-live.wav"   # where the main command records when there is no sound card
 DEFAULT_RECORDING_SECONDS = 30
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")   # config warnings the hub weights trigger too
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()   # only it may set signal handlers
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS} if in_main else {}
     try:
         settings = load_settings(args.config)
         if args.command is None:
@@ -104,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

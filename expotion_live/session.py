@@ -18,7 +18,8 @@ Thread map (who owns what, what each may block on, what links it to the next):
   the DSP path, and copies the block into the recorder's ring. Never allocates a
   buffer, locks, logs, or waits on the model.
 - WAV writer thread (`audio.output.WavRecorder`): drains the recorder's ring to disk;
-  the file is renamed into place when the session stops.
+  the file is renamed into place when the session stops (a full disk stops the recording,
+  never the show; a session that played no music leaves an older file as it was).
 Status readers (UI, OSC) call `status()` from their own threads; it only reads plain values.
 """
 from __future__ import annotations
@@ -40,8 +41,9 @@ from .engine.scheduler import ChunkScheduler, ChunkTiming
 from .engine.source import GenerationParams, MusicSource
 from .features.schema import FeatureFrame
 from .features.timeline import FeatureTimeline
+from .atomic import OutputPathError, check_output
 from .model.commands import add_model_flags, model_overrides
-from .model.download import has_weights
+from .model.download import has_weights, missing_files
 from . import settings as settings_mod
 from .osc.control import ControlError
 from .osc.targets import OscTargetError
@@ -51,6 +53,8 @@ FrameListener = Callable[[FeatureFrame, object], None]
 ChunkListener = Callable[[int, int], None]
 OUTPUT_MODES = ("auto", "device", "file")
 STATUS_INTERVAL = 0.25      # seconds between status updates to OSC while waiting
+MAX_SECONDS = 7 * 24 * 3600  # longest --duration: a week-long installation
+STALL_SECONDS = 2.0         # a source silent this long is reported (a camera delivers 15-60 frames a second)
 
 
 class SessionError(RuntimeError):
@@ -63,7 +67,9 @@ class SessionStatus:
 
     playing: bool
     output: str                          # device name, or "file" / "no output" without a sound card
-    tracking_fps: float
+    tracking_fps: float                  # recent frames per second (moving average)
+    tracking_rate: float                 # frames tracked per second since start: what the run really got
+    tracked_frames: int
     tracking_status: str
     rtf: float | None                    # recent chunks: audio seconds per render second
     sustained_rtf: float | None          # since start
@@ -80,6 +86,7 @@ class SessionStatus:
     steering_words: tuple[str, ...]
     prompt: str
     error: str                           # "" unless generation failed
+    recording_stopped: str               # "" unless the recording stopped early (a full disk) and why
 
 
 class LiveSession:
@@ -222,9 +229,12 @@ class LiveSession:
             self.capture.stop()
         if self._tracker is not None:
             self._tracker.close()
-        if self.recorder is not None:
-            return self.recorder.close()
-        return None
+        if self.recorder is None:
+            return None
+        if self.ring.read_index == 0:     # no music was played: an older file is worth more than silence
+            self.recorder.abort()
+            return None
+        return self.recorder.close()
 
     # -- control (any thread) -------------------------------------------------------------
     def set_params(self, params: GenerationParams) -> None:
@@ -271,10 +281,13 @@ class LiveSession:
         first_sound = self.player.first_sound_time
         measured = sched.chunks_done > 0
         played_chunk = sched.playing_chunk >= 0
+        elapsed = time.monotonic() - self.started_at if self.started_at else 0.0
         return SessionStatus(
             playing=self.playing,
             output=getattr(self.output, "device_name", "file" if self.settings.audio.out else "no output"),
             tracking_fps=float(tracking.fps),
+            tracking_rate=tracking.processed / elapsed if elapsed > 0 else 0.0,
+            tracked_frames=tracking.processed,
             tracking_status=tracking.status,
             rtf=sched.rtf if measured else None,
             sustained_rtf=sched.sustained_rtf if measured else None,
@@ -291,6 +304,7 @@ class LiveSession:
             steering_words=tuple(getattr(self.source, "steering_words", ())),
             prompt=getattr(self.source, "prompt_used", "") or sched.params.prompt,
             error="" if sched.error is None else f"{type(sched.error).__name__}: {sched.error}",
+            recording_stopped=self.recorder.stopped if self.recorder is not None else "",
         )
 
 
@@ -316,7 +330,11 @@ def build_source(settings: Settings) -> MusicSource:
         from .engine.synth import SynthSource
 
         return SynthSource(sample_rate=settings.audio.sample_rate, seed=max(gen.seed, 0))
-    if not has_weights(model.dir):
+    missing = missing_files(Path(model.dir))
+    if missing and Path(model.dir).is_dir() and any(Path(model.dir).iterdir()):
+        raise SessionError(f"{model.dir} is not a complete MusicGen folder: missing {', '.join(missing)}; "
+                           f"run `expotion-live download small` again (it resumes) or pass --model DIR")
+    if missing:
         raise SessionError(f"no MusicGen weights in {model.dir}: run `expotion-live download small` "
                            f"or pass --model DIR (or --engine synth)")
     from .engine.musicgen_source import MusicGenSource
@@ -351,7 +369,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--video", metavar="FILE", help="performance video instead of the camera (settings: camera.source)")
     p.add_argument("--camera", metavar="SPEC", help="camera index or name (settings: camera.source)")
     p.add_argument("--out", metavar="WAV", help="record what is played to this WAV file (settings: audio.out)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio (default: until Ctrl-C)")
+    p.add_argument("--duration", type=settings_mod.number(float, 0.01, MAX_SECONDS), metavar="S",
+                   help="stop after S seconds of audio (default: until Ctrl-C or SIGTERM)")
     add_model_flags(p)
     p.add_argument("--engine", choices=("auto", "musicgen", "synth"), help="music source (settings: engine.kind)")
     p.add_argument("--device", metavar="NAME", help="audio output device, substring of its name (settings: audio.device)")
@@ -380,12 +399,15 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     settings = override(settings, _overrides(args))
     if not (args.headless or settings.engine.headless):
         return _fail("pass --headless (the window is `expotion-live gui`)")
-    if args.duration is not None and args.duration <= 0:
-        return _fail(f"--duration must be positive, got {args.duration}")
     if args.video and not Path(args.video).is_file():
         return _fail(f"video file {args.video} does not exist")
     if args.file_only and not settings.audio.out:
         return _fail("--file-only needs --out WAV")
+    if settings.audio.out:
+        try:
+            check_output(settings.audio.out, (".wav",), "--out")
+        except OutputPathError as err:
+            return _fail(str(err))
     frames = None
     try:
         source = build_source(settings)
@@ -410,17 +432,61 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, RuntimeError) as err:   # e.g. --out in a folder that cannot be written
         osc.close()
         return _fail(str(err).splitlines()[0])
+    notices = RunNotices()
+
+    def on_status(status: SessionStatus) -> None:
+        osc.on_status(status)
+        notices.update(status)
+
     try:
-        ok = session.wait(stop=osc.stop_requested, on_status=osc.on_status)
+        ok = session.wait(stop=osc.stop_requested, on_status=on_status)
     except KeyboardInterrupt:
         ok = True
     status = session.status()
     written = session.stop()
     osc.close()
+    notices.update(status)
     print(_summary(status, written), file=sys.stderr)
+    if settings.audio.out and written is None:
+        print(f"expotion-live run: no music was played, so {settings.audio.out} was not written", file=sys.stderr)
     if not ok:
         return _fail(f"generation failed: {status.error}")
-    return 0
+    return 1 if status.recording_stopped else 0
+
+
+class RunNotices:
+    """One line on stderr for each change the operator of a headless run must hear of at once:
+    the recording stopped (a full disk), the camera or video ended, failed, or stopped delivering."""
+
+    def __init__(self, stall_seconds: float = STALL_SECONDS):
+        self.stall_seconds = stall_seconds
+        self._said: set[str] = set()
+        self._status = "running"
+        self._frames, self._frames_since = 0, time.monotonic()
+        self._stalled = False
+
+    def update(self, status: SessionStatus) -> None:
+        if status.recording_stopped:
+            self._say(status.recording_stopped)
+        if status.tracking_status != self._status:
+            self._status = status.tracking_status
+            if self._status not in ("running", "stopped"):
+                self._say(f"tracking {self._status} at {status.played_seconds:.1f} s; "
+                          f"the music goes on from the last features")
+        now = time.monotonic()
+        if status.tracked_frames != self._frames:
+            if self._stalled:
+                print(f"expotion-live run: frames arrive again at {status.played_seconds:.1f} s", file=sys.stderr)
+            self._frames, self._frames_since, self._stalled = status.tracked_frames, now, False
+        elif not self._stalled and self._status == "running" and now - self._frames_since >= self.stall_seconds:
+            self._stalled = True
+            print(f"expotion-live run: no frames from the camera or video for {self.stall_seconds:g} s "
+                  f"at {status.played_seconds:.1f} s; the music goes on from the last features", file=sys.stderr)
+
+    def _say(self, line: str) -> None:
+        if line not in self._said:
+            self._said.add(line)
+            print(f"expotion-live run: {line}", file=sys.stderr)
 
 
 class HeadlessOsc:
@@ -502,4 +568,4 @@ def _summary(status: SessionStatus, written: Path | None) -> str:
     return (f"played {status.played_seconds:.1f} s{f' -> {written}' if written else ''}; RTF {rtf}, "
             f"first sound {seconds(status.time_to_first_sound)}, control latency {seconds(status.control_latency)}, "
             f"DSP latency {seconds(status.dsp_latency)}, underruns {status.underruns}, "
-            f"stretched {status.stretched_seconds:.1f} s, tracking {status.tracking_fps:.0f} fps")
+            f"stretched {status.stretched_seconds:.1f} s, tracking {status.tracking_rate:.0f} fps over the run")

@@ -6,7 +6,9 @@ settings file is a one-line error naming the key rather than a surprise on stage
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import os
 import tomllib
 import typing
@@ -111,6 +113,51 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
 
 
+# The range of every number, checked on load and for the flags that set them: a value outside
+# is refused naming the key, instead of hanging the stream (block_size 0), overflowing a socket
+# call (control_port 70000) or asking for terabytes (context_seconds 1e9).
+RANGES: dict[str, tuple[float, float]] = {
+    "camera.width": (16, 7680), "camera.height": (16, 4320), "camera.fps": (1, 240),
+    "tracking.min_cutoff": (0.001, 100), "tracking.beta": (0, 100), "tracking.d_cutoff": (0.001, 100),
+    "tracking.flow_width": (32, 3840), "tracking.timeline_seconds": (1, 600),
+    "model.threads": (1, 256),
+    "generation.cfg": (0.0, 20.0), "generation.temperature": (0.01, 5.0), "generation.top_k": (0, 2048),
+    "generation.top_p": (0, 1), "generation.seed": (-1, 2**32 - 1), "generation.chunk_seconds": (0.1, 10),
+    "generation.context_seconds": (0, 30), "generation.crossfade_ms": (0, 1000),
+    "generation.first_chunk_seconds": (0.1, 10), "generation.decode_context_seconds": (0, 5),
+    "audio.sample_rate": (8000, 192000), "audio.block_size": (16, 16384), "audio.buffer_seconds": (1, 600),
+    "audio.latency": (0, 2), "audio.min_gain": (0, 1), "audio.filter_min_hz": (20, 96000),
+    "audio.filter_max_hz": (20, 96000), "audio.dsp_smoothing_ms": (0, 1000),
+    "osc.control_port": (0, 65535),
+    "engine.min_lead_seconds": (0, 60), "engine.low_water_seconds": (0, 60), "engine.loop_seconds": (0.02, 10),
+}
+
+
+def in_range(value, low: float, high: float) -> bool:
+    """A finite number in [low, high] (NaN and infinities never are)."""
+    return math.isfinite(value) and low <= value <= high
+
+
+def number(kind: type, low: float, high: float):
+    """An argparse `type`: a finite `kind` in [low, high], else a one-line usage error with the range."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if not in_range(value, low, high):
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def flag(key: str):
+    """The argparse `type` of a flag that overrides setting `key`: the setting's own type and range."""
+    section, name = key.split(".")
+    return number(typing.get_type_hints(typing.get_type_hints(Settings)[section])[name], *RANGES[key])
+
+
 def _coerce(key: str, value, annotation):
     """Check one value against its field type; ints are accepted where floats are expected."""
     hint = typing.get_origin(annotation)
@@ -146,6 +193,9 @@ def _build(cls, data: dict, prefix: str):
             values[name] = _build(annotation, value, key)
         else:
             values[name] = _coerce(key, value, annotation)
+            if key in RANGES and not in_range(values[name], *RANGES[key]):
+                low, high = RANGES[key]
+                raise SettingsError(f"{key} = {value!r} is outside {low:g} to {high:g}")
     return dataclasses.replace(cls(), **values) if values else cls()
 
 
@@ -163,6 +213,10 @@ def load(path: str | os.PathLike | None) -> Settings:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SettingsError(f"settings file {path} does not exist") from None
+    except IsADirectoryError:
+        raise SettingsError(f"settings file {path} is a folder; pass a TOML file") from None
+    except OSError as err:
+        raise SettingsError(f"settings file {path} cannot be read: {err.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise SettingsError(f"settings file {path} is not valid TOML: {err}") from None
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import AtomicFile
+from ..atomic import AtomicFile, disk_full, writing
 from .dsp import DspPath
 from .ring_buffer import RingBuffer
 
@@ -66,6 +66,8 @@ class WavRecorder:
     """A WAV file written atomically: a temporary file beside the target, renamed on `close`.
 
     `push` is callback-safe (it only copies into a ring); a writer thread does the I/O.
+    A write that fails (a full disk) stops the recording, not the show: what was written
+    stays a valid WAV file, `stopped` says why, and `close` still puts it in place.
     """
 
     def __init__(self, path: str | Path, sample_rate: int, buffer_seconds: float = 4.0,
@@ -76,7 +78,9 @@ class WavRecorder:
         self.sample_rate = sample_rate
         self._target = AtomicFile(self.path)
         try:
-            self._file = sf.SoundFile(self._target.tmp, "w", samplerate=sample_rate, channels=1, subtype="FLOAT")
+            with writing(self.path):
+                self._file = sf.SoundFile(self._target.tmp, "w", samplerate=sample_rate, channels=1,
+                                          subtype="FLOAT")
         except BaseException:
             self._target.abort()     # no stray temporary file
             raise
@@ -85,6 +89,7 @@ class WavRecorder:
         self.max_samples = max_samples   # stop recording after this many samples (an exact --duration)
         self._pushed = 0
         self.dropped_samples = 0     # samples the writer could not keep up with (should stay 0)
+        self.stopped = ""            # why recording stopped early ("" = still recording); set by the writer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain_loop, name="wav-writer", daemon=True)
         self._thread.start()
@@ -94,8 +99,8 @@ class WavRecorder:
         n = block.shape[0]
         if self.max_samples is not None:
             n = min(n, self.max_samples - self._pushed)
-            if n <= 0:
-                return
+        if n <= 0 or self.stopped:
+            return
         written = self._ring.write(block[:n])
         self._pushed += written
         if written < n:
@@ -103,13 +108,18 @@ class WavRecorder:
 
     def _drain(self) -> None:
         n = self._ring.available()
-        if n:
+        if n and not self.stopped:
             view = self._chunk[:n]
             self._ring.read_into(view)
-            self._file.write(view)
+            try:
+                self._file.write(view)
+            except Exception as err:     # the show goes on; the file keeps what was written
+                cause = "disk full" if disk_full(err, self.path) else f"cannot write ({err})"
+                self.stopped = (f"{cause}: recording stopped at {self._file.frames / self.sample_rate:.1f} s, "
+                                f"kept in {self.path}")
 
     def _drain_loop(self) -> None:
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(0.05) and not self.stopped:
             self._drain()
 
     def close(self) -> Path:
@@ -117,7 +127,12 @@ class WavRecorder:
         self._stop.set()
         self._thread.join()
         self._drain()
-        self._file.close()
+        try:
+            with writing(self.path):
+                self._file.close()
+        except BaseException:
+            self._target.abort()
+            raise
         return self._target.commit()
 
     def abort(self) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from ..features.face import EXPRESSION_SCALE
 from ..features.schema import (EXPRESSION_NAMES, FACE_DIM, FACE_FOUND_COLUMN, FLOW_SHAPE, GEOMETRY_DIM,
                                MOTION_DIM, UPPER_BODY, TimelineWindow)
-from ..features.tempo import TempoTracker
+from ..features.tempo import MIN_BPM, TempoTracker
 from .source import FRAME_RATE, ChunkRequest, GenerationParams
 from .steering import ENERGY_FULL, read_mood, track_tempo
 
@@ -59,6 +59,7 @@ QUIET_DB = -10.0                   # loudness at rest; full motion plays at 0 dB
 ARP_ORDERS = ((0, 1, 2, 3, 4, 5), (0, 2, 1, 3, 5, 4), (0, 1, 2, 4, 3, 5, 4, 2), (5, 4, 3, 2, 1, 0))
 ECHO_STEPS = 3                     # the arpeggio's dotted-eighth echo
 PAD_CENTRE_MIDI = 60               # chord tones are voiced nearest to this (smooth voice leading)
+PAD_RELEASE_SECONDS = 0.8          # a pad fades over this while the next bar's pad comes in
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class SynthControls:
 class _Note:
     start: int            # absolute sample (since the musical clock started) of the first sample
     audio: np.ndarray     # float32, the whole note including its release
+    voice: str            # a key of VOICE_GAIN
 
     @property
     def end(self) -> int:
@@ -182,9 +184,10 @@ class SynthSource:
         tonic = self.tonic_midi + 12                              # pads and arpeggio sit an octave above the bass
 
         def add(voice: str, audio: np.ndarray, at: int = onset, level: float = 1.0) -> None:
-            self._notes.append(_Note(at, (audio * (VOICE_GAIN[voice] * gain * level)).astype(np.float32)))
+            self._notes.append(_Note(at, (audio * (VOICE_GAIN[voice] * gain * level)).astype(np.float32), voice))
 
         if in_bar == 0:
+            self._release_pads(onset)
             bar_samples = int(STEPS_PER_BAR * samples_per_step)
             chord = [PAD_CENTRE_MIDI + ((tonic + root + interval - PAD_CENTRE_MIDI + 6) % 12) - 6
                      for interval in triad]
@@ -208,11 +211,27 @@ class SynthSource:
             if in_bar in self._steps(drum, c.level):
                 add(drum, synth(rng), level=accent)
 
+    def _release_pads(self, at: int) -> None:
+        """Fade out, from `at`, the pads still held there: the next bar's pad takes over.
+
+        A pad holds for the longest bar the tempo tracker allows, so a tempo that slows
+        mid-bar (a performer leaving the frame changes the motion it follows) never leaves
+        a gap in the music before the next bar's pad.
+        """
+        release = int(PAD_RELEASE_SECONDS * self.sample_rate)
+        fade = 0.5 + 0.5 * np.cos(np.pi * (np.arange(release) + 1) / release)
+        for note in self._notes:
+            held = at - note.start
+            if note.voice == "pad" and 0 <= held < len(note.audio) - release:
+                note.audio = note.audio[:held + release]
+                note.audio[held:] *= fade
+
     # ---- voices (each returns a whole note, enveloped from 0 to 0) ---------------------
     def _pad(self, chord: list[int], bar_samples: int, rng: np.random.Generator) -> np.ndarray:
         sr = self.sample_rate
-        release = int(0.8 * sr)
-        n = bar_samples + release
+        release = int(PAD_RELEASE_SECONDS * sr)
+        longest_bar = int(STEPS_PER_BAR / STEPS_PER_BEAT * 60.0 / MIN_BPM * sr)
+        n = max(bar_samples, longest_bar) + release
         out = np.zeros(n)
         for midi in chord:
             for cents in (-7.0, 7.0):                             # two detuned oscillators: a chorus

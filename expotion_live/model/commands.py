@@ -14,9 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_output
+from ..settings import flag, number
 
 DEFAULT_SECONDS = 10.0  # without --video, the length of the piece
+VIDEO_OUT_SUFFIXES = (".mp4", ".mov", ".mkv")   # containers that take the video stream as it is plus AAC
 
 
 # flag dest -> the setting it overrides: the model options `generate` and `run` share
@@ -48,16 +50,17 @@ def add_parser(subparsers) -> None:
         description="Generate music offline with MusicGen; --adaptor and --video condition it on a "
                     "performance video, --video-out muxes the music onto that video.")
     add_model_flags(p)
-    p.add_argument("--seconds", type=float, metavar="S",
+    p.add_argument("--seconds", type=number(float, 0.02, 3600), metavar="S",
                    help=f"length of the music (default: the video's length, else {DEFAULT_SECONDS:g})")
     p.add_argument("--out", metavar="WAV", default="out.wav", help="WAV file to write (default: out.wav)")
     p.add_argument("--codes-out", metavar="NPY", help="also save the generated codes, shape [4, frames]")
     p.add_argument("--greedy", action="store_true", help="take the most likely token (no sampling)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (settings: generation.cfg)")
-    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens, 0 = all")
-    p.add_argument("--top-p", type=float, help="nucleus sampling mass, 0 = off")
-    p.add_argument("--temperature", type=float, help="sampling temperature")
-    p.add_argument("--seed", type=int, help="random seed, -1 = fresh (settings: generation.seed)")
+    p.add_argument("--cfg", type=flag("generation.cfg"),
+                   help="classifier-free guidance scale, 1 = off (settings: generation.cfg)")
+    p.add_argument("--top-k", type=flag("generation.top_k"), help="sample among the k most likely tokens, 0 = all")
+    p.add_argument("--top-p", type=flag("generation.top_p"), help="nucleus sampling mass, 0 = off")
+    p.add_argument("--temperature", type=flag("generation.temperature"), help="sampling temperature")
+    p.add_argument("--seed", type=flag("generation.seed"), help="random seed, -1 = fresh (settings: generation.seed)")
     p.add_argument("--device", help="auto | cpu | cuda | mps (settings: model.device)")
     p.add_argument("--video", metavar="FILE", help="performance video whose face and motion condition the adaptor")
     p.add_argument("--video-out", metavar="MP4", help="write the video with the generated music as its sound")
@@ -102,6 +105,11 @@ def _generate(args: argparse.Namespace, settings) -> int:
         raise ValueError("--video-out needs ffmpeg on the PATH (apt-get install ffmpeg)")
     if args.video and not Path(args.video).is_file():
         raise ValueError(f"video file {args.video} does not exist")
+    check_output(args.out, (".wav",), "--out")
+    if args.codes_out:
+        check_output(args.codes_out, (".npy",), "--codes-out")
+    if args.video_out:
+        check_output(args.video_out, VIDEO_OUT_SUFFIXES, "--video-out")
 
     musicgen = MusicGen.load(model_cfg.dir, device=model_cfg.device, precision=model_cfg.precision)
     window = _video_features(args.video, settings) if args.video else None

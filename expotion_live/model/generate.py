@@ -37,6 +37,14 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def _check_finite(decoder: MusicGenDecoder, model_dir) -> None:
+    """Refuse NaN or infinite weights (a damaged file) at load: they would fail deep inside sampling."""
+    for name, weight in decoder.named_parameters():
+        if not torch.isfinite(weight.detach().sum(dtype=torch.float32)):
+            raise CheckpointError(f"the MusicGen weights in {model_dir} are damaged ({name} holds NaN or "
+                                  f"infinite values); download or copy the model folder again")
+
+
 class MusicGen:
     """The frozen base model: our decoder, T5 text encoder and EnCodec, on one device."""
 
@@ -60,6 +68,7 @@ class MusicGen:
         ckpt = open_checkpoint(model_dir)
         precision = resolve_precision(precision, device)    # "auto" = the device's default
         decoder = load_decoder(ckpt, device, module_dtype(precision, device))   # no fp32 copy on a GPU
+        _check_finite(decoder, model_dir)
         apply_precision(decoder, precision, device)
         return cls(decoder, load_text_encoder(ckpt, device), load_codec(ckpt, device), precision)
 
@@ -113,9 +122,6 @@ class MusicGen:
         start = pattern.prefill_length(P)
         prefix = seq[:, :, :start]
         logits = self.decoder.prefill(torch.cat([prefix, prefix]) if guided else prefix, cache, condition, adapters)
-        if not torch.isfinite(logits).all():    # once per piece: NaN weights would only fail deep in sampling
-            raise CheckpointError("the MusicGen weights are damaged (the decoder's output is not finite); "
-                                  "download or copy the model folder again")
         self._decode_loop(seq, start, logits, pick, cache, guided, adapters, progress)
         return pattern.undo(seq)[:, :, P:]
 

@@ -18,6 +18,8 @@ from pythonosc import osc_packet
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 
+from ..settings import RANGES
+
 log = logging.getLogger(__name__)
 
 
@@ -33,9 +35,9 @@ class Controls(Protocol):
     def load_preset(self, name: str) -> None: ...
 
 
-# The ranges a performer can set, by OSC or in the window (ui.window uses these too).
-GUIDANCE_RANGE = (0.0, 20.0)
-TEMPERATURE_RANGE = (0.01, 5.0)
+# The ranges a performer can set, by OSC or in the window (ui.window uses these too): the settings' own.
+GUIDANCE_RANGE = RANGES["generation.cfg"]
+TEMPERATURE_RANGE = RANGES["generation.temperature"]
 
 # address -> (Controls method, argument types, allowed range for a float argument)
 COMMANDS: dict[str, tuple[str, tuple[type, ...], tuple[float, float] | None]] = {
@@ -47,6 +49,9 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], tuple[float, float] | None]] = 
     "/expotion/calibrate": ("calibrate", (), None),
     "/expotion/preset": ("load_preset", (str,), None),
 }
+
+
+MAX_PACKET_BYTES = 8192    # the largest control packet read whole: prompts are short
 
 
 class ControlError(RuntimeError):
@@ -87,7 +92,13 @@ class _ControlDispatcher(Dispatcher):
 
 
 class _ControlUDPServer(BlockingOSCUDPServer):
-    """python-osc drops datagrams that do not look like OSC before dispatching; we want to count them."""
+    """python-osc drops datagrams that do not look like OSC before dispatching; we want to count them.
+
+    Reads one byte more than a packet may hold, so a longer datagram (cut to the read
+    size by the kernel) is told apart from one that is merely malformed.
+    """
+
+    max_packet_size = MAX_PACKET_BYTES + 1
 
     def verify_request(self, request, client_address) -> bool:
         return True
@@ -98,7 +109,7 @@ class ControlServer:
 
     def __init__(self, controls: Controls, port: int, host: str = "127.0.0.1"):
         self._controls = controls
-        self.counts: Counter[str] = Counter()     # handled / malformed / unknown / failed
+        self.counts: Counter[str] = Counter()     # handled / malformed / too_large / unknown / failed
         self._lock = threading.Lock()             # counts are read from other threads
         try:
             self._server = _ControlUDPServer((host, port), _ControlDispatcher(self))
@@ -129,10 +140,14 @@ class ControlServer:
 
     def handle_packet(self, data: bytes, client_address=None) -> None:
         """Parse one datagram (message or bundle) and run each command in it."""
+        if len(data) > MAX_PACKET_BYTES:
+            self._reject("too_large", f"packet of more than {MAX_PACKET_BYTES} bytes from {client_address}")
+            return
         try:
             packet = osc_packet.OscPacket(data)
-        except osc_packet.ParseError as err:
-            self._reject("malformed", f"unparseable packet of {len(data)} bytes from {client_address}: {err}")
+        except Exception as err:   # ParseError, and the UnicodeDecodeError of a string that is not UTF-8
+            self._reject("malformed", f"unparseable packet of {len(data)} bytes from {client_address}: "
+                                      f"{type(err).__name__}: {err}")
             return
         for timed in packet.messages:
             self._handle_message(timed.message.address, tuple(timed.message.params))

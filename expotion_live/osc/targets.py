@@ -6,6 +6,9 @@ and Wekinator at once: `127.0.0.1:9000`, `faceosc@127.0.0.1` (port 8338 implied)
 """
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 from dataclasses import dataclass
 
 MODES = ("native", "faceosc", "wekinator")
@@ -51,7 +54,23 @@ def parse_target(text: str, default_mode: str = "native") -> OscTarget:
         raise OscTargetError(f"OSC target {text!r}: port {port} is outside 1-65535")
     if host == "localhost":
         host = "127.0.0.1"
+    _check_host(text, host)
     return OscTarget(host, port, mode)
+
+
+def _check_host(text: str, host: str) -> None:
+    """Refuse a host no packet could reach: a malformed address (300.1.1.1) or a name that does not resolve."""
+    if re.fullmatch(r"[\d.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise OscTargetError(f"OSC target {text!r}: {host} is not an IPv4 address "
+                                 f"(four numbers 0-255, like 192.168.1.20)") from None
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except OSError:
+        raise OscTargetError(f"OSC target {text!r}: host {host!r} cannot be resolved; "
+                             f"check the name or use its IP address") from None
 
 
 def parse_targets(texts, default_mode: str = "native") -> tuple[OscTarget, ...]:

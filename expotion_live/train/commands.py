@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..settings import Settings
+from ..settings import Settings, flag, number
 from .config import TrainConfig
 
 _T = TrainConfig()
@@ -24,9 +24,9 @@ def add_parser(subparsers) -> None:
                     "skipped and listed; running it again only does new or changed clips.")
     p.add_argument("data", help="dataset folder (see docs/training.md)")
     _model_flags(p)
-    p.add_argument("--min-seconds", type=float, default=_T.segment_seconds,
+    p.add_argument("--min-seconds", type=number(float, 0.1, 3600), default=_T.segment_seconds,
                    help="skip clips shorter than this (default: %(default)s, the training segment length)")
-    p.add_argument("--min-face", type=float, default=0.5,
+    p.add_argument("--min-face", type=number(float, 0.0, 1.0), default=0.5,
                    help="skip clips with a face in fewer than this share of frames (default: %(default)s)")
     p.set_defaults(handler=_prepare)
 
@@ -37,27 +37,27 @@ def add_parser(subparsers) -> None:
     p.add_argument("data", help="dataset folder prepared with `expotion-live prepare`")
     _model_flags(p)
     p.add_argument("--out", required=True, help="run folder: adaptor checkpoints, best/, curves.png, resume state")
-    p.add_argument("--epochs", type=int, default=_T.epochs, help="default: %(default)s")
-    p.add_argument("--batch-size", type=int, default=_T.batch_size, help="segments per step per process "
+    p.add_argument("--epochs", type=number(int, 1, 100_000), default=_T.epochs, help="default: %(default)s")
+    p.add_argument("--batch-size", type=number(int, 1, 4096), default=_T.batch_size, help="segments per step per process "
                                                                         "(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=_T.lr, help="AdamW peak learning rate (default: %(default)s)")
-    p.add_argument("--min-lr", type=float, default=_T.min_lr, help="end of the cosine (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=_T.weight_decay, help="default: %(default)s")
-    p.add_argument("--warmup-epochs", type=float, default=_T.warmup_epochs, help="default: %(default)s")
-    p.add_argument("--grad-clip", type=float, default=_T.grad_clip, help="gradient-norm clip (default: %(default)s)")
-    p.add_argument("--segment-seconds", type=float, default=_T.segment_seconds,
+    p.add_argument("--lr", type=number(float, 1e-8, 10.0), default=_T.lr, help="AdamW peak learning rate (default: %(default)s)")
+    p.add_argument("--min-lr", type=number(float, 0.0, 10.0), default=_T.min_lr, help="end of the cosine (default: %(default)s)")
+    p.add_argument("--weight-decay", type=number(float, 0.0, 10.0), default=_T.weight_decay, help="default: %(default)s")
+    p.add_argument("--warmup-epochs", type=number(float, 0.0, 100_000), default=_T.warmup_epochs, help="default: %(default)s")
+    p.add_argument("--grad-clip", type=number(float, 0.0, 1e6), default=_T.grad_clip, help="gradient-norm clip (default: %(default)s)")
+    p.add_argument("--segment-seconds", type=number(float, 0.1, 30.0), default=_T.segment_seconds,
                    help="training piece length (default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=_T.val_fraction,
+    p.add_argument("--val-fraction", type=number(float, 0.0, 0.99), default=_T.val_fraction,
                    help="share of clips held out for validation (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=_T.seed, help="split, initialisation, data order (default: %(default)s)")
-    p.add_argument("--save-every", type=int, default=_T.save_every,
+    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed, help="split, initialisation, data order (default: %(default)s)")
+    p.add_argument("--save-every", type=number(int, 0, 10**9), default=_T.save_every,
                    help="steps between resumable checkpoints within an epoch (default: %(default)s)")
     p.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 instead of fp16 autocast")
     p.add_argument("--default-caption", default=_T.default_caption,
                    help="caption for clips without caption.txt (default: %(default)r)")
-    p.add_argument("--layers", type=int, default=None,
+    p.add_argument("--layers", type=number(int, 1, 1000), default=None,
                    help="adapt only the last N decoder layers (default: all, as the authors did)")
-    p.add_argument("--rank", type=int, default=12, help="low-rank size d1 = d2 of face and motion (default: 12)")
+    p.add_argument("--rank", type=number(int, 1, 1024), default=12, help="low-rank size d1 = d2 of face and motion (default: 12)")
     p.add_argument("--no-flow-cnn", action="store_true", help="leave out the optical-flow CNN (pose only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
@@ -73,12 +73,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", choices=("val", "all"), default="val",
                    help="the validation clips of `train` with the same --val-fraction and --seed, or all "
                         "(default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=_T.val_fraction, help="as given to train")
-    p.add_argument("--seed", type=int, default=_T.seed, help="as given to train; also the sampling seed")
-    p.add_argument("--seconds", type=float, default=_T.segment_seconds, help="music per clip (default: %(default)s)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance (settings: generation.cfg)")
-    p.add_argument("--temperature", type=float, help="settings: generation.temperature")
-    p.add_argument("--top-k", type=int, help="settings: generation.top_k")
+    p.add_argument("--val-fraction", type=number(float, 0.0, 0.99), default=_T.val_fraction, help="as given to train")
+    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed, help="as given to train; also the sampling seed")
+    p.add_argument("--seconds", type=number(float, 0.1, 600), default=_T.segment_seconds, help="music per clip (default: %(default)s)")
+    p.add_argument("--cfg", type=flag("generation.cfg"), help="classifier-free guidance (settings: generation.cfg)")
+    p.add_argument("--temperature", type=flag("generation.temperature"), help="settings: generation.temperature")
+    p.add_argument("--top-k", type=flag("generation.top_k"), help="settings: generation.top_k")
     p.add_argument("--default-caption", default=_T.default_caption, help="for clips without caption.txt")
     p.add_argument("--json", metavar="FILE", help="also write per-clip and mean scores as JSON")
     p.add_argument("--audio-out", metavar="DIR", help="also write each generated clip as a WAV")

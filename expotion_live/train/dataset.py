@@ -61,7 +61,13 @@ def find_clips(data_dir: str | os.PathLike) -> tuple[list[ClipSource], list[tupl
         raise DatasetError(f"dataset folder {data_dir} does not exist")
     clips, problems = [], []
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.iterdir() if p.is_file())
+        entries = sorted(folder.iterdir())
+        broken = [p for p in entries if p.is_symlink() and not p.exists()
+                  and p.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES]
+        if broken:
+            problems.append((folder.name, f"{broken[0].name} is a broken link (to {os.readlink(broken[0])})"))
+            continue
+        files = [p for p in entries if p.is_file()]
         videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
         audios = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
         if len(videos) != 1:
@@ -133,10 +139,17 @@ def load_clip(cache_dir: str | os.PathLike, name: str) -> CachedClip:
     if meta is None:
         raise DatasetError(f"clip {name!r} is not prepared in {cache_dir}; run `expotion-live prepare` again")
     folder = Path(cache_dir) / "clips" / name
-    arrays = {key: np.load(folder / f"{key}.npy", mmap_mode="r") for key in ("face", "motion", "flow", "codes")}
+    arrays = {}
+    for key in ("face", "motion", "flow", "codes"):
+        try:
+            arrays[key] = np.load(folder / f"{key}.npy", mmap_mode="r")
+        except (OSError, ValueError) as err:    # truncated or overwritten: "mmap length is greater than file size"
+            raise DatasetError(f"{folder / key}.npy is damaged ({err}); run `expotion-live prepare` "
+                               f"again, it rebuilds damaged clips") from None
     clip = CachedClip(name=name, caption=meta["caption"], **arrays)
     T = meta["frames"]
-    expected = {"face": (T, FACE_DIM), "motion": (T, MOTION_DIM), "flow": (T, *FLOW_SHAPE)}
+    expected = {"face": (T, FACE_DIM), "motion": (T, MOTION_DIM), "flow": (T, *FLOW_SHAPE),
+                "codes": (clip.codes.shape[0], T)}
     for key, shape in expected.items():
         if getattr(clip, key).shape != shape:
             raise DatasetError(f"{folder / key}.npy has shape {getattr(clip, key).shape}, expected {shape}; "

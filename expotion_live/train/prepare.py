@@ -20,12 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from ..features.schema import FACE_FOUND_COLUMN
-from .dataset import CACHE_VERSION, ClipSource, find_clips, read_meta, write_clip, write_index
+from .dataset import (AUDIO_SUFFIXES, CACHE_VERSION, ClipSource, DatasetError, find_clips, load_clip, read_meta,
+                      write_clip, write_index)
 
 
 
 class AudioReadError(RuntimeError):
     """The music of a clip could not be decoded."""
+
+
+class NoAudioTrack(AudioReadError):
+    """The file has no audio stream at all (a silent video)."""
 
 
 @dataclass
@@ -44,6 +49,8 @@ def read_audio(path: Path, sample_rate: int) -> np.ndarray:
                              "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"], capture_output=True)
     if result.returncode != 0:
         detail = result.stderr.decode(errors="replace").strip().splitlines()
+        if any("matches no streams" in line for line in detail):   # ffmpeg's words for "-map 0:a:0" finding nothing
+            raise NoAudioTrack(f"{path.name} has no audio track")
         raise AudioReadError(f"no readable audio in {path.name}: {detail[-1] if detail else 'ffmpeg failed'}")
     audio = np.frombuffer(result.stdout, dtype=np.float32).copy()   # writable, for torch
     if audio.size == 0:
@@ -84,13 +91,22 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
         stamp = _stamp(clip) | {"codec": fingerprint}
         meta = read_meta(cache_dir, clip.name)
         if meta is not None and meta["source"] == stamp:
-            report.reused.append((clip.name, meta["frames"]))
-            continue
+            try:
+                load_clip(cache_dir, clip.name)      # the arrays are all there and whole
+            except DatasetError as err:
+                log(f"rebuilding {clip.name}: {err}")
+            else:
+                report.reused.append((clip.name, meta["frames"]))
+                continue
         try:
             audio = read_audio(clip.audio or clip.video, musicgen.sample_rate)
             frames = len(audio) // musicgen.codec.hop_length
             # tracking is the costly step: music too short for a clip skips it
             window = extract_video(clip.video, tracking_settings) if frames >= min_frames else None
+        except NoAudioTrack:
+            report.skipped.append((clip.name, f"no music: no audio file ({', '.join(AUDIO_SUFFIXES)}) beside "
+                                              f"{clip.video.name}, and it has no sound track"))
+            continue
         except Exception as err:  # any unreadable input is reported, and the other clips still run
             report.skipped.append((clip.name, f"unreadable: {err}"))
             continue

@@ -7,6 +7,7 @@ expected failure into one actionable line on stderr.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def add_parser(subparsers) -> None:
                      help="OSC destination (repeatable; replaces [osc] targets), e.g. 127.0.0.1:9000, faceosc@127.0.0.1")
     gui.add_argument("--start", action="store_true", help="start playing as soon as the window opens")
     gui.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the screen after --quit-after seconds")
-    gui.add_argument("--quit-after", metavar="S", type=float,
+    gui.add_argument("--quit-after", metavar="S", type=settings_mod.number(float, 0.0, 24 * 3600),
                      help="close the window after S seconds (demos, CI); settings are still saved")
     gui.set_defaults(handler=run_gui)
 
@@ -71,9 +72,19 @@ def run_gui(args, settings: Settings) -> int:
                 save_screenshot(window, Path(args.screenshot))
             window.close()
         QTimer.singleShot(round(args.quit_after * 1000), finish)
+    # Ctrl-C, SIGTERM and SIGHUP close the window like its close button (settings saved, recording
+    # kept); Python runs signal handlers only between bytecodes, so a timer lets it in while Qt waits.
+    previous = {sig: signal.signal(sig, lambda *_: window.close())
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    wake = QTimer(interval=200)
+    wake.timeout.connect(lambda: None)
+    wake.start()
     try:
         return app.exec()
     finally:
+        wake.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         window.shutdown()
 
 

@@ -1,0 +1,458 @@
+"""Nothing lost, nothing cryptic (issue 16): signals, full disks, impossible numbers, damaged inputs.
+
+Each test drives the real program: real subprocesses killed by real signals, a real tmpfs
+filled to the last byte, real UDP packets, real MediaPipe on real (damaged) video files.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from expotion_live import cli, session as session_mod
+from expotion_live.atomic import AtomicFile
+from expotion_live.audio.output import WavRecorder
+from expotion_live.engine.source import ChunkRequest
+from expotion_live.engine.synth import SynthSource, offline_requests
+from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, UPPER_BODY, FeatureFrame, TimelineWindow
+from expotion_live.osc.control import MAX_PACKET_BYTES, ControlServer
+from expotion_live.osc.targets import OscTargetError, parse_target
+from expotion_live.session import LiveSession, RunNotices, SessionStatus
+from expotion_live.settings import RANGES, Settings, SettingsError, load, override
+from test_osc import RecordedControls
+from test_train_prepare import blank_video, clicks
+from test_train_resume import prepared_dataset, run_in_process, train_args
+
+SR = 32000
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(argv: list[str], settings: Settings | None = None) -> int:
+    """`expotion-live run ...` through its real parser, in this process."""
+    parser = argparse.ArgumentParser(prog="expotion-live")
+    session_mod.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["run", *argv])
+    return args.handler(args, settings or Settings())
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(kib)`: a real file system of that size (a tmpfs), unmounted afterwards."""
+    mounted = []
+
+    def mount(kib: int) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(where)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"a full disk needs a small tmpfs, and mounting one failed: {result.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+# -- signals and kills ---------------------------------------------------------------------
+def start_headless(folder: Path, video: Path) -> subprocess.Popen:
+    """The installation command in its own process, returned once it is playing."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expotion_live.cli", "run", "--headless", "--engine", "synth", "--video", str(video),
+         "--file-only", "--out", "show.wav"], cwd=folder, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    for line in proc.stderr:
+        if "SynthSource -> file" in line:
+            return proc
+    proc.kill()
+    raise AssertionError(f"the run never started: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_keep_the_recording_like_ctrl_c(tmp_path, face_video, sig):
+    proc = start_headless(tmp_path, face_video)
+    time.sleep(2.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    audio, sr = sf.read(tmp_path / "show.wav", dtype="float32")
+    assert sr == SR and len(audio) > SR and np.abs(audio).max() > 1e-3
+    assert "played" in err and temporaries(tmp_path) == []
+
+
+def test_temporaries_of_a_killed_run_are_removed_on_the_next_start_there(tmp_path, face_video):
+    proc = start_headless(tmp_path, face_video)
+    time.sleep(1.0)
+    proc.kill()                                          # SIGKILL: nothing can clean up
+    proc.communicate(timeout=30)
+    stale = temporaries(tmp_path)
+    assert len(stale) == 1 and stale[0].startswith(".show.") and not (tmp_path / "show.wav").exists()
+
+    writing = AtomicFile(tmp_path / "other.wav")         # a live writer's temporary is locked: left alone
+    recorder = WavRecorder(tmp_path / "show.wav", SR)    # the next start in that folder
+    assert stale[0] not in temporaries(tmp_path) and writing.tmp.exists()
+    recorder.push(np.full(512, 0.1, np.float32))
+    assert recorder.close() == tmp_path / "show.wav"
+    writing.abort()
+    assert temporaries(tmp_path) == []
+
+
+# -- a failed run and a full disk ----------------------------------------------------------
+class FailingSource:
+    """A music source whose model fails at once (as an impossible setting once made it)."""
+
+    sample_rate = SR
+
+    def render(self, request: ChunkRequest) -> np.ndarray:
+        raise MemoryError("cannot allocate 44.2 TiB")
+
+
+def test_a_run_that_played_nothing_leaves_the_older_recording_alone(tmp_path, face_video):
+    out = tmp_path / "show.wav"
+    sf.write(out, np.full(SR, 0.25, np.float32), SR)
+    before = out.read_bytes()
+    settings = override(Settings(), {"audio.out": str(out)})
+    frames = [FeatureFrame(t=i / 30) for i in range(30)]      # a recording of a still performer
+    session = LiveSession(settings, FailingSource(), frames, output="file")
+    session.start()
+    assert session.wait(timeout=10) is False             # generation failed
+    assert session.stop() is None
+    assert out.read_bytes() == before and temporaries(tmp_path) == []
+
+
+def test_disk_full_during_a_run_stops_the_recording_not_the_show(small_disk, face_video, capsys):
+    disk = small_disk(160)
+    out = disk / "show.wav"
+    code = run(["--headless", "--engine", "synth", "--video", str(face_video), "--out", str(out),
+                "--file-only", "--duration", "3"])
+    err = capsys.readouterr().err
+    stopped = [line for line in err.splitlines() if "disk full" in line]
+    assert code == 1 and "Traceback" not in err
+    assert len(stopped) == 1 and stopped[0].startswith("expotion-live run: disk full: recording stopped at ")
+    assert stopped[0].endswith(f"kept in {out}")
+    assert "played 3.0 s" in err                         # the show went on to the end
+    audio, sr = sf.read(out, dtype="float32")            # the part recorded is a valid WAV file
+    assert sr == SR and 0.3 * SR < len(audio) < 1.5 * SR and np.abs(audio).max() > 1e-3
+    assert sorted(p.name for p in disk.iterdir()) == ["show.wav"]   # no temporary keeps the disk full
+
+
+def test_disk_full_in_generate_says_so_and_where(small_disk, tiny_musicgen_dir, capsys):
+    disk = small_disk(48)
+    (disk / "out.wav").write_bytes(b"an older take")
+    code = cli.main(["generate", "--model", str(tiny_musicgen_dir), "--precision", "fp32", "--prompt", "strings",
+                     "--seconds", "1", "--seed", "0", "--out", str(disk / "out.wav")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"error: disk full: cannot write {disk / 'out.wav'}")
+    assert (disk / "out.wav").read_bytes() == b"an older take" and temporaries(disk) == []
+
+
+def test_disk_full_in_train_says_so_and_where(small_disk, tiny_musicgen_dir, tmp_path, capsys):
+    from expotion_live.model.generate import MusicGen
+
+    data = prepared_dataset(tmp_path / "data", MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32"),
+                            n_clips=4)
+    disk = small_disk(16)
+    code = run_in_process(*train_args(data, tiny_musicgen_dir, disk / "run"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("expotion-live: disk full: cannot write ")
+    assert str(disk / "run") in err[-1] and temporaries(disk / "run") == []
+
+
+# -- settings and numbers ------------------------------------------------------------------
+@pytest.mark.parametrize("section, key, value", [
+    ("audio", "block_size", 0), ("osc", "control_port", 70000), ("tracking", "timeline_seconds", 1e9),
+    ("generation", "context_seconds", 1e9), ("audio", "sample_rate", 0), ("audio", "buffer_seconds", 0),
+    ("generation", "cfg", float("nan")), ("camera", "fps", float("inf")),
+])
+def test_impossible_settings_are_refused_at_load_naming_key_and_range(tmp_path, section, key, value):
+    path = tmp_path / "show.toml"
+    path.write_text(f"[{section}]\n{key} = {value}\n")
+    low, high = RANGES[f"{section}.{key}"]
+    with pytest.raises(SettingsError) as err:
+        load(path)
+    assert str(err.value) == f"{path}: {section}.{key} = {value!r} is outside {low:g} to {high:g}"
+
+
+def test_every_number_in_the_settings_has_a_range():
+    numbers = set()
+    for section in dataclasses.fields(Settings):
+        values = getattr(Settings(), section.name)
+        numbers |= {f"{section.name}.{f.name}" for f in dataclasses.fields(values)
+                    if type(getattr(values, f.name)) in (int, float)}
+    assert numbers == set(RANGES)
+
+
+def test_a_config_that_is_a_folder_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["--config", str(tmp_path), "run", "--headless"]) == 2
+    assert capsys.readouterr().err == (f"expotion-live: settings error: settings file {tmp_path} is a folder; "
+                                       f"pass a TOML file\n")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["generate", "--seconds", "inf"], "--seconds"), (["generate", "--seconds", "nan"], "--seconds"),
+    (["generate", "--temperature", "nan"], "--temperature"), (["generate", "--cfg", "-2"], "--cfg"),
+    (["generate", "--cfg", "nan"], "--cfg"), (["generate", "--top-k", "-3"], "--top-k"),
+    (["generate", "--top-p", "5"], "--top-p"), (["run", "--duration", "nan"], "--duration"),
+    (["run", "--duration", "inf"], "--duration"), (["evaluate", "data", "--cfg", "inf"], "--cfg"),
+    (["train", "data", "--out", "x", "--lr", "nan"], "--lr"),
+])
+def test_non_finite_or_out_of_range_flags_are_refused_with_the_range(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and f"argument {flag}: {argv[-1]} is outside " in err[-1] and " to " in err[-1]
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("folder/", "is a folder"), ("noextension", "writes .wav files only"), ("show.mp3", "writes .wav files only"),
+])
+def test_output_paths_are_checked_before_any_work(tmp_path, face_video, capsys, name, reason):
+    (tmp_path / "folder").mkdir()
+    out = str(tmp_path / name) + ("/" if name.endswith("/") else "")
+    missing_model = str(tmp_path / "no-model")           # loading would fail later: the path is checked first
+    assert cli.main(["generate", "--model", missing_model, "--out", out]) == 1
+    assert run(["--headless", "--video", str(face_video), "--out", out, "--engine", "synth"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(f"--out {out.rstrip('/')}" in line and reason in line for line in err)
+
+
+@pytest.mark.parametrize("target, reason", [
+    ("300.1.1.1:9000", "300.1.1.1 is not an IPv4 address"),
+    ("no-such-host.invalid:9000", "host 'no-such-host.invalid' cannot be resolved"),
+])
+def test_osc_targets_no_packet_could_reach_are_refused(target, reason, tmp_path, face_video, capsys):
+    with pytest.raises(OscTargetError, match=reason):
+        parse_target(target)
+    settings = override(Settings(), {"osc.targets": (target,), "osc.control_port": 0})
+    assert run(["--headless", "--video", str(face_video), "--engine", "synth", "--duration", "1",
+                "--out", str(tmp_path / "x.wav"), "--file-only"], settings) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(reason + (
+        "; check the name or use its IP address" if "resolved" in reason else
+        " (four numbers 0-255, like 192.168.1.20)"))
+
+
+# -- damaged models and packets -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def nan_model(tiny_musicgen_dir, tmp_path_factory):
+    """The tiny MusicGen with NaN in its output heads, as a damaged download would have."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("nan") / "musicgen"
+    shutil.copytree(tiny_musicgen_dir, folder)
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    heads = [name for name in state if "lm_heads" in name]
+    assert heads
+    for name in heads:
+        state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, str(weights), metadata={"format": "pt"})
+    return folder
+
+
+def test_nan_weights_are_named_as_damaged_in_generate_and_run(nan_model, tmp_path, face_video, capsys):
+    assert cli.main(["generate", "--model", str(nan_model), "--precision", "fp32", "--seconds", "0.2",
+                     "--out", str(tmp_path / "out.wav")]) == 1
+    assert run(["--headless", "--video", str(face_video), "--engine", "musicgen", "--model", str(nan_model),
+                "--precision", "fp32", "--out", str(tmp_path / "show.wav"), "--file-only", "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "multinomial" not in err
+    damaged = [line for line in err.splitlines() if f"the MusicGen weights in {nan_model} are damaged (" in line]
+    assert [line.split(":")[0] for line in damaged] == ["error", "expotion-live run"]
+    assert not (tmp_path / "out.wav").exists() and not (tmp_path / "show.wav").exists()
+
+
+def test_control_port_counts_invalid_utf8_and_oversize_packets(caplog):
+    controls = RecordedControls()
+    server = ControlServer(controls, port=0).start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    not_utf8 = b"/expotion/prompt\x00\x00\x00\x00,s\x00\x00\xff\xfe\xfd\x00"
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(200):
+                sock.sendto(not_utf8, ("127.0.0.1", server.port))
+            sock.sendto(b"/expotion/prompt\x00\x00\x00\x00,s\x00\x00" + b"a" * (MAX_PACKET_BYTES + 100) + b"\x00\x00\x00\x00",
+                        ("127.0.0.1", server.port))
+            sock.sendto(b"/expotion/stop\x00\x00,\x00\x00\x00", ("127.0.0.1", server.port))
+            assert controls.event.wait(10)
+            counts = server.snapshot()
+    finally:
+        sock.close()
+        server.stop()
+    assert counts == {"malformed": 200, "too_large": 1, "handled": 1}
+    assert all(record.exc_info is None for record in caplog.records)       # no traceback per packet
+    assert len(caplog.records) <= 10 + 2 + 1
+    assert any("more than 8192 bytes" in record.getMessage() for record in caplog.records)
+
+
+def test_model_folder_without_a_tokenizer_names_what_is_missing(tiny_musicgen_dir, tmp_path, face_video, capsys):
+    folder = tmp_path / "musicgen"
+    shutil.copytree(tiny_musicgen_dir, folder)
+    for name in ("spiece.model", "tokenizer.json"):
+        (folder / name).unlink(missing_ok=True)
+    assert run(["--headless", "--video", str(face_video), "--engine", "musicgen", "--model", str(folder)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"expotion-live run: {folder} is not a complete MusicGen folder: missing spiece.model or tokenizer.json; "
+        f"run `expotion-live download small` again (it resumes) or pass --model DIR")
+
+
+def test_adaptor_for_another_layer_count_names_its_file(tiny_musicgen_dir, tmp_path):
+    from expotion_live.model.adaptor import AdaptorConfig, AdaptorError, ConditionAdaptor, load_adaptor, save_adaptor
+    from expotion_live.model.config import DecoderConfig
+    from expotion_live.model.decoder import MusicGenDecoder
+    from expotion_live.model.generate import MusicGen
+
+    deeper = MusicGenDecoder(DecoderConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, ffn_dim=128))
+    folder = save_adaptor(ConditionAdaptor(AdaptorConfig(n_layers=4), deeper), tmp_path / "adaptor")
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    with pytest.raises(AdaptorError, match=f"^{folder / 'adaptor.safetensors'}: n_layers=4 but the decoder has 2"):
+        load_adaptor(folder, musicgen)
+
+
+# -- damaged inputs ------------------------------------------------------------------------
+def cut_video(face_video: Path, folder: Path) -> Path:
+    """A recording interrupted partway: the header promises 3 s, the frames stop near half of it."""
+    whole = folder / "whole.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(face_video), "-t", "3", "-c", "copy",
+                    "-movflags", "+faststart", str(whole)], check=True)
+    cut = folder / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    return cut
+
+
+def test_a_video_cut_off_partway_is_reported_with_the_real_tracking_rate(tmp_path, face_video, capsys):
+    video = cut_video(face_video, tmp_path)
+    code = run(["--headless", "--engine", "synth", "--video", str(video), "--out", str(tmp_path / "show.wav"),
+                "--file-only", "--duration", "4"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 0
+    ended = [line for line in err if line.startswith("expotion-live run: tracking error: ")]
+    assert len(ended) == 1 and "it is truncated or corrupt" in ended[0]
+    assert ended[0].endswith("the music goes on from the last features")
+    summary = next(line for line in err if line.startswith("played 4.0 s"))
+    fps = float(summary.split("tracking ")[1].split(" fps")[0])
+    assert fps < 25                                      # not the 30 fps of the moments it ran
+    assert len(sf.read(tmp_path / "show.wav")[0]) == 4 * SR
+
+
+def status(**values) -> SessionStatus:
+    blank = {f.name: (None if "None" in str(f.type) else "" if f.type == "str" else False if f.type == "bool"
+                      else () if "tuple" in str(f.type) else 0) for f in dataclasses.fields(SessionStatus)}
+    return SessionStatus(**{**blank, "tracking_status": "running", **values})
+
+
+def test_a_source_that_stops_delivering_is_said_once(capsys):
+    notices = RunNotices(stall_seconds=0.2)
+    notices.update(status(tracked_frames=10, played_seconds=1.0))
+    time.sleep(0.3)
+    notices.update(status(tracked_frames=10, played_seconds=1.3))
+    notices.update(status(tracked_frames=10, played_seconds=1.4))
+    notices.update(status(tracked_frames=11, played_seconds=2.0))
+    assert capsys.readouterr().err.splitlines() == [
+        "expotion-live run: no frames from the camera or video for 0.2 s at 1.3 s; the music goes on from the "
+        "last features",
+        "expotion-live run: frames arrive again at 2.0 s",
+    ]
+
+
+@pytest.fixture
+def performer(tmp_path):
+    """A dataset folder with one good clip (a blank video, its music beside it)."""
+    root = tmp_path / "performer"
+    (root / "good").mkdir(parents=True)
+    blank_video(root / "good" / "take.mp4", 1.0)
+    sf.write(root / "good" / "music.wav", clicks(1.0, 120), SR)
+    return root
+
+
+def test_prepare_rebuilds_a_damaged_cache_and_train_names_the_file(performer, tiny_musicgen_dir, tmp_path):
+    from expotion_live.model.generate import MusicGen
+    from expotion_live.settings import TrackingSettings
+    from expotion_live.train.dataset import DatasetError, cache_dir_for, load_clip
+    from expotion_live.train.prepare import prepare_dataset
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    cache = cache_dir_for(performer)
+    prepare = dict(min_seconds=0.5, min_face_fraction=0.0, progress=False)
+    assert prepare_dataset(performer, musicgen, TrackingSettings(), cache, **prepare).prepared
+    face = cache / "clips" / "good" / "face.npy"
+    face.write_bytes(face.read_bytes()[:200])            # truncated, as a full disk or a kill leaves it
+    with pytest.raises(DatasetError, match=f"^{face} is damaged"):
+        load_clip(cache, "good")
+    lines = []
+    report = prepare_dataset(performer, musicgen, TrackingSettings(), cache, log=lines.append, **prepare)
+    assert [name for name, _ in report.prepared] == ["good"] and not report.reused
+    assert lines[0].startswith(f"rebuilding good: {face} is damaged")
+    assert load_clip(cache, "good").face.shape[0] == report.prepared[0][1]
+
+
+def test_train_names_a_damaged_cache_file(tiny_musicgen_dir, tmp_path, capsys):
+    from expotion_live.model.generate import MusicGen
+
+    data = prepared_dataset(tmp_path / "data", MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32"),
+                            n_clips=3)
+    face = data / ".expotion_cache" / "clips" / "clip01" / "face.npy"
+    face.write_bytes(face.read_bytes()[:200])
+    assert run_in_process(*train_args(data, tiny_musicgen_dir, tmp_path / "run")) == 1
+    assert capsys.readouterr().err.strip().startswith(f"expotion-live: {face} is damaged (")
+
+
+def test_clips_without_music_name_the_clip_and_the_missing_file(performer, tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+    from expotion_live.settings import TrackingSettings
+    from expotion_live.train.dataset import cache_dir_for
+    from expotion_live.train.prepare import prepare_dataset
+
+    (performer / "silent").mkdir()
+    blank_video(performer / "silent" / "take.mp4", 1.0)          # no music file, no sound track
+    (performer / "dangling").mkdir()
+    blank_video(performer / "dangling" / "take.mp4", 1.0)
+    (performer / "dangling" / "music.wav").symlink_to(performer / "gone.wav")
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    report = prepare_dataset(performer, musicgen, TrackingSettings(), cache_dir_for(performer), min_seconds=0.5,
+                             min_face_fraction=0.0, progress=False, log=lambda line: None)
+    skipped = dict(report.skipped)
+    assert skipped["dangling"] == f"music.wav is a broken link (to {performer / 'gone.wav'})"
+    assert skipped["silent"].startswith("no music: no audio file (.wav, ") and \
+        skipped["silent"].endswith("beside take.mp4, and it has no sound track")
+
+
+# -- the music goes on ---------------------------------------------------------------------
+def test_the_synth_keeps_playing_when_the_tempo_slows_mid_bar():
+    """A performer leaving the frame changes the motion the tempo follows (96 -> 60 bpm here);
+    the held pad used to end with the bar it was sized for, leaving a gap before the next bar."""
+    T = 20 * 50
+    t = np.arange(T) / 50
+    beat_hz = np.where(t < 5, 1.6, 0.95)
+    energy = 0.06 * (1 + np.sin(np.cumsum(2 * np.pi * beat_hz / 50))) ** 3 / 4
+    motion = np.zeros((T, MOTION_DIM), np.float32)
+    motion[:, 4 * len(UPPER_BODY)] = energy
+    timeline = TimelineWindow(t_end=T / 50, face=np.zeros((T, FACE_DIM), np.float32), motion=motion,
+                              flow=np.zeros((T, *FLOW_SHAPE), np.float32))
+    source = SynthSource(SR, seed=0)
+    played, tempi = [], set()
+    for request in offline_requests(timeline, chunk_seconds=0.5):
+        played.append(source.render(request)[request.overlap_samples:])
+        tempi.add(source.controls.bpm)
+    audio = np.concatenate(played)
+    block = SR // 20
+    rms = np.sqrt((audio[:len(audio) // block * block].reshape(-1, block) ** 2).mean(axis=1))
+    assert min(tempi) <= 65 and max(tempi) >= 90
+    assert rms.min() > 1e-3                              # never 50 ms of silence
