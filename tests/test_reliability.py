@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -288,8 +289,8 @@ def test_control_port_counts_invalid_utf8_and_oversize_packets(caplog):
         with caplog.at_level(logging.WARNING):
             for _ in range(200):
                 sock.sendto(not_utf8, ("127.0.0.1", server.port))
-            sock.sendto(b"/expotion/prompt\x00\x00\x00\x00,s\x00\x00" + b"a" * (MAX_PACKET_BYTES + 100) + b"\x00\x00\x00\x00",
-                        ("127.0.0.1", server.port))
+            too_large = b"/expotion/prompt\x00\x00\x00\x00,s\x00\x00" + b"a" * (MAX_PACKET_BYTES + 100) + b"\x00" * 4
+            sock.sendto(too_large, ("127.0.0.1", server.port))
             sock.sendto(b"/expotion/stop\x00\x00,\x00\x00\x00", ("127.0.0.1", server.port))
             assert controls.event.wait(10)
             counts = server.snapshot()
@@ -456,3 +457,13 @@ def test_the_synth_keeps_playing_when_the_tempo_slows_mid_bar():
     rms = np.sqrt((audio[:len(audio) // block * block].reshape(-1, block) ** 2).mean(axis=1))
     assert min(tempi) <= 65 and max(tempi) >= 90
     assert rms.min() > 1e-3                              # never 50 ms of silence
+
+
+def test_bench_soak_reports_memory_underruns_gaps_and_stretching(tmp_path, capsys):
+    out = tmp_path / "soak.json"
+    assert cli.main(["bench", "soak", "--minutes", "0.1", "--every", "3", "--engine", "synth", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 and rows[-1]["played_seconds"] >= 5
+    assert {"rss_mib", "underruns", "gaps", "stretched_seconds", "tracking_fps", "rtf"} <= set(rows[-1])
+    assert rows[-1]["gaps"] == 0 and rows[-1]["underruns"] == 0
+    assert "underruns" in capsys.readouterr().out

@@ -38,18 +38,24 @@ def add_parser(subparsers) -> None:
     _model_flags(p)
     p.add_argument("--out", required=True, help="run folder: adaptor checkpoints, best/, curves.png, resume state")
     p.add_argument("--epochs", type=number(int, 1, 100_000), default=_T.epochs, help="default: %(default)s")
-    p.add_argument("--batch-size", type=number(int, 1, 4096), default=_T.batch_size, help="segments per step per process "
-                                                                        "(default: %(default)s)")
-    p.add_argument("--lr", type=number(float, 1e-8, 10.0), default=_T.lr, help="AdamW peak learning rate (default: %(default)s)")
-    p.add_argument("--min-lr", type=number(float, 0.0, 10.0), default=_T.min_lr, help="end of the cosine (default: %(default)s)")
-    p.add_argument("--weight-decay", type=number(float, 0.0, 10.0), default=_T.weight_decay, help="default: %(default)s")
-    p.add_argument("--warmup-epochs", type=number(float, 0.0, 100_000), default=_T.warmup_epochs, help="default: %(default)s")
-    p.add_argument("--grad-clip", type=number(float, 0.0, 1e6), default=_T.grad_clip, help="gradient-norm clip (default: %(default)s)")
+    p.add_argument("--batch-size", type=number(int, 1, 4096), default=_T.batch_size,
+                   help="segments per step per process (default: %(default)s)")
+    p.add_argument("--lr", type=number(float, 1e-8, 10.0), default=_T.lr,
+                   help="AdamW peak learning rate (default: %(default)s)")
+    p.add_argument("--min-lr", type=number(float, 0.0, 10.0), default=_T.min_lr,
+                   help="end of the cosine (default: %(default)s)")
+    p.add_argument("--weight-decay", type=number(float, 0.0, 10.0), default=_T.weight_decay,
+                   help="default: %(default)s")
+    p.add_argument("--warmup-epochs", type=number(float, 0.0, 100_000), default=_T.warmup_epochs,
+                   help="default: %(default)s")
+    p.add_argument("--grad-clip", type=number(float, 0.0, 1e6), default=_T.grad_clip,
+                   help="gradient-norm clip (default: %(default)s)")
     p.add_argument("--segment-seconds", type=number(float, 0.1, 30.0), default=_T.segment_seconds,
                    help="training piece length (default: %(default)s)")
     p.add_argument("--val-fraction", type=number(float, 0.0, 0.99), default=_T.val_fraction,
                    help="share of clips held out for validation (default: %(default)s)")
-    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed, help="split, initialisation, data order (default: %(default)s)")
+    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed,
+                   help="split, initialisation, data order (default: %(default)s)")
     p.add_argument("--save-every", type=number(int, 0, 10**9), default=_T.save_every,
                    help="steps between resumable checkpoints within an epoch (default: %(default)s)")
     p.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 instead of fp16 autocast")
@@ -57,7 +63,8 @@ def add_parser(subparsers) -> None:
                    help="caption for clips without caption.txt (default: %(default)r)")
     p.add_argument("--layers", type=number(int, 1, 1000), default=None,
                    help="adapt only the last N decoder layers (default: all, as the authors did)")
-    p.add_argument("--rank", type=number(int, 1, 1024), default=12, help="low-rank size d1 = d2 of face and motion (default: 12)")
+    p.add_argument("--rank", type=number(int, 1, 1024), default=12,
+                   help="low-rank size d1 = d2 of face and motion (default: 12)")
     p.add_argument("--no-flow-cnn", action="store_true", help="leave out the optical-flow CNN (pose only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
@@ -74,8 +81,10 @@ def add_parser(subparsers) -> None:
                    help="the validation clips of `train` with the same --val-fraction and --seed, or all "
                         "(default: %(default)s)")
     p.add_argument("--val-fraction", type=number(float, 0.0, 0.99), default=_T.val_fraction, help="as given to train")
-    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed, help="as given to train; also the sampling seed")
-    p.add_argument("--seconds", type=number(float, 0.1, 600), default=_T.segment_seconds, help="music per clip (default: %(default)s)")
+    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed,
+                   help="as given to train; also the sampling seed")
+    p.add_argument("--seconds", type=number(float, 0.1, 600), default=_T.segment_seconds,
+                   help="music per clip (default: %(default)s)")
     p.add_argument("--cfg", type=flag("generation.cfg"), help="classifier-free guidance (settings: generation.cfg)")
     p.add_argument("--temperature", type=flag("generation.temperature"), help="settings: generation.temperature")
     p.add_argument("--top-k", type=flag("generation.top_k"), help="settings: generation.top_k")

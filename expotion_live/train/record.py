@@ -263,7 +263,8 @@ def add_parser(subparsers) -> None:
     record.add_argument("--music", required=True, metavar="TRACK", help="the music to move to (WAV, FLAC, OGG)")
     record.add_argument("--out", required=True, metavar="DATA", help="dataset folder the clips go into")
     record.add_argument("--camera", metavar="SPEC", help="camera index, name or video file (default: [camera] source)")
-    record.add_argument("--seconds", type=number(float, 0.1, 24 * 3600), metavar="S", help="record only the first S seconds of the track")
+    record.add_argument("--seconds", type=number(float, 0.1, 24 * 3600), metavar="S",
+                        help="record only the first S seconds of the track")
     record.add_argument("--clip-seconds", type=number(float, 1.0, 3600), default=CLIP_SECONDS, metavar="S",
                         help=f"length of each saved clip (default: {CLIP_SECONDS:g} s, as in the paper)")
     record.add_argument("--caption", default="", help="text description of the music, saved as caption.txt")

@@ -303,7 +303,7 @@ class Trainer:
             self.log(f"{self.out_dir} already finished {epoch} epochs; raise --epochs to train further")
             return self._result(epoch, global_step, False, history)
 
-        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             while epoch < self.config.epochs:
                 global_step = self._train_epoch(epoch, step_in_epoch, global_step, history)
