@@ -40,6 +40,8 @@ class TrackingSettings:
     d_cutoff: float = 1.0         # One-Euro: Hz, cutoff of the derivative estimate
     flow_width: int = 320         # optical flow runs on a downscaled grey frame of this width
     timeline_seconds: float = 30.0  # how much 50 Hz feature history the timeline keeps
+    hands: bool = True            # hand tracking and conductor gestures (beats, tempo); off saves the hand model's cost
+    hand_model: str = "lite"      # lite | full: MediaPipe's hand landmark model (full: steadier left/right, costlier: bench vision)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """Prompt steering: tracked tempo and expression become words added to the performer's prompt.
 
 MusicGen without a trained adaptor only hears text, so the body speaks through words:
-"at 96 bpm", "energetic", "melancholic". T5 re-encodes the prompt only when the words
-change, and hysteresis keeps them from flickering from one chunk to the next.
+"at 96 bpm" (the conducted tempo while the hands conduct), "energetic", "melancholic".
+T5 re-encodes the prompt only when the words change, and hysteresis keeps them from
+flickering from one chunk to the next.
 
-`read_mood` (valence/arousal from a window) and `track_tempo` live here and are shared
-with the synth, so both engines read the same performer the same way.
+`read_mood` (valence/arousal from a window), `conducted_beat` and `track_tempo` live here
+and are shared with the synth, so both engines read the same performer the same way.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..features.face import EXPRESSION_SCALE
-from ..features.schema import EXPRESSION_NAMES, FACE_FOUND_COLUMN, TimelineWindow
+from ..features.schema import CONDUCT_NAMES, EXPRESSION_NAMES, FACE_FOUND_COLUMN, TimelineWindow
 from ..features.tempo import TempoTracker, estimate_tempo, frames_needed
 from .source import FRAME_RATE
 
@@ -23,6 +24,7 @@ TEMPO_SECONDS = 6.0       # tempo is read from the most recent seconds: long eno
 ENERGY_FULL = 0.5         # motion energy that counts as "moving as much as it gets" (arousal 1)
 
 _EXPR = {name: i for i, name in enumerate(EXPRESSION_NAMES)}
+_CONDUCTING, _CONDUCTED_BPM, _BEATS = (CONDUCT_NAMES.index(name) for name in ("conducting", "bpm", "beats"))
 _NEUTRAL = np.array([EXPRESSION_SCALE[name].neutral for name in EXPRESSION_NAMES], np.float32)
 
 
@@ -66,11 +68,23 @@ def read_mood(window: TimelineWindow) -> Mood:
     return Mood(valence=valence, arousal=arousal, energy=energy)
 
 
-def track_tempo(tracker: TempoTracker, window: TimelineWindow) -> int:
-    """Feed the window's recent motion energy to `tracker`; return the tracked BPM.
+def conducted_beat(window: TimelineWindow) -> tuple[float, float] | None:
+    """(BPM, beats given) at the window's end while the hands conduct, else None."""
+    if window.n_frames == 0 or window.conduct[-1, _CONDUCTING] < 0.5 or window.conduct[-1, _CONDUCTED_BPM] <= 0:
+        return None
+    return float(window.conduct[-1, _CONDUCTED_BPM]), float(window.conduct[-1, _BEATS])
 
-    A window too short to hold two beats at the slowest tempo leaves the tempo as it was.
+
+def track_tempo(tracker: TempoTracker, window: TimelineWindow) -> int:
+    """Update `tracker` from the window; return the tracked BPM.
+
+    While the hands conduct, the conducted tempo; otherwise the periodicity of the recent
+    motion energy. A window too short to hold two beats at the slowest tempo leaves the
+    tempo as it was.
     """
+    conducted = conducted_beat(window)
+    if conducted is not None:
+        return tracker.follow(conducted[0])
     energy = window.energy[-int(TEMPO_SECONDS * FRAME_RATE):]
     if len(energy) >= frames_needed(FRAME_RATE):
         tracker.update(estimate_tempo(energy, FRAME_RATE))

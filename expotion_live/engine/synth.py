@@ -1,8 +1,12 @@
 """The built-in gesture synth: music with no model weights, played through the same live engine.
 
 A four-chord loop with pads, bass, arpeggio and synthesised drums:
-- tempo follows the performer's motion periodicity (`estimate_tempo` on the window's
-  energy, tracked by `TempoTracker`: smoothed, integer, held when unsure);
+- tempo follows the conductor's hands while they conduct, and the beat follows their
+  ictus: each chunk puts the musical clock's phase on the conducted beat count at the
+  window's end (so the music keeps the conductor's beat, one control latency behind, as
+  every control is); otherwise tempo follows the performer's motion periodicity
+  (`estimate_tempo` on the window's energy, tracked by `TempoTracker`: smoothed, integer,
+  held when unsure) and the clock runs free;
 - density (which steps of the 16-step bar each voice plays) and loudness follow motion energy;
 - mode (major when smiling, minor when frowning, held in between; changed at bar lines)
   and brightness (harmonics, pluck filter) follow the expression's valence and arousal
@@ -30,7 +34,7 @@ from ..features.schema import (EXPRESSION_NAMES, FACE_DIM, FACE_FOUND_COLUMN, FL
                                MOTION_DIM, UPPER_BODY, TimelineWindow)
 from ..features.tempo import MIN_BPM, TempoTracker
 from .source import FRAME_RATE, ChunkRequest, GenerationParams
-from .steering import ENERGY_FULL, read_mood, track_tempo
+from .steering import ENERGY_FULL, conducted_beat, read_mood, track_tempo
 
 STEPS_PER_BEAT = 4                 # sixteenth-note grid
 STEPS_PER_BAR = 16
@@ -153,6 +157,14 @@ class SynthSource:
             self._mode = "minor"
         brightness = float(np.clip(0.25 + 0.55 * mood.arousal + 0.2 * max(mood.valence, 0.0), 0.0, 1.0))
         return SynthControls(self.tempo.bpm, mood.energy, mood.valence, mood.arousal, self._mode, brightness)
+
+    def _follow_conducted_beat(self, window: TimelineWindow) -> None:
+        """Move the musical clock by under half a beat so its phase is the conductor's."""
+        conducted = conducted_beat(window)
+        if conducted is None:
+            return
+        _, beats = conducted
+        self._beat += (beats - self._beat + 0.5) % 1.0 - 0.5
 
     # ---- scheduling --------------------------------------------------------------------
     @staticmethod
@@ -292,6 +304,7 @@ class SynthSource:
         if request.index == 0 or self._next_sample != start:    # a (re)start, or a gap: a fresh clock
             self._notes, self._beat, self._bar_chord = [], 0.0, None
         self.controls = self._controls_from(request.window)
+        self._follow_conducted_beat(request.window)
         self._schedule(start, end)
         self._beat += (end - start) * self.controls.bpm / (60.0 * self.sample_rate)
         self._next_sample = end
@@ -319,7 +332,8 @@ def offline_requests(timeline: TimelineWindow, chunk_seconds: float = 1.0, conte
         stop = min(start + chunk, timeline.n_frames)
         lo = max(0, stop - context)
         window = TimelineWindow(t_end=stop / FRAME_RATE, face=timeline.face[lo:stop],
-                                motion=timeline.motion[lo:stop], flow=timeline.flow[lo:stop])
+                                motion=timeline.motion[lo:stop], flow=timeline.flow[lo:stop],
+                                conduct=timeline.conduct[lo:stop])
         yield ChunkRequest(index, start, stop - start, overlap_samples, window, params)
 
 

@@ -2,7 +2,8 @@
 
 A recording is every `FeatureFrame` of a take, in one compressed `.npz` (numpy's zip of
 arrays, written atomically): one array per FeatureFrame field, stacked over frames,
-times relative to the first frame, plus a format tag. Playback needs no camera and no
+times relative to the first frame, plus a format tag. Version 2 added the hands and the
+conductor; a version 1 take loads with no hands found. Playback needs no camera and no
 MediaPipe, so a performance can be rehearsed, debugged or demonstrated anywhere.
 
 `RecordingPlayer` stands in for `pipeline.TrackingThread`: the same timeline, frame
@@ -26,9 +27,11 @@ from .pipeline import FeatureThread, FrameListener, TrackingStats
 from .schema import FeatureFrame
 from .timeline import FeatureTimeline
 
-FORMAT = "expotion-tracking/1"
+FORMAT = "expotion-tracking/2"
 LANDMARK_SHAPE = (478, 3)
 _FIELDS = [f.name for f in dataclasses.fields(FeatureFrame)]
+_ADDED_IN_2 = ("hands_found", "hand_confidence", "hands", "palms", "hand_signals", "conducting", "leading_hand",
+               "beat_lag", "beat_confidence", "cutoff", "conduct_bpm", "conduct_beats")
 
 
 class RecordingError(ValueError):
@@ -64,13 +67,17 @@ def load_recording(path: str | os.PathLike) -> list[FeatureFrame]:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise RecordingError(f"{path} is not a tracking recording (unreadable .npz: {err})") from None
-    if str(arrays.get("format", "")) != FORMAT:
+    version = str(arrays.get("format", ""))
+    if version not in (FORMAT, "expotion-tracking/1"):
         raise RecordingError(f"{path} is not a {FORMAT} recording (format tag {arrays.get('format')!r})")
+    n_frames = len(arrays.get("t", ()))
+    template = FeatureFrame(t=0.0)
+    if version == "expotion-tracking/1":
+        for name in _ADDED_IN_2:
+            arrays.setdefault(name, np.stack([np.asarray(getattr(template, name))] * n_frames))
     missing = [name for name in _FIELDS if name not in arrays]
     if missing:
         raise RecordingError(f"{path} lacks {', '.join(missing)}: it was written by another version")
-    n_frames = len(arrays["t"])
-    template = FeatureFrame(t=0.0)
     for name in _FIELDS:
         expected = (n_frames, *np.shape(getattr(template, name) if name != "landmarks" else np.zeros(LANDMARK_SHAPE)))
         if arrays[name].shape != expected:

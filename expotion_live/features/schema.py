@@ -36,6 +36,20 @@ GEOMETRY_DIM = 3 * len(GEOMETRY_LANDMARKS)
 # Compact optical-flow field fed to the adaptor's Flow-Embedding CNN: (dx, dy) on a
 # coarse grid, in pixels of a 320-wide image per 1/30 s (independent of the camera's rate).
 FLOW_SHAPE = (2, 24, 32)
+# Hands as the performer sees them (not as the raw camera image shows them): row 0 of every
+# per-hand array is their left hand, row 1 their right. 21 MediaPipe hand landmarks each
+# (0 wrist, 4 thumb tip, 8 index tip, 5/9/13/17 the knuckles at the base of the fingers).
+HAND_SIDES = ("left", "right")
+HAND_LANDMARKS = 21
+# Conductor signals per hand, each 0-1 (features/conductor.py): height in the picture (1 = top),
+# stroke size (vertical travel of the last second), openness (0 = fist, 1 = open palm), pinch
+# (1 = thumb and index tips touch).
+HAND_SIGNAL_NAMES = ("height", "stroke", "openness", "pinch")
+# What the timeline carries of the conductor for the music engines: 1 while the hands
+# conduct, the conducted tempo (BPM, 0 = none yet), and beats given so far (beat index plus
+# the phase into the next one: continuous, never decreasing, so it interpolates).
+CONDUCT_NAMES = ("conducting", "bpm", "beats")
+CONDUCT_DIM = len(CONDUCT_NAMES)
 # The timeline's grid: EnCodec frames per second (engine.source.FRAME_RATE is the same number;
 # it lives here too because features must not import the engine).
 FRAME_RATE = 50
@@ -65,6 +79,24 @@ class FeatureFrame:
     pose: np.ndarray = field(default_factory=lambda: np.zeros((len(UPPER_BODY), 4), np.float32))
     motion_energy: float = 0.0                 # 0-1, mean flow magnitude, soft-clipped
     flow: np.ndarray = field(default_factory=lambda: np.zeros(FLOW_SHAPE, np.float32))
+    # Hands (HAND_SIDES order): found, MediaPipe's handedness score 0-1, the 21 landmarks One-Euro
+    # smoothed (x, y image-normalised 0-1, z MediaPipe's depth relative to the wrist, ~x scale),
+    # and the palm centre (x, y) unsmoothed: smoothing would delay the bottom of a stroke.
+    hands_found: np.ndarray = field(default_factory=lambda: np.zeros(len(HAND_SIDES), bool))
+    hand_confidence: np.ndarray = field(default_factory=lambda: np.zeros(len(HAND_SIDES), np.float32))
+    hands: np.ndarray = field(default_factory=lambda: np.zeros((len(HAND_SIDES), HAND_LANDMARKS, 3), np.float32))
+    palms: np.ndarray = field(default_factory=lambda: np.zeros((len(HAND_SIDES), 2), np.float32))
+    hand_signals: np.ndarray = field(default_factory=lambda: np.zeros((len(HAND_SIDES), len(HAND_SIGNAL_NAMES)),
+                                                                      np.float32))
+    # Conductor (features/conductor.py). A beat (ictus) seen in this frame happened `beat_lag`
+    # seconds before `t` (it is recognised once the hand rises again); beat_confidence 0 = no beat.
+    conducting: bool = False
+    leading_hand: int = -1                     # HAND_SIDES index of the hand that beats; -1 = none
+    beat_lag: float = 0.0
+    beat_confidence: float = 0.0
+    cutoff: bool = False                       # a cut-off gesture ended the conducting in this frame
+    conduct_bpm: float = 0.0
+    conduct_beats: float = 0.0
 
     def face_vector(self) -> np.ndarray:
         """(FACE_DIM,) float32: what the adaptor's face branch sees."""
@@ -77,6 +109,10 @@ class FeatureFrame:
         return np.concatenate([
             self.pose.reshape(-1), [self.motion_energy, float(self.pose_found)],
         ]).astype(np.float32)
+
+    def conduct_vector(self) -> np.ndarray:
+        """(CONDUCT_DIM,) float32 in CONDUCT_NAMES order: what the music engines read of the conductor."""
+        return np.array([float(self.conducting), self.conduct_bpm, self.conduct_beats], np.float32)
 
 
 @dataclass
@@ -91,6 +127,11 @@ class TimelineWindow:
     face: np.ndarray        # (T, FACE_DIM) float32
     motion: np.ndarray      # (T, MOTION_DIM) float32
     flow: np.ndarray        # (T, *FLOW_SHAPE) float32
+    conduct: np.ndarray | None = None   # (T, CONDUCT_DIM) float32; None = no conductor (zeros)
+
+    def __post_init__(self):
+        if self.conduct is None:
+            self.conduct = np.zeros((self.face.shape[0], CONDUCT_DIM), np.float32)
 
     @property
     def n_frames(self) -> int:

@@ -4,10 +4,14 @@
 plays at that tempo, the prompt steerer names it), and evaluation reuses it on audio
 onset-strength envelopes, so it is a plain function of an envelope and its rate.
 `TempoTracker` turns a stream of per-chunk estimates into a tempo a band could follow:
-held when unsure, smoothed, integer, and slow to accept sudden jumps.
+held when unsure, smoothed, integer, and slow to accept sudden jumps; a conductor's tempo
+(`follow`) overrides the estimates while the hands conduct.
+`BeatFollower` is the other source of tempo: the beats a conductor gives (ictus times
+in, tempo and phase out), quick to follow a new tempo because a conductor means it.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +144,14 @@ class TempoTracker:
         self.locked = False                 # True once a confident estimate has been seen
         self._pending_jump: float | None = None
 
+    def follow(self, bpm: float) -> int:
+        """Take a conducted tempo as it is (it is already steady): no confidence gate, no jump check."""
+        self.locked = True
+        self._smoothed = float(np.clip(bpm, MIN_BPM, MAX_BPM))
+        self._pending_jump = None
+        self.bpm = int(round(self._smoothed))
+        return self.bpm
+
     def update(self, estimate: TempoEstimate) -> int:
         """Feed one estimate; return the tracked tempo in integer BPM."""
         if estimate.confidence < self.min_confidence:
@@ -162,3 +174,74 @@ class TempoTracker:
         if abs(self._smoothed - self.bpm) >= self.hysteresis_bpm:
             self.bpm = int(round(self._smoothed))
         return self.bpm
+
+
+FOLLOW_INTERVALS = 4        # beat intervals a conducted tempo is fitted over (a steady beat averages out)
+TEMPO_CHANGE_RATIO = 0.12   # an interval this far off the current period starts a new tempo at once
+LOST_PERIODS = 2.5          # no beat for this many periods: the conductor stopped
+
+
+class BeatFollower:
+    """Ictus times in -> tempo (BPM) and phase out.
+
+    The tempo is the least-squares period of the last FOLLOW_INTERVALS beat intervals, so
+    the timing error of single beats averages out. A conductor changes tempo on purpose:
+    an interval more than TEMPO_CHANGE_RATIO off the current period drops the older beats,
+    so the new tempo is taken from that interval on. An interval of about two periods is
+    read as a missed (faint) ictus and the beat in between is counted; so halving the
+    tempo keeps the old pulse, on the beat, until the conductor stops and starts again.
+    `beats_at(t)` is the number of beats given plus the phase into the next one; it never
+    decreases and waits just short of the next beat until that beat comes.
+    """
+
+    def __init__(self):
+        self._count = 0
+        self._given = 0.0           # the latest beats_at(): a reset must not move it back
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the tempo (the conductor stopped, or a cut-off); the beat count carries on."""
+        self._times: deque[float] = deque(maxlen=FOLLOW_INTERVALS + 1)
+        self.period: float | None = None
+
+    @property
+    def bpm(self) -> float:
+        """The followed tempo; 0 until two beats were given."""
+        return 0.0 if self.period is None else 60.0 / self.period
+
+    def beat(self, t: float) -> None:
+        """An ictus at time `t` (seconds, increasing)."""
+        times = self._times
+        if times:
+            interval = t - times[-1]
+            if interval < 60.0 / MAX_BPM / 2:
+                return                                         # a bounce within one beat, not a new one
+            if interval > 2 * 60.0 / MIN_BPM:
+                times.clear()                                  # too long a pause: start over
+                self.period = None
+            elif self.period is not None:
+                ratio = interval / self.period
+                if abs(ratio - 2.0) < 2 * TEMPO_CHANGE_RATIO and interval / 2 >= 60.0 / MAX_BPM:
+                    times.append(times[-1] + interval / 2)     # the missed beat
+                    self._count += 1
+                elif abs(ratio - 1.0) > TEMPO_CHANGE_RATIO:
+                    last = times[-1]
+                    times.clear()                              # a new tempo: only the newest interval counts
+                    times.append(last)
+        times.append(t)
+        self._count += 1
+        if len(times) >= 2:
+            stamps = np.asarray(times)
+            self.period = float(np.polyfit(np.arange(len(stamps)), stamps - stamps[0], 1)[0])
+
+    def conducting(self, t: float) -> bool:
+        """A tempo is known and the last beat is recent."""
+        return self.period is not None and t - self._times[-1] <= LOST_PERIODS * self.period
+
+    def beats_at(self, t: float) -> float:
+        """Beats given by `t` plus the phase into the next one."""
+        if self.period is not None:
+            phase = (t - self._times[-1]) / self.period
+            self._given = max(self._given, self._count + min(max(phase, 0.0), 0.999))
+        self._given = max(self._given, float(self._count))
+        return self._given

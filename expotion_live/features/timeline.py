@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from .schema import FACE_DIM, FLOW_SHAPE, FRAME_RATE, MOTION_DIM, FeatureFrame, TimelineWindow
+from .schema import CONDUCT_DIM, FACE_DIM, FLOW_SHAPE, FRAME_RATE, MOTION_DIM, FeatureFrame, TimelineWindow
 
 MAX_CAMERA_RATE = 60.0   # frames per second the ring is sized for; faster input keeps less history
 
@@ -51,6 +51,7 @@ class FeatureTimeline:
         self._face = np.zeros((self.capacity, FACE_DIM), np.float32)
         self._motion = np.zeros((self.capacity, MOTION_DIM), np.float32)
         self._flow = np.zeros((self.capacity, *FLOW_SHAPE), np.float32)
+        self._conduct = np.zeros((self.capacity, CONDUCT_DIM), np.float32)
         self._start = 0            # ring index of the oldest frame
         self._count = 0
         self._latest: FeatureFrame | None = None
@@ -72,6 +73,7 @@ class FeatureTimeline:
             self._face[slot] = frame.face_vector()
             self._motion[slot] = frame.motion_vector()
             self._flow[slot] = frame.flow
+            self._conduct[slot] = frame.conduct_vector()
             self._count += 1
             self._latest = frame
             return True
@@ -101,5 +103,6 @@ class FeatureTimeline:
             slots = order[lo:hi]
             times = times[lo:hi]
             face, motion, flow = self._face[slots], self._motion[slots], self._flow[slots]
-        return TimelineWindow(float(end), interpolate(times, face, grid),
-                              interpolate(times, motion, grid), interpolate(times, flow, grid))
+            conduct = self._conduct[slots]
+        return TimelineWindow(float(end), interpolate(times, face, grid), interpolate(times, motion, grid),
+                              interpolate(times, flow, grid), interpolate(times, conduct, grid))

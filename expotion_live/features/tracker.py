@@ -5,7 +5,9 @@ The same `Tracker.process` runs live (from `pipeline.TrackingThread`) and offlin
 
 Per frame: face mesh with iris (478 landmarks) -> head angles, pose-normalised geometry
 and expression scalars (`face.py`); pose -> the upper-body landmarks of
-`schema.UPPER_BODY`; DIS optical flow -> pooled field and motion energy (`flow.py`).
+`schema.UPPER_BODY`; DIS optical flow -> pooled field and motion energy (`flow.py`);
+when `settings.hands` is on, both hands (`hands.py`) -> conductor signals, beats and
+tempo (`conductor.py`).
 Every signal except the flow field goes through a One-Euro filter stamped with the
 frame's capture time; a face or body that is lost resets its filters, so nothing is
 smoothed across a gap. Lost parts are zeros with `found = False`, never an error.
@@ -22,7 +24,9 @@ import numpy as np
 
 from ..settings import TrackingSettings
 from . import face, landmarkers
+from .conductor import Conductor
 from .flow import FlowTracker
+from .hands import HandTracker
 from .one_euro import OneEuroFilter
 from .schema import UPPER_BODY, FeatureFrame
 
@@ -43,6 +47,8 @@ class Tracker:
         self._face_filters = {name: OneEuroFilter(*params) for name in ("geometry", "expression", "head")}
         self._pose_filter = OneEuroFilter(*params)
         self._energy_filter = OneEuroFilter(*params)
+        self._hands = HandTracker(settings.hand_model, *params) if settings.hands else None
+        self._conductor = Conductor(*params) if settings.hands else None
         self._calibration_lock = threading.Lock()
         self._calibration: list[tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -70,6 +76,9 @@ class Tracker:
         flow, energy = self._flow.process(image_bgr, t)
         frame.flow = flow
         frame.motion_energy = float(np.clip(self._energy_filter(np.array([energy]), t)[0], 0.0, 1.0))
+        if self._hands is not None:
+            self._hands.process(image, ms, frame)
+            self._conductor.update(frame, aspect=width / height)
         return frame
 
     def _track_face(self, frame: FeatureFrame, landmarks: np.ndarray | None, width: int, height: int) -> None:
@@ -119,6 +128,8 @@ class Tracker:
     def close(self) -> None:
         self._face_mesh.close()
         self._pose.close()
+        if self._hands is not None:
+            self._hands.close()
 
     def __enter__(self) -> Tracker:
         return self

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..features.schema import EXPRESSION_NAMES, HEAD_NAMES, UPPER_BODY, FeatureFrame
+from ..features.schema import (EXPRESSION_NAMES, HAND_SIDES, HAND_SIGNAL_NAMES, HEAD_NAMES, UPPER_BODY,
+                               FeatureFrame)
 
 Message = tuple[str, list]
 
@@ -30,7 +31,7 @@ class MusicState:
     """What the engine is playing, as sent under /music/* with every frame."""
 
     playing: bool = False
-    tempo: float = 0.0                  # BPM estimated from motion; 0 = unknown
+    tempo: float = 0.0                  # BPM the music follows (conducted, else from motion); 0 = unknown
     chunk: int = -1                     # index of the latest chunk that started playing; -1 = none yet
     steering: tuple[str, ...] = ()      # words the prompt steerer added
 
@@ -50,6 +51,7 @@ def native_messages(frame: FeatureFrame, music: MusicState) -> list[Message]:
     # pose rows are (x, y, z, visibility); x, y image-normalised 0-1
     messages += [(f"/pose/{name}", [float(row[0]), float(row[1]), float(row[3])])
                  for name, row in zip(POSE_JOINT_NAMES, frame.pose)]
+    messages += hand_messages(frame)
     messages += [
         ("/motion/energy", [float(frame.motion_energy)]),
         ("/music/playing", [float(music.playing)]),
@@ -57,6 +59,28 @@ def native_messages(frame: FeatureFrame, music: MusicState) -> list[Message]:
         ("/music/chunk", [int(music.chunk)]),
         ("/music/steering", [str(w) for w in music.steering]),
     ]
+    return messages
+
+
+def hand_messages(frame: FeatureFrame) -> list[Message]:
+    """/hand/<side>/... every frame (zeros when not found), /conduct/... every frame, and the
+    /conduct/beat and /conduct/cutoff events only in the frame that has them."""
+    messages: list[Message] = []
+    for side, name in enumerate(HAND_SIDES):
+        messages += [(f"/hand/{name}/found", [float(frame.hands_found[side])]),
+                     (f"/hand/{name}/confidence", [float(frame.hand_confidence[side])])]
+        messages += [(f"/hand/{name}/{signal}", [float(v)])
+                     for signal, v in zip(HAND_SIGNAL_NAMES, frame.hand_signals[side])]
+        messages.append((f"/hand/{name}/landmarks", [float(v) for v in frame.hands[side].reshape(-1)]))
+    beats = float(frame.conduct_beats)
+    messages += [("/conduct/conducting", [float(frame.conducting)]),
+                 ("/conduct/tempo", [float(frame.conduct_bpm)]),
+                 ("/conduct/phase", [beats - float(np.floor(beats))])]
+    if frame.beat_confidence > 0:
+        messages.append(("/conduct/beat", [int(np.floor(beats + 1e-6)), float(frame.beat_confidence),
+                                           float(frame.beat_lag)]))
+    if frame.cutoff:
+        messages.append(("/conduct/cutoff", []))
     return messages
 
 

@@ -1,4 +1,4 @@
-"""What the performer sees over their camera image: face mesh, pose skeleton, optical flow.
+"""What the performer sees over their camera image: face mesh, pose skeleton, hands, optical flow.
 
 Plain OpenCV on a BGR array, no Qt, so the live window and `export` draw the very same
 picture. Features are never mirrored; `mirror=True` flips the finished picture only,
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from ..features.flow import REFERENCE_WIDTH
-from ..features.schema import FLOW_SHAPE, UPPER_BODY, FeatureFrame
+from ..features.schema import FLOW_SHAPE, HAND_SIDES, UPPER_BODY, FeatureFrame
 
 MESH_COLOUR = (120, 230, 120)       # BGR: thin green tessellation
 MESH_OPACITY = 0.35                 # blended so the face under the mesh stays readable
@@ -22,6 +22,8 @@ FLOW_COLOUR = (60, 60, 255)         # red motion arrows
 FLOW_GAIN = 4.0                     # arrows drawn this many frames long, so slow moves are visible
 FLOW_MIN_PIXELS = 0.4               # ignore sub-pixel flow (sensor noise)
 POSE_MIN_VISIBILITY = 0.5
+HAND_COLOURS = {"left": (255, 120, 255), "right": (60, 200, 255)}   # BGR: magenta / orange, the performer's sides
+BEAT_COLOUR = (255, 255, 255)       # a ring around the palm in the frame that recognised a beat
 
 # Upper-body bones as MediaPipe pose indices; drawn between rows of `FeatureFrame.pose`.
 _BONES_MP = ((11, 12), (11, 13), (13, 15), (12, 14), (14, 16), (11, 23), (12, 24), (23, 24))
@@ -38,6 +40,14 @@ def _mesh_edges() -> tuple[np.ndarray, np.ndarray]:
 
     return as_array(mesh.FACE_LANDMARKS_TESSELATION), as_array(
         mesh.FACE_LANDMARKS_CONTOURS, mesh.FACE_LANDMARKS_LEFT_IRIS, mesh.FACE_LANDMARKS_RIGHT_IRIS)
+
+
+@functools.cache
+def _hand_edges() -> np.ndarray:
+    """(E, 2) hand landmark index pairs (from MediaPipe)."""
+    from mediapipe.tasks.python.vision.hand_landmarker import HandLandmarksConnections as hand
+
+    return np.array(sorted((c.start, c.end) for c in hand.HAND_CONNECTIONS), np.int32)
 
 
 def _segments(points: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -74,6 +84,22 @@ def draw_pose(image: np.ndarray, pose: np.ndarray) -> None:
             cv2.circle(image, tuple(point), 5, POSE_COLOUR, -1, cv2.LINE_AA)
 
 
+def draw_hands(image: np.ndarray, frame: FeatureFrame) -> None:
+    """Each found hand's bones and joints in its side's colour; a ring at the palm on a beat."""
+    height, width = image.shape[:2]
+    for side, name in enumerate(HAND_SIDES):
+        if not frame.hands_found[side]:
+            continue
+        points = frame.hands[side, :, :2] * (width, height)                      # (21, 2) pixels
+        colour = HAND_COLOURS[name]
+        cv2.polylines(image, list(_segments(points, _hand_edges())), False, colour, 2, cv2.LINE_AA)
+        for x, y in points.astype(np.int32):
+            cv2.circle(image, (int(x), int(y)), 3, colour, -1, cv2.LINE_AA)
+    if frame.beat_confidence > 0 and frame.leading_hand >= 0:
+        x, y = (frame.palms[frame.leading_hand] * (width, height)).astype(np.int32)
+        cv2.circle(image, (int(x), int(y)), int(0.08 * height), BEAT_COLOUR, 3, cv2.LINE_AA)
+
+
 def draw_flow(image: np.ndarray, flow: np.ndarray) -> None:
     """One arrow per cell of the coarse flow grid where something moves."""
     height, width = image.shape[:2]
@@ -89,7 +115,7 @@ def draw_flow(image: np.ndarray, flow: np.ndarray) -> None:
 
 
 def draw_overlay(image_bgr: np.ndarray, frame: FeatureFrame | None, mirror: bool = False) -> np.ndarray:
-    """A new BGR image: the camera picture with flow, pose and face mesh drawn over it."""
+    """A new BGR image: the camera picture with flow, pose, face mesh and hands drawn over it."""
     out = image_bgr.copy()
     if frame is not None:
         draw_flow(out, frame.flow)
@@ -97,4 +123,5 @@ def draw_overlay(image_bgr: np.ndarray, frame: FeatureFrame | None, mirror: bool
             draw_pose(out, frame.pose)
         if frame.face_found and frame.landmarks is not None:
             draw_face(out, frame.landmarks)
+        draw_hands(out, frame)
     return cv2.flip(out, 1) if mirror else out
