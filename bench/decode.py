@@ -380,7 +380,8 @@ def run(args: argparse.Namespace, model_dir: Path, model: str) -> list[Row]:
             if args.compile:
                 # one graph per attention bucket of 64 positions (plus the last, partial one)
                 torch._dynamo.config.recompile_limit = max(8, args.steps // 64 + 2)
-                musicgen.decoder.decode_step = torch.compile(musicgen.decoder.decode_step, dynamic=False)
+                mode = "reduce-overhead" if cuda else None   # CUDA graphs through torch.compile, where it can
+                musicgen.decoder.decode_step = torch.compile(musicgen.decoder.decode_step, dynamic=False, mode=mode)
                 for threads in args.threads:
                     torch.set_num_threads(threads)
                     # warm up at the timed length: the cache's and buckets' shapes are baked into the graphs

@@ -38,7 +38,7 @@ from .sampling import fill_gumbel, guide, noise_width, sample_with_noise
 from .text import TextCondition
 
 TEXT_CAPACITY = 64       # text positions the cross-attention buffers hold; a longer prompt reallocates them
-GRAPH_BUCKET = 128       # on CUDA a step attends over the filled cache rounded up to this: one graph per bucket
+ATTEND_BUCKET = 128      # a step attends over the filled cache rounded up to this: on CUDA one graph per bucket
 
 
 @dataclass(frozen=True)
@@ -222,9 +222,10 @@ class GenerationStream:
         self.position.add_(1)
         self.step_index.add_(1)
 
-    def attend_length(self, position: int, bucket: int) -> int:
-        """Cache positions a step at `position` attends over: 0..position rounded up to a bucket."""
-        return min(self.window, (position // bucket + 1) * bucket)
+    def attend_length(self, position: int) -> int:
+        """Cache positions a step at `position` attends over: 0..position rounded up to a bucket
+        (the same for both backends, so they run the same attention and give the same tokens)."""
+        return min(self.window, (position // ATTEND_BUCKET + 1) * ATTEND_BUCKET)
 
 
 class EagerSteps:
@@ -239,7 +240,7 @@ class EagerSteps:
     def run(self, steps: int) -> None:
         stream = self.stream
         for i in range(steps):
-            stream._step(stream.cache.attend_length(stream.next_position + i))
+            stream._step(stream.attend_length(stream.next_position + i))
 
 
 class GraphSteps:
@@ -266,13 +267,13 @@ class GraphSteps:
     def prepare(self) -> None:
         """Capture a graph for every bucket of the window under the current key."""
         stream = self.stream
-        for attend in sorted({stream.attend_length(p, GRAPH_BUCKET) for p in range(stream.window)}):
+        for attend in sorted({stream.attend_length(p) for p in range(stream.window)}):
             self._graph(attend)
 
     def run(self, steps: int) -> None:
         stream = self.stream
         for i in range(steps):
-            self._graph(stream.attend_length(stream.next_position + i, GRAPH_BUCKET)).replay()
+            self._graph(stream.attend_length(stream.next_position + i)).replay()
 
     def _graph(self, attend: int) -> torch.cuda.CUDAGraph:
         key = self._current_key()
