@@ -337,6 +337,10 @@ def build_source(settings: Settings) -> MusicSource:
     if missing:
         raise SessionError(f"no MusicGen weights in {model.dir}: run `expotion-live download small` "
                            f"or pass --model DIR (or --engine synth)")
+    if gen.context_seconds + max(gen.chunk_seconds, gen.first_chunk_seconds) + 0.2 > gen.window_seconds:
+        raise SessionError(f"generation.window_seconds ({gen.window_seconds:g}) must exceed context_seconds "
+                           f"({gen.context_seconds:g}) + chunk_seconds ({gen.chunk_seconds:g}) by 0.2 s: the stream "
+                           f"slides to the last context_seconds and then needs room for a chunk")
     from .engine.musicgen_source import MusicGenSource
     from .engine.steering import PromptSteerer
     from .model.generate import MusicGen
@@ -353,9 +357,11 @@ def build_source(settings: Settings) -> MusicSource:
     source = MusicGenSource(
         musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None,
         context_frames=round(gen.context_seconds * musicgen.frame_rate),
+        window_frames=round(gen.window_seconds * musicgen.frame_rate),
         decode_context_frames=round(gen.decode_context_seconds * musicgen.frame_rate),
         steer_prompt=gen.steer_prompt, seed=None if gen.seed < 0 else gen.seed)
-    source.warm_up(gen.prompt)
+    source.warm_up(GenerationParams.from_settings(gen), FeatureTimeline(seconds=1.0).window(   # zeros: no one yet
+        round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)))
     return source
 
 

@@ -63,7 +63,8 @@ class GenerationSettings:
     top_p: float = 0.0            # 0 = off
     seed: int = -1                # -1 = a fresh seed per run
     chunk_seconds: float = 0.5    # audio produced per generator step; bench/live.py: 0.5 s halves control latency vs 1 s (tiny: 0.55 vs 1.1-1.7 s)
-    context_seconds: float = 4.0  # recent codes prefilled as the prompt of the next chunk
+    context_seconds: float = 4.0  # recent codes prefilled when the stream slides (its window is full)
+    window_seconds: float = 10.0  # the streamed KV cache's length: longer slides less often, attends over more
     crossfade_ms: float = 40.0    # equal-power crossfade at chunk joins
     first_chunk_seconds: float = 0.5  # a shorter first chunk: time to first sound is one render of it
     decode_context_seconds: float = 0.2  # codes re-decoded before each chunk so its start matches the last chunk's end (join mismatch stops improving past 10 frames)
@@ -125,7 +126,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "model.threads": (1, 256),
     "generation.cfg": (0.0, 20.0), "generation.temperature": (0.01, 5.0), "generation.top_k": (0, 2048),
     "generation.top_p": (0, 1), "generation.seed": (-1, 2**32 - 1), "generation.chunk_seconds": (0.1, 10),
-    "generation.context_seconds": (0, 30), "generation.crossfade_ms": (0, 1000),
+    "generation.context_seconds": (0, 30), "generation.window_seconds": (2, 40), "generation.crossfade_ms": (0, 1000),
     "generation.first_chunk_seconds": (0.1, 10), "generation.decode_context_seconds": (0, 5),
     "audio.sample_rate": (8000, 192000), "audio.block_size": (16, 16384), "audio.buffer_seconds": (1, 600),
     "audio.latency": (0, 2), "audio.min_gain": (0, 1), "audio.filter_min_hz": (20, 96000),
