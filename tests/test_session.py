@@ -116,3 +116,10 @@ def test_headless_control_and_presets_change_one_set_of_live_settings(tmp_path):
         osc.close()
     params = session.scheduler.params
     assert (params.prompt, params.cfg, params.temperature) == ("dark drones", 5.0, 0.7)
+
+
+def test_a_stream_window_too_short_for_its_context_is_refused_naming_the_keys(tiny_musicgen_dir):
+    settings = override(Settings(), {"model.dir": str(tiny_musicgen_dir), "engine.kind": "musicgen",
+                                     "generation.context_seconds": 9.0, "generation.window_seconds": 9.5})
+    with pytest.raises(SessionError, match=r"generation.window_seconds \(9.5\) must exceed context_seconds"):
+        build_source(settings)
