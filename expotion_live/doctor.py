@@ -114,7 +114,8 @@ def check_accelerator() -> list[Check]:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return [Check("accelerator", True, "Apple MPS")]
     return [Check("accelerator", False, "CPU only (no CUDA or MPS)",
-                  fix="fine for the synth and small models at int8; a GPU makes MusicGen medium/large live")]
+                  fix="fine for the synth; MusicGen small at int8 plays but below real time on a small CPU "
+                      "(the engine loops to cover it); a CUDA GPU makes MusicGen small to large live")]
 
 
 def _is_musicgen_dir(path: Path) -> bool:
