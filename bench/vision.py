@@ -1,23 +1,33 @@
-"""How fast the eyes are: capture + face mesh + pose + optical flow at 640x480.
+"""How fast the eyes are: capture + face mesh + pose + hands + optical flow at 640x480.
 
 Measures, in one run on the same frames of the demo video (or `--video`):
 - per-stage cost, each stage timed on its own: decoding a frame (capture), colour
-  conversion, MediaPipe face mesh (478 landmarks with iris), MediaPipe pose, DIS
-  optical flow, and the full `Tracker.process` (all of the above plus the feature
-  maths and One-Euro filters; "features + filters" is the remainder);
+  conversion, MediaPipe face mesh (478 landmarks with iris), MediaPipe pose, MediaPipe
+  hands (`HandTracker` as the tracker runs it: while no hand is tracked, the landmarker
+  only every third frame), DIS optical flow, and the full `Tracker.process` (all of the
+  above plus the feature maths, the conductor and One-Euro filters; "features + filters"
+  is the remainder);
 - tracking alone: frames per second of `Tracker.process` (median cost);
 - the live pipeline: `CaptureThread` + `TrackingThread` + timeline over the file, as
-  fast as possible, frames per second of wall-clock time.
+  fast as possible, frames per second of wall-clock time; with `--beside-synth`, while
+  the gesture synth renders 0.5 s chunks in real time on another thread, as on stage.
 
-Target: >= 30 fps for tracking alone (a 30 fps camera keeps up; 33.3 ms per frame).
+`--conducting` draws the demo's two conducting hands (`capture.hand_demo`) over the
+video, so two hands are tracked; `--no-hands` switches hand tracking off.
 
-    python bench/vision.py [--frames 300] [--json out/bench_vision.json]
+Targets: >= 30 fps for tracking alone (a 30 fps camera keeps up; 33.3 ms per frame);
+>= 25 fps for the live pipeline beside the synth.
+
+    python bench/vision.py [--frames 300] [--conducting] [--no-hands] [--beside-synth] [--json out/bench_vision.json]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +41,8 @@ from expotion_live.capture.sources import DEMO_VIDEO, VideoFileSource  # noqa: E
 from expotion_live.settings import TrackingSettings  # noqa: E402
 
 TARGET_FPS = 30.0
+TARGET_LIVE_FPS = 25.0       # the live pipeline beside the synth (issue 18)
+SYNTH_CHUNK_SECONDS = 0.5
 WARMUP = 10
 TOTAL = "Tracker.process (all)"
 REMAINDER = "features + filters (remainder)"
@@ -56,6 +68,8 @@ def measure_stages(frames: list[np.ndarray], settings: TrackingSettings, fps: fl
 
     from expotion_live.features import landmarkers
     from expotion_live.features.flow import FlowTracker
+    from expotion_live.features.hands import HandTracker
+    from expotion_live.features.schema import FeatureFrame
     from expotion_live.features.tracker import Tracker
 
     face_mesh, pose = landmarkers.face_landmarker(), landmarkers.pose_landmarker()
@@ -68,8 +82,12 @@ def measure_stages(frames: list[np.ndarray], settings: TrackingSettings, fps: fl
         "face mesh (478 + iris)": lambda i, f: face_mesh.detect_for_video(image[0], round(i * 1000 / fps)),
         "pose (full model)": lambda i, f: pose.detect_for_video(image[0], round(i * 1000 / fps)),
         f"optical flow (DIS, {settings.flow_width} wide)": lambda i, f: flow.process(f, i / fps),
-        TOTAL: lambda i, f: tracker.process(f, i / fps),
     }
+    hands = HandTracker(settings.hand_model) if settings.hands else None
+    if hands is not None:
+        stages[f"hands ({settings.hand_model} model)"] = lambda i, f: hands.process(
+            image[0], round(i * 1000 / fps), FeatureFrame(t=i / fps))
+    stages[TOTAL] = lambda i, f: tracker.process(f, i / fps)
     costs: dict[str, list[float]] = {name: [] for name in stages}
     for i, frame in enumerate(frames[:WARMUP] + frames):
         for name, stage in stages.items():
@@ -80,10 +98,43 @@ def measure_stages(frames: list[np.ndarray], settings: TrackingSettings, fps: fl
     face_mesh.close()
     pose.close()
     tracker.close()
+    if hands is not None:
+        hands.close()
     parts = np.sum([costs[name] for name in stages if name != TOTAL], axis=0)
     costs[REMAINDER] = list(np.asarray(costs[TOTAL]) - parts)
     costs[TOTAL] = costs.pop(TOTAL)                        # keep the total as the last row
     return costs
+
+
+class SynthLoad:
+    """The gesture synth rendering SYNTH_CHUNK_SECONDS chunks on its own thread, paced to real time."""
+
+    def __init__(self):
+        from expotion_live.engine.synth import SynthSource, offline_requests, synthetic_performance
+
+        self._source = SynthSource()
+        self._requests = offline_requests(synthetic_performance(600.0, bpm=120.0, level=0.8),
+                                          chunk_seconds=SYNTH_CHUNK_SECONDS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="synth-load", daemon=True)
+        self.chunks = 0
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        for request in self._requests:
+            if self._stop.is_set():
+                return
+            self._source.render(request)
+            self.chunks += 1
+            self._stop.wait(max(0.0, began + self.chunks * SYNTH_CHUNK_SECONDS - time.monotonic()))
+
+    def __enter__(self) -> SynthLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def measure_pipeline(video: Path, n_frames: int, settings: TrackingSettings) -> tuple[float, int]:
@@ -121,18 +172,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, default=DEMO_VIDEO)
     parser.add_argument("--frames", type=int, default=300, help="frames timed per stage")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--conducting", action="store_true", help="draw two conducting hands over the video")
+    parser.add_argument("--no-hands", action="store_true", help="hand tracking off ([tracking] hands = false)")
+    parser.add_argument("--hand-model", choices=("lite", "full"), default=TrackingSettings.hand_model)
+    parser.add_argument("--beside-synth", action="store_true",
+                        help="time the live pipeline while the gesture synth renders in real time")
     args = parser.parse_args(argv)
-    settings = TrackingSettings()
+    settings = dataclasses.replace(TrackingSettings(), hands=not args.no_hands, hand_model=args.hand_model)
+    name = args.video.name
+    if args.conducting:
+        from expotion_live.capture.hand_demo import make_hand_video
+
+        name += " + conducting hands"
+        args.video, _ = make_hand_video(Path(tempfile.mkdtemp()) / "conducting.mp4", (90.0, 120.0), 24,
+                                        background=args.video)
 
     frames, decode = load_frames(args.video, args.frames)
     fps = VideoFileSource(args.video).fps
     height, width = frames[0].shape[:2]
     costs = {"capture (decode a frame)": decode, **measure_stages(frames, settings, fps)}
     rows = summarise(costs)
-    pipeline_fps, pipeline_frames = measure_pipeline(args.video, args.frames, settings)
+    synth_chunks = 0
+    if args.beside_synth:
+        with SynthLoad() as synth:
+            pipeline_fps, pipeline_frames = measure_pipeline(args.video, args.frames, settings)
+        synth_chunks = synth.chunks
+    else:
+        pipeline_fps, pipeline_frames = measure_pipeline(args.video, args.frames, settings)
     tracking_ms = rows[-1]["median_ms"]
 
-    print(f"vision benchmark: {args.video.name}, {width}x{height}, {len(frames)} frames per stage")
+    hands = f"hands on ({settings.hand_model} model)" if settings.hands else "hands off"
+    print(f"vision benchmark: {name}, {width}x{height}, {len(frames)} frames per stage, {hands}")
     print(f"{'stage':<34}{'median ms':>11}{'p99 ms':>10}{'share':>8}")
     for row in rows:
         share = "" if row["stage"].startswith("capture") else f"{100 * row['median_ms'] / tracking_ms:7.0f}%"
@@ -141,12 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     budget = 1000.0 / TARGET_FPS
     print(f"tracking alone: {tracking_fps:.1f} fps ({tracking_ms:.1f} ms of a {budget:.1f} ms budget at "
           f"{TARGET_FPS:g} fps) -> {'meets' if tracking_fps >= TARGET_FPS else 'MISSES'} the {TARGET_FPS:g} fps target")
-    print(f"live pipeline (capture thread + tracking thread + timeline): {pipeline_fps:.1f} fps "
-          f"over {pipeline_frames} frames")
+    beside = (f", beside the synth ({synth_chunks} chunks of {SYNTH_CHUNK_SECONDS:g} s rendered)"
+              if args.beside_synth else "")
+    live = ("meets" if pipeline_fps >= TARGET_LIVE_FPS else "MISSES") + f" the {TARGET_LIVE_FPS:g} fps live target"
+    print(f"live pipeline (capture thread + tracking thread + timeline{beside}): {pipeline_fps:.1f} fps "
+          f"over {pipeline_frames} frames{' -> ' + live if args.beside_synth else ''}")
     if args.json:
-        result = {"video": str(args.video), "width": width, "height": height, "frames": len(frames),
-                  "stages": rows,
-                  "tracking_fps": tracking_fps, "pipeline_fps": pipeline_fps, "target_fps": TARGET_FPS}
+        result = {"video": name, "width": width, "height": height, "frames": len(frames),
+                  "hands": settings.hands, "hand_model": settings.hand_model, "beside_synth": args.beside_synth,
+                  "stages": rows, "tracking_fps": tracking_fps, "pipeline_fps": pipeline_fps,
+                  "target_fps": TARGET_FPS, "target_live_fps": TARGET_LIVE_FPS}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(result, indent=2))
