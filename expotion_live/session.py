@@ -448,16 +448,17 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
         ok = session.wait(stop=osc.stop_requested, on_status=on_status)
     except KeyboardInterrupt:
         ok = True
-    status = session.status()
+    status = session.status()            # what was played, before teardown
     written = session.stop()
     osc.close()
-    notices.update(status)
+    recording_stopped = session.recorder.stopped if session.recorder is not None else ""   # may be the last write
+    notices.update(dataclasses.replace(status, recording_stopped=recording_stopped))
     print(_summary(status, written), file=sys.stderr)
     if settings.audio.out and written is None:
         print(f"expotion-live run: no music was played, so {settings.audio.out} was not written", file=sys.stderr)
     if not ok:
         return _fail(f"generation failed: {status.error}")
-    return 1 if status.recording_stopped else 0
+    return 1 if recording_stopped else 0
 
 
 class RunNotices:
@@ -484,7 +485,8 @@ class RunNotices:
             if self._stalled:
                 print(f"expotion-live run: frames arrive again at {status.played_seconds:.1f} s", file=sys.stderr)
             self._frames, self._frames_since, self._stalled = status.tracked_frames, now, False
-        elif not self._stalled and self._status == "running" and now - self._frames_since >= self.stall_seconds:
+        elif (not self._stalled and self._frames > 0 and self._status == "running"   # MediaPipe's start is not a stall
+              and now - self._frames_since >= self.stall_seconds):
             self._stalled = True
             print(f"expotion-live run: no frames from the camera or video for {self.stall_seconds:g} s "
                   f"at {status.played_seconds:.1f} s; the music goes on from the last features", file=sys.stderr)

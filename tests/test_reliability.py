@@ -361,6 +361,9 @@ def status(**values) -> SessionStatus:
 
 def test_a_source_that_stops_delivering_is_said_once(capsys):
     notices = RunNotices(stall_seconds=0.2)
+    notices.update(status(tracked_frames=0, played_seconds=0.1))
+    time.sleep(0.3)
+    notices.update(status(tracked_frames=0, played_seconds=0.4))      # the tracker still starting: no stall
     notices.update(status(tracked_frames=10, played_seconds=1.0))
     time.sleep(0.3)
     notices.update(status(tracked_frames=10, played_seconds=1.3))
