@@ -132,8 +132,8 @@ class Conductor:
         self._filters = [OneEuroFilter(min_cutoff, beta, d_cutoff) for _ in HAND_SIDES]
         self._history = [deque() for _ in HAND_SIDES]      # (t, palm y) over STROKE_SECONDS
         self._ictus = _IctusDetector()
-        self.follower = BeatFollower()
-        self.leading: int | None = None        # index into HAND_SIDES
+        self._follower = BeatFollower()
+        self._leading: int | None = None        # index into HAND_SIDES
         self._fist_since: float | None = None
         self._dropped_since: float | None = None
         self._conducting = False
@@ -162,25 +162,25 @@ class Conductor:
             frame.hand_signals[side] = np.clip(self._filters[side](raw, t), 0.0, 1.0)
         self._follow_leading_hand(frame, travel)
         self._cutoff(frame)
-        if self._conducting and not self.follower.conducting(t):
+        if self._conducting and not self._follower.conducting(t):
             self._conducting = False
         frame.conducting = self._conducting
-        frame.conduct_bpm = self.follower.bpm if self._conducting else 0.0
-        frame.conduct_beats = self.follower.beats_at(t)
+        frame.conduct_bpm = self._follower.bpm if self._conducting else 0.0
+        frame.conduct_beats = self._follower.beats_at(t)
         return frame
 
     def _follow_leading_hand(self, frame: FeatureFrame, travel: np.ndarray) -> None:
         found = [side for side in range(len(HAND_SIDES)) if frame.hands_found[side]]
         if not found:
-            self.leading = None
+            self._leading = None
             self._ictus.reset()
             return
         best = max(found, key=lambda side: travel[side])
-        if self.leading not in found or (best != self.leading and travel[best] > LEAD_MARGIN * travel[self.leading]):
-            self.leading = best
+        if self._leading not in found or (best != self._leading and travel[best] > LEAD_MARGIN * travel[self._leading]):
+            self._leading = best
             self._ictus.reset()
-        frame.leading_hand = self.leading
-        ictus = self._ictus.update(frame.t, float(frame.palms[self.leading, 1]))
+        frame.leading_hand = self._leading
+        ictus = self._ictus.update(frame.t, float(frame.palms[self._leading, 1]))
         if ictus is None:
             return
         when, depth, bottom = ictus
@@ -188,8 +188,8 @@ class Conductor:
             return                             # a hand leaving the picture at the bottom: a drop, not a beat
         frame.beat_lag = frame.t - when
         frame.beat_confidence = float(min(depth / STROKE_FULL, 1.0))
-        self.follower.beat(when)
-        self._conducting = self.follower.conducting(frame.t)
+        self._follower.beat(when)
+        self._conducting = self._follower.conducting(frame.t)
 
     def _cutoff(self, frame: FeatureFrame) -> None:
         t = frame.t
@@ -204,5 +204,5 @@ class Conductor:
         if self._conducting and (held or gone):
             frame.cutoff = True
             self._conducting = False
-            self.follower.reset()
+            self._follower.reset()
             self._ictus.reset()
