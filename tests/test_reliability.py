@@ -36,6 +36,7 @@ from expotion_live.settings import RANGES, Settings, SettingsError, load, overri
 from test_osc import RecordedControls
 from test_train_prepare import blank_video, clicks
 from test_train_resume import prepared_dataset, run_in_process, train_args
+from test_ui_window import live_window, make_window, receiver, wait_until  # noqa: F401 (fixtures)
 
 SR = 32000
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,18 @@ def test_sigterm_and_sighup_keep_the_recording_like_ctrl_c(tmp_path, face_video,
     assert "played" in err and temporaries(tmp_path) == []
 
 
+def test_sigterm_closes_the_window_as_its_close_button_does(tmp_path, face_video):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CONFIG_HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.Popen([sys.executable, "-m", "expotion_live.cli", "gui", "--camera", str(face_video), "--start"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = tmp_path / "expotion-live" / "settings.toml"
+    time.sleep(8.0)
+    assert proc.poll() is None and not saved.exists()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert saved.exists()                                # shut down in order: the settings were saved
+
+
 def test_temporaries_of_a_killed_run_are_removed_on_the_next_start_there(tmp_path, face_video):
     proc = start_headless(tmp_path, face_video)
     time.sleep(1.0)
@@ -153,6 +166,19 @@ def test_disk_full_during_a_run_stops_the_recording_not_the_show(small_disk, fac
     audio, sr = sf.read(out, dtype="float32")            # the part recorded is a valid WAV file
     assert sr == SR and 0.3 * SR < len(audio) < 1.5 * SR and np.abs(audio).max() > 1e-3
     assert sorted(p.name for p in disk.iterdir()) == ["show.wav"]   # no temporary keeps the disk full
+
+
+def test_disk_full_while_the_window_records_shows_a_banner_and_plays_on(live_window, qapp, small_disk):
+    out = small_disk(160) / "show.wav"
+    window = live_window(**{"engine.kind": "synth", "audio.out": str(out)})
+    window.start()
+    assert wait_until(qapp, lambda: "disk full" in window.banner.text(), timeout=30), window.banner.text()
+    assert window.banner.text().startswith("disk full: recording stopped at ") and window.running
+    played = window.last_status["played_seconds"]
+    assert wait_until(qapp, lambda: window.last_status["played_seconds"] > played + 1.0)   # the show goes on
+    window.start_button.click()
+    assert wait_until(qapp, lambda: not window.running)
+    assert sf.info(out).frames > 0.3 * SR and temporaries(out.parent) == []
 
 
 def test_disk_full_in_generate_says_so_and_where(small_disk, tiny_musicgen_dir, capsys):

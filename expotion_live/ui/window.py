@@ -461,6 +461,8 @@ class MainWindow(QMainWindow):
                 value = None                      # 0 BPM = no tempo tracked yet
             self.readouts[key].setText("–" if value is None else fmt.format(value))
         self.steering_label.setText(" ".join(status.get("steering_words", ())) or "–")
+        if status.get("recording_stopped"):       # a full disk: the show goes on, the performer must know
+            self.show_banner(status["recording_stopped"])
         self.osc_state.setText(f"{', '.join(str(t) for t in self.sender.targets) or 'no targets'}; "
                                f"{self.sender.bundles_sent} bundles, {self.sender.send_errors} errors")
         if self.control is not None:
