@@ -73,7 +73,8 @@ def test_greedy_generation_equals_transformers(musicgen, reference, cfg):
     assert torch.equal(codes, expected_codes)
     audio = musicgen.decode_audio(codes)
     assert audio.shape == (2, 20 * 640) and audio.dtype == np.float32
-    np.testing.assert_allclose(audio, expected_audio, atol=1e-6)
+    # EnCodec's decoder LSTM runs in bf16 on CPUs with native bf16 (model.codec.Bf16Recurrence): 1e-4 relative
+    assert np.linalg.norm(audio - expected_audio) / np.linalg.norm(expected_audio) < 1e-4
 
 
 def test_guidance_changes_the_tokens(musicgen):
