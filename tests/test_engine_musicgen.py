@@ -65,9 +65,14 @@ def test_untrained_adaptor_reproduces_the_base_model_and_swaps_at_the_next_chunk
     assert adapted.stream.adapters is None
 
 
-def test_the_stream_slides_when_its_window_is_full_and_the_music_goes_on(musicgen):
+def test_the_stream_slides_ahead_of_the_chunk_that_needs_it_and_the_music_goes_on(musicgen):
     source = MusicGenSource(musicgen, context_frames=20, window_frames=60, seed=0)
-    chunks = [source.render(request(i, 10 * i, 10)) for i in range(8)]   # 80 frames through a 60-position window
+    chunks = []
+    for i in range(8):                                   # 80 frames through a 60-position window
+        slides = source.stream.slides
+        chunks.append(source.render(request(i, 10 * i, 10)))
+        assert source.stream.slides == slides            # never inside a render: prepare_next slid first
+        source.prepare_next(10)                          # the scheduler's call right after a chunk
     assert source.stream.slides >= 1
     assert all(np.isfinite(c).all() and np.abs(c).max() > 0 for c in chunks)
 

@@ -31,12 +31,16 @@ class ToneSource:
     def __init__(self, freq=220.0):
         self.freq = freq
         self.requests: list[ChunkRequest] = []
+        self.prepared = None            # n_frames of the last prepare_next
 
     def render(self, request: ChunkRequest) -> np.ndarray:
         self.requests.append(request)
         start = request.start_frame * SR // FRAME_RATE - request.overlap_samples
         n = request.overlap_samples + request.n_frames * SR // FRAME_RATE
         return (0.5 * np.sin(2 * np.pi * self.freq * (start + np.arange(n)) / SR)).astype(np.float32)
+
+    def prepare_next(self, n_frames):
+        self.prepared = n_frames
 
 
 class SlowToneSource(ToneSource):
@@ -220,3 +224,15 @@ def test_slow_source_stretches_instead_of_falling_silent(tmp_path):
     assert envelope[2:].min() > 0.2                               # no silent gap (fades dip, never vanish)
     step = np.abs(np.diff(sounding))
     assert step.max() < 3 * 2 * np.pi * 220.0 / SR * 0.5         # no click: steps stay near a sine's slope
+
+
+def test_the_next_chunk_is_prepared_right_after_each_chunk():
+    source = ToneSource()
+    ring = RingBuffer(SR)
+    scheduler = ChunkScheduler(source, ring, blank_window, PARAMS, timing(), realtime=False)
+    scheduler.start()
+    deadline = time.monotonic() + 5
+    while scheduler.chunks_done < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    scheduler.stop()
+    assert source.prepared == scheduler.timing.chunk_frames

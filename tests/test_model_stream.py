@@ -164,3 +164,23 @@ def test_cuda_graph_steps_give_the_eager_steps_tokens(tiny_musicgen_dir):
         results.append(torch.cat([stream.advance(n, GREEDY) for n in (10, 100, 150, 50)], dim=-1).cpu())
         assert stream.slides == 1
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+
+
+def test_a_slide_moves_the_adaptor_prefix_back_with_the_frames_it_conditioned(musicgen):
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), musicgen.decoder)
+    cfg = adaptor.config
+    hooks = adaptor.adapters(torch.randn(1, 12, cfg.face_dim), torch.randn(1, 12, cfg.motion_dim),
+                             torch.randn(1, 12, *cfg.flow_shape))
+    stream = GenerationStream(musicgen, window=40, context=12, seed=0)
+    stream.set_text(musicgen.encode_text(["warm pads"]))
+    for _ in range(3):
+        stream.advance(10, GREEDY, hooks, cfg.max_frames)
+    firsts, position = [int(b.first) for b in stream.adapters], stream.next_position
+    assert firsts[0] == position - 1 - 12 + 1          # the newest frame met the last position decoded
+    stream.slide()
+    shift = position - stream.next_position
+    assert stream.next_position == 12 + 1 and shift > 0
+    assert [int(b.first) for b in stream.adapters] == [f - shift for f in firsts]

@@ -9,7 +9,8 @@ Per chunk:
    (the performer now) with the newest code of the chunk.
 3. Codes: the `GenerationStream` decodes the chunk's frames, continuing the delay pattern
    and the KV cache where the last chunk left them (no re-prefill); when its window is
-   full it slides, prefilling the last `context_frames` codes once.
+   full it slides, prefilling the last `context_frames` codes once, right after the chunk
+   before (`prepare_next`: while the ring is full), so the chunk that follows does not wait for it.
 4. Audio: EnCodec is not causal, so the last samples of a decode (no future context)
    differ from what the same codes sound like once more codes follow. Each chunk
    therefore re-decodes `decode_context_frames` earlier codes with the new ones and
@@ -89,6 +90,12 @@ class MusicGenSource:
             audio = np.concatenate([np.zeros(wanted - len(audio), np.float32), audio])
         return np.ascontiguousarray(audio[-wanted:], dtype=np.float32)
 
+    @torch.no_grad()
+    def prepare_next(self, n_frames: int) -> None:
+        """Slide the stream now if the next chunk would not fit its window, so no chunk's render pays for it."""
+        if self.stream.started and not self.stream.fits(n_frames):
+            self.stream.slide()
+
     def warm_up(self, params: GenerationParams, window: TimelineWindow) -> None:
         """Run every path once on throwaway frames (a start, a continuation, a slide, EnCodec; on CUDA the
         step's graphs are captured), then leave the stream fresh, so no chunk pays for cold caches."""
@@ -99,7 +106,7 @@ class MusicGenSource:
         hooks = self._hooks(adaptor, window, 2)
         stream = self.stream
         stream.advance(2, sampling, hooks, capacity)
-        stream.restart(stream.recent_frames(1).repeat(1, 1, max(self.context_frames, 1)))   # a slide's prefill
+        stream.restart(stream.recent_frames(1).repeat(1, 1, max(self.context_frames, 1)))   # as long as a slide's
         codes = stream.advance(2, sampling, hooks, capacity)
         stream.prepare(sampling)
         stream.reset()

@@ -5,7 +5,9 @@ Two threads live here:
   visual window, latest params), joins finished chunks into the ring with a crossfade,
   and stretches the music when generation falls behind;
 - the *generator thread* (a one-worker executor) only runs `source.render`, which may
-  take seconds on a CPU; nothing waits on it but the scheduler thread.
+  take seconds on a CPU, and right after each chunk `source.prepare_next` (work the next
+  chunk would start with, done while the ring is full); nothing waits on it but the
+  scheduler thread.
 
 How far ahead: the next chunk is requested when the buffered audio falls to the
 *target lead*, which adapts to the measured render cost: the low-water mark plus 1.25 x
@@ -144,6 +146,7 @@ class ChunkScheduler:
         self.stretching = False                      # the last wait for a chunk needed stretching
         self.control_latency = 0.0                   # last measured: window t_end -> chunk first played
         self.error: BaseException | None = None
+        self._ahead = None                            # the future of the last prepare_next
         self._stop = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator")
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
@@ -198,6 +201,7 @@ class ChunkScheduler:
                     return
                 render_seconds = time.monotonic() - started
                 self._join(request, audio, render_seconds)
+                self._ahead = self._executor.submit(self.source.prepare_next, self.timing.chunk_frames)
         except BaseException as err:   # reported in the status; the session keeps the file intact
             self.error = err
 
@@ -232,6 +236,8 @@ class ChunkScheduler:
                 if self.realtime and playing and self._tail is not None and self.ring.available() < self.low_water:
                     remaining = expected - (time.monotonic() - started)
                     self._stretch(round(remaining * self.timing.sample_rate) + self.low_water)
+        if self._ahead is not None:
+            self._ahead.result()      # ran before the render (one worker): raises what it raised
         expected = request.overlap_samples + self.timing.samples(request.n_frames)
         audio = np.asarray(audio, dtype=np.float32)
         if audio.shape != (expected,):

@@ -46,3 +46,8 @@ class MusicSource(Protocol):
     def render(self, request: ChunkRequest) -> np.ndarray:
         """Return float32 mono audio of `overlap_samples + n_frames * sample_rate // FRAME_RATE` samples."""
         ...
+
+    def prepare_next(self, n_frames: int) -> None:
+        """Work the next chunk of `n_frames` would start with, done ahead on the generator thread right
+        after a chunk, while the ring is full and nothing waits on it (MusicGen: the stream's slide)."""
+        ...

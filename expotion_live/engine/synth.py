@@ -293,6 +293,9 @@ class SynthSource:
         return noise * _envelope(n, sr, 0.0005, 0.01, decay=0.02, sustain=0.0)
 
     # ---- MusicSource -------------------------------------------------------------------
+    def prepare_next(self, n_frames: int) -> None:
+        """Nothing to do ahead: a chunk is rendered from the window it gets."""
+
     def render(self, request: ChunkRequest) -> np.ndarray:
         """Audio of `overlap_samples` lead-in (the previous chunk's tail again) plus the chunk's new audio."""
         samples_per_frame = self.sample_rate // FRAME_RATE

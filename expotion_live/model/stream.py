@@ -130,14 +130,13 @@ class GenerationStream:
         if n_frames + self.context + self.K + 1 > self.window:
             raise ValueError(f"{n_frames} frames after {self.context} of context do not fit a stream "
                              f"window of {self.window} positions")
-        slide = not self.started or not self._fits(n_frames)
-        start = self.context_available() + 1 if slide else self.next_position
-        done = start - 1 if slide else self.frames_done
-        steps = done + n_frames + self.K - start                         # frame t is complete at position t + K
+        if self.started and not self.fits(n_frames):
+            self.slide()
+        start, done = (self.next_position, self.frames_done) if self.started else (1, 0)   # 1: after the start token
+        steps = done + n_frames + self.K - start                 # frame t is complete at position t + K
         self._load_prefix(hooks, start + steps - 1, prefix_capacity)
-        if slide:
-            self.slides += self.started
-            self.restart(self.recent_frames(self.context) if self.started else None)
+        if not self.started:
+            self.restart()                                       # its prefill under this chunk's prefix
         self._set_sampling(sampling)
         fill_gumbel(self.noise[:steps], self.generator)
         self.step_index.zero_()
@@ -171,10 +170,6 @@ class GenerationStream:
         self.frames_done = P
         self.started = True
 
-    def context_available(self) -> int:
-        """Frames a slide now would prefill: the last `context` complete ones (fewer early on)."""
-        return min(self.context, self.frames_done) if self.started else 0
-
     def recent_frames(self, n: int) -> torch.LongTensor:
         """The last min(n, frames done) complete frames (1, K, n)."""
         n = min(n, self.frames_done)
@@ -186,8 +181,24 @@ class GenerationStream:
                  + torch.arange(self.K, device=self.device)[:, None])           # (K, n)
         return self.seq.gather(2, index[None])                                  # (1, K, n)
 
-    def _fits(self, n_frames: int) -> bool:
+    def fits(self, n_frames: int) -> bool:
+        """Whether `n_frames` more frames fit the window without a slide."""
         return self.frames_done + n_frames + self.K <= self.window
+
+    @torch.no_grad()
+    def slide(self) -> None:
+        """Restart from the last `context` complete frames: the window's oldest positions are dropped.
+
+        The adaptor's prefix stays with the moments it conditioned (its positions move back
+        with the frames), so the context is prefilled under the prefix it was made with.
+        """
+        context = self.recent_frames(self.context)
+        shift = self.next_position - (context.shape[-1] + 1)
+        for buffer in self.adapters or ():
+            if buffer is not None:
+                buffer.first.sub_(shift)
+        self.restart(context)
+        self.slides += 1
 
     def reset(self) -> None:
         """Forget the generation (the next `advance` starts afresh); the text, buffers and graphs stay."""
