@@ -184,3 +184,31 @@ def test_a_slide_moves_the_adaptor_prefix_back_with_the_frames_it_conditioned(mu
     shift = position - stream.next_position
     assert stream.next_position == 12 + 1 and shift > 0
     assert [int(b.first) for b in stream.adapters] == [f - shift for f in firsts]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_steps_with_an_adaptor_give_the_eager_steps_tokens(tiny_musicgen_dir):
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+    from expotion_live.model.generate import MusicGen
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cuda", precision="fp32")
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), musicgen.decoder)
+    with torch.no_grad():
+        adaptor.gates.fill_(4.0)
+    cfg = adaptor.config
+    features = [torch.randn(1, 40, cfg.face_dim), torch.randn(1, 40, cfg.motion_dim),
+                torch.randn(1, 40, *cfg.flow_shape)]
+    text = musicgen.encode_text(["warm pads"])
+    results = []
+    for graphs in (False, True):
+        stream = GenerationStream(musicgen, window=120, context=20, seed=0, graphs=graphs)
+        stream.set_text(text)
+        chunks = []
+        for c, n in enumerate((10, 30, 30, 30)):                    # the last one slides
+            with torch.no_grad():
+                hooks = adaptor.adapters(*(f[:, c * 5:c * 5 + 25].cuda() for f in features))
+            chunks.append(stream.advance(n, GREEDY, hooks, cfg.max_frames))
+        assert stream.slides == 1
+        results.append(torch.cat(chunks, dim=-1).cpu())
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)

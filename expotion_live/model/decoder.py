@@ -215,10 +215,20 @@ class MusicGenDecoder(nn.Module):
                              persistent=False)
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
         self._int8_step: int8_step.Int8DecodeStep | bool | None = None   # see _int8_layers
+        self._fused_step = None  # gpu_step.FusedDecodeStep, once `fuse_for_gpu` made it
 
     def _apply(self, fn, recurse=True):
         self._int8_step = None   # moved or cast: the step's numpy views would point at the old storage
+        self._fused_step = None  # and its fused weights would be the old placement's
         return super()._apply(fn, recurse)
+
+    def fuse_for_gpu(self) -> bool:
+        """Decode with `gpu_step`'s fused layers from now on (a GPU's captured step); False if they do not fit."""
+        from . import gpu_step
+
+        if gpu_step.fits(self):
+            self._fused_step = gpu_step.FusedDecodeStep(self.layers)
+        return self._fused_step is not None
 
     def _int8_layers(self, x: torch.Tensor) -> int8_step.Int8DecodeStep | None:
         """The numba path for this step's layers, when the decoder is int8 on the CPU and no gradient is wanted."""
@@ -351,6 +361,8 @@ class MusicGenDecoder(nn.Module):
         if int8_layers is not None:
             return self.logits(int8_layers(x, position, cache, self._adapters(adapters)))[:, :, 0]
         self_bias = cache.causal_bias[:, :attend].index_select(0, position)  # (1, attend)
+        if self._fused_step is not None:
+            return self.logits(self._fused_step(x, position, self_bias, cache, self._adapters(adapters)))[:, :, 0]
         has_text = cache.cross_k is not None
         for i, (layer, adapter) in enumerate(zip(self.layers, self._adapters(adapters))):
             cross = (cache.cross_k[i], cache.cross_v[i], cache.cross_bias) if has_text else None
