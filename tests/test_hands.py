@@ -93,6 +93,23 @@ def test_beats_from_real_tracking_are_within_50_ms_and_tempo_within_2_bpm(tracke
     assert not frames[-1].conducting
 
 
+def test_one_handed_conducting_is_followed_as_well(tmp_path):
+    """A single hand is tracked by the one-hand landmarker between searches for a second one."""
+    path, beats = hand_demo.make_hand_video(tmp_path / "one.mp4", (120.0, 150.0), 6, holding=False)
+    source = VideoFileSource(path, realtime=False, loop=False, start_time=0.0)
+    with Tracker(TrackingSettings()) as tracker:
+        frames = [tracker.process(c.image_bgr, c.t) for c in iter(source.read, None)]
+    source.close()
+    conducting = [f for f in frames if beats[0] - 0.5 < f.t < beats[-1]]
+    assert np.mean([f.hands_found[RIGHT] for f in conducting]) > 0.9
+    assert not any(f.hands_found[LEFT] for f in conducting)
+    found = np.array([f.t - f.beat_lag for f in frames if f.beat_confidence > 0])
+    assert len(found) == len(beats) - 1
+    assert max(np.min(np.abs(found - b)) for b in beats[:-1]) < 0.05
+    after = [f for f in frames if beats[-3] < f.t < beats[-2]]
+    assert max(abs(f.conduct_bpm - 150.0) for f in after) < 2.0
+
+
 def test_recorded_hands_replay_the_same_conducting(tracked, tmp_path):
     frames, _, _ = tracked
     loaded = load_recording(save_recording(frames, tmp_path / "take.npz"))

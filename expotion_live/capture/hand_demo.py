@@ -137,29 +137,32 @@ def hand_joints(palm_xy: tuple[float, float], size: tuple[int, int], performer_r
 
 
 def render_frame(t: float, beats: np.ndarray, size: tuple[int, int] = (640, 480),
-                 background: np.ndarray | None = None) -> np.ndarray:
-    """The picture at time `t`: both hands over `background` (BGR, `size`), or over plain grey."""
+                 background: np.ndarray | None = None, holding: bool = True) -> np.ndarray:
+    """The picture at time `t`: the hands over `background` (BGR, `size`), or over plain grey;
+    `holding` False leaves the left hand out (one-handed conducting)."""
     width, height = size
     image = np.full((height, width, 3), BACKGROUND, np.uint8) if background is None else background.copy()
     scale = PALM_PIXELS * height / 480.0
-    _draw_hand(image, hand_joints(holding_at(t, beats), size, performer_right=False), scale)
+    if holding:
+        _draw_hand(image, hand_joints(holding_at(t, beats), size, performer_right=False), scale)
     _draw_hand(image, hand_joints(palm_at(t, beats), size, performer_right=True), scale)
     return image
 
 
 def make_hand_video(path: str | Path, tempi: tuple[float, ...] = (90.0, 120.0), beats_each: int = 8,
                     fps: float = 30.0, size: tuple[int, int] = (640, 480),
-                    background: str | Path | None = None) -> tuple[Path, np.ndarray]:
+                    background: str | Path | None = None, holding: bool = True) -> tuple[Path, np.ndarray]:
     """Write the clip (.mp4, atomically); returns its path and the true ictus times.
 
     `background`: a video whose frames (looped, resized to `size`) the hands are drawn
     over, e.g. the face demo, for a performer with face, body and hands; default plain grey.
+    `holding` False: the right hand conducts alone.
     """
     path = Path(path)
     beats = beat_times(tempi, beats_each)
     seconds = beats[-1] + OUTRO
     backdrop = _looped_frames(background, size) if background is not None else iter(lambda: None, 0)
-    frames = (render_frame(i / fps, beats, size, next(backdrop)) for i in range(round(seconds * fps)))
+    frames = (render_frame(i / fps, beats, size, next(backdrop), holding) for i in range(round(seconds * fps)))
     write = _write_h264 if shutil.which("ffmpeg") else _write_mpeg4
     with atomic_path(path) as tmp:
         write(tmp, frames, fps, size)
