@@ -3,11 +3,12 @@
 Runs what `expotion-live run --headless --file-only` runs (the demo video looped through
 MediaPipe, the music source, the ring, a file sink paced by the wall clock) for
 `--minutes`, and every `--every` seconds prints one row: process memory (RSS), audio
-played, underruns (the ring ran dry), gaps (silences of 50 ms or more in what was
-played after the first sound), stretched seconds (the last chunk looped while
-generation was behind), the run's tracking rate and the sustained RTF. The engine is
-a tiny random MusicGen built on the spot (the real code path at a size any machine
-runs), `--model DIR` for real weights, or `--engine synth`.
+played, underruns (the ring ran dry), gaps (silences of 50 ms or more in what was played
+after the first sound), stretched seconds (the last chunk looped while generation was
+behind), the run's tracking rate, the sustained RTF and the machine's load average (on a
+shared machine, other work explains dropouts a leak would not). The engine is a tiny
+random MusicGen built on the spot (the real code path at a size any machine runs),
+`--model DIR` for real weights, or `--engine synth`.
 
     expotion-live bench soak --minutes 60 [--every 60] [--engine musicgen|synth] [--json soak.json]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: {type(source).__name__} on {Path(args.video).name} (looped), file sink paced by the clock, "
               f"{args.minutes:g} min", flush=True)
         print(f"{'minute':>7} {'RSS MiB':>8} {'played s':>9} {'underruns':>9} {'gaps':>5} {'longest gap s':>13} "
-              f"{'stretched s':>11} {'tracking fps':>12} {'RTF':>6}", flush=True)
+              f"{'stretched s':>11} {'tracking fps':>12} {'RTF':>6} {'load':>5}", flush=True)
         session.start()
         began = time.monotonic()
         try:
@@ -106,12 +108,13 @@ def main(argv: list[str] | None = None) -> int:
                        "played_seconds": status.played_seconds, "underruns": status.underruns, "gaps": gaps.gaps,
                        "longest_gap_seconds": gaps.longest_samples / settings.audio.sample_rate,
                        "stretched_seconds": status.stretched_seconds, "tracking_fps": status.tracking_rate,
-                       "rtf": status.sustained_rtf}
+                       "rtf": status.sustained_rtf, "load_average": os.getloadavg()[0]}
                 rows.append(row)
                 rtf = "-" if row["rtf"] is None else f"{row['rtf']:.2f}"
                 print(f"{row['minute']:7.1f} {row['rss_mib']:8.0f} {row['played_seconds']:9.0f} "
                       f"{row['underruns']:9d} {row['gaps']:5d} {row['longest_gap_seconds']:13.2f} "
-                      f"{row['stretched_seconds']:11.1f} {row['tracking_fps']:12.1f} {rtf:>6}", flush=True)
+                      f"{row['stretched_seconds']:11.1f} {row['tracking_fps']:12.1f} {rtf:>6} "
+                      f"{row['load_average']:5.1f}", flush=True)
                 if row["minute"] >= args.minutes - 1e-6:
                     break
         except KeyboardInterrupt:
