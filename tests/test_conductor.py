@@ -12,20 +12,22 @@ import pytest
 from expotion_live.capture import hand_demo
 from expotion_live.features.conductor import Conductor, hand_shape, v_vertex
 from expotion_live.features.recording import load_recording, save_recording
-from expotion_live.features.schema import HAND_SIDES, FeatureFrame
+from expotion_live.features.schema import HAND_SIDES, HAND_SIGNAL_NAMES, FeatureFrame
 from expotion_live.features.tempo import BeatFollower
 
 FPS = 30.0
 SIZE = (640, 480)
 RIGHT, LEFT = HAND_SIDES.index("right"), HAND_SIDES.index("left")
+OPENNESS = HAND_SIGNAL_NAMES.index("openness")
 
 
 def hand_landmarks(palm_xy, performer_right: bool, curl: float = 0.0) -> np.ndarray:
     """(21, 3) image-normalised landmarks of the demo's drawn hand; `curl` 1 folds the fingers into a fist."""
     joints = hand_demo.hand_joints(palm_xy, SIZE, performer_right)               # (21, 2) pixels
     for base in (5, 9, 13, 17):                                                  # fingertips fold onto the palm
+        fold_to = joints[0] + 0.5 * (joints[base] - joints[0])
         for k in (1, 2, 3):
-            joints[base + k] = joints[base + k] + curl * (joints[0] + 0.5 * (joints[base] - joints[0]) - joints[base + k])
+            joints[base + k] += curl * (fold_to - joints[base + k])
     points = np.zeros((21, 3), np.float32)
     points[:, :2] = joints / np.array(SIZE)
     return points
@@ -108,14 +110,8 @@ def test_a_held_fist_is_a_cut_off(tmp_path):
     cutoffs = [f.t for f in frames if f.cutoff]
     assert len(cutoffs) == 1 and stop + 0.4 <= cutoffs[0] < stop + 1.6
     fist = [f for f in frames if f.t > stop + 1.0]
-    assert all(f.hand_signals[RIGHT, HAND_SIGNAL("openness")] < 0.2 for f in fist)
-    assert all(f.hand_signals[LEFT, HAND_SIGNAL("openness")] > 0.8 for f in fist)
-
-
-def HAND_SIGNAL(name: str) -> int:
-    from expotion_live.features.schema import HAND_SIGNAL_NAMES
-
-    return HAND_SIGNAL_NAMES.index(name)
+    assert all(f.hand_signals[RIGHT, OPENNESS] < 0.2 for f in fist)
+    assert all(f.hand_signals[LEFT, OPENNESS] > 0.8 for f in fist)
 
 
 def test_hand_shape_reads_openness_and_pinch():
@@ -145,3 +141,18 @@ def test_beat_follower_counts_a_missed_beat_and_restarts_after_a_pause():
     assert follower.conducting(3.5) and not follower.conducting(4.0)
     follower.beat(6.0)                                                            # after a long pause: no tempo yet
     assert follower.bpm == 0.0 and follower.beats_at(6.0) == pytest.approx(7.0)
+
+
+def test_a_recording_from_before_hands_loads_with_no_hands(tmp_path):
+    frames, _ = conducting_take(tmp_path, (120.0, 120.0), beats_each=2)
+    path = save_recording(frames[:10], tmp_path / "v2.npz")
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    for name in ("hands_found", "hand_confidence", "hands", "palms", "hand_signals", "conducting", "leading_hand",
+                 "beat_lag", "beat_confidence", "cutoff", "conduct_bpm", "conduct_beats"):
+        del arrays[name]
+    arrays["format"] = np.array("expotion-tracking/1")
+    np.savez_compressed(tmp_path / "v1.npz", **arrays)
+    old = load_recording(tmp_path / "v1.npz")
+    assert len(old) == 10 and not any(f.hands_found.any() or f.conducting for f in old)
+    assert old[0].hands.shape == frames[0].hands.shape

@@ -1,4 +1,4 @@
-"""Both hands from one camera frame: MediaPipe's hand landmarker (21 landmarks each), left/right as the performer sees them.
+"""Both hands from one camera frame: 21 landmarks each, left/right as the performer sees them.
 
 The hand models (a palm detector, and a landmark model that follows each hand from
 frame to frame) are the mediapipe 0.10.21 wheel's, shipped in `assets/trackers`
