@@ -24,6 +24,20 @@ def musicgen(tiny_musicgen_dir):
     return MusicGen.load(tiny_musicgen_dir, precision="fp32")
 
 
+def gated_adaptor(decoder, n_frames):
+    """A random adaptor whose gates are open (it changes the music) and random features of n frames."""
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), decoder)
+    with torch.no_grad():
+        adaptor.gates.fill_(4.0)
+    cfg = adaptor.config
+    features = [torch.randn(1, n_frames, cfg.face_dim), torch.randn(1, n_frames, cfg.motion_dim),
+                torch.randn(1, n_frames, *cfg.flow_shape)]
+    return adaptor, features
+
+
 def straight(musicgen, text, n_frames, prompt=None, adapters=None):
     """generate() of n frames, with K more so that none of the n sees the pattern's closing pads."""
     return musicgen.generate(text, n_frames + K, prompt_codes=prompt, cfg=3.0, greedy=True,
@@ -53,15 +67,8 @@ def test_after_a_slide_the_stream_continues_like_a_fresh_generation_of_its_conte
 
 def test_the_adaptor_prefix_of_each_chunk_meets_its_newest_positions(musicgen):
     """Each chunk's window conditions exactly that chunk's positions, newest frame at its last one."""
-    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
-
-    torch.manual_seed(0)
-    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), musicgen.decoder)
-    with torch.no_grad():
-        adaptor.gates.fill_(4.0)
+    adaptor, features = gated_adaptor(musicgen.decoder, 30)
     cfg = adaptor.config
-    features = [torch.randn(1, 30, cfg.face_dim), torch.randn(1, 30, cfg.motion_dim),
-                torch.randn(1, 30, *cfg.flow_shape)]
     text = musicgen.encode_text(["warm pads"])
     stream = GenerationStream(musicgen, window=120, context=20, seed=0)
     stream.set_text(text)
@@ -167,13 +174,9 @@ def test_cuda_graph_steps_give_the_eager_steps_tokens(tiny_musicgen_dir):
 
 
 def test_a_slide_moves_the_adaptor_prefix_back_with_the_frames_it_conditioned(musicgen):
-    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
-
-    torch.manual_seed(0)
-    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), musicgen.decoder)
+    adaptor, features = gated_adaptor(musicgen.decoder, 12)
     cfg = adaptor.config
-    hooks = adaptor.adapters(torch.randn(1, 12, cfg.face_dim), torch.randn(1, 12, cfg.motion_dim),
-                             torch.randn(1, 12, *cfg.flow_shape))
+    hooks = adaptor.adapters(*features)
     stream = GenerationStream(musicgen, window=40, context=12, seed=0)
     stream.set_text(musicgen.encode_text(["warm pads"]))
     for _ in range(3):
@@ -188,17 +191,11 @@ def test_a_slide_moves_the_adaptor_prefix_back_with_the_frames_it_conditioned(mu
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_cuda_graph_steps_with_an_adaptor_give_the_eager_steps_tokens(tiny_musicgen_dir):
-    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
     from expotion_live.model.generate import MusicGen
 
     musicgen = MusicGen.load(tiny_musicgen_dir, device="cuda", precision="fp32")
-    torch.manual_seed(0)
-    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), musicgen.decoder)
-    with torch.no_grad():
-        adaptor.gates.fill_(4.0)
+    adaptor, features = gated_adaptor(musicgen.decoder, 40)
     cfg = adaptor.config
-    features = [torch.randn(1, 40, cfg.face_dim), torch.randn(1, 40, cfg.motion_dim),
-                torch.randn(1, 40, *cfg.flow_shape)]
     text = musicgen.encode_text(["warm pads"])
     results = []
     for graphs in (False, True):
