@@ -13,11 +13,11 @@ where the last call left it:
 
 so a chunk of n frames costs n steps (the first after a start, n + K - 1). The cache
 has `window` positions (MusicGen was trained on 30 s = 1500); when the next chunk
-would not fit, `restart` slides: it prefills the most recent complete frames at
-position 0 and generation goes on from there (the incomplete frames are drawn again).
-A prompt change rewrites only the text's cross-attention keys and values
-(`set_text`); the adaptor's prefix is loaded per chunk into fixed buffers
-(`set_prefix`), aligned so the window's newest frame meets the newest position.
+would not fit, the stream slides (`slide`): it prefills the most recent `context`
+complete frames at position 0 and generation goes on from there (the incomplete
+frames are drawn again). A prompt change rewrites only the text's cross-attention keys
+and values (`set_text`); the adaptor's prefix comes with each `advance` and is loaded
+into fixed buffers, aligned so the window's newest frame meets the newest position.
 
 One step (`_step`) samples the next column from the last logits and decodes it, reading
 and writing only tensors that stay in place (the sequence, the cache, the logits, a
@@ -123,8 +123,8 @@ class GenerationStream:
                 prefix_capacity: int = 0) -> torch.LongTensor:
         """The next `n_frames` complete frames (1, K, n), on the device.
 
-        Starts the stream on its first call, and slides (`restart` from the last
-        `context` frames) when the frames would not fit the window. `hooks`: the adaptor's,
+        Starts the stream on its first call, and slides when the frames would not fit
+        the window (unless `slide` was called ahead). `hooks`: the adaptor's,
         from the newest window, aligned so its newest frame meets this call's last position.
         """
         if n_frames + self.context + self.K + 1 > self.window:
@@ -147,7 +147,7 @@ class GenerationStream:
         return self._frames(first, n_frames)
 
     def restart(self, prompt_codes: torch.Tensor | None = None) -> None:
-        """Start over at position 0 from the start token and these frames (1, K, P): the slide.
+        """Start over at position 0 from the start token and these frames (1, K, P).
 
         The same prefill as `MusicGen.generate` with these prompt codes, so what follows
         equals a fresh generation continuing them.
