@@ -59,6 +59,7 @@ class HandTracker:
         # when the one hand slips).
         self._pair = landmarkers.hand_landmarker(model, num_hands=len(HAND_SIDES))
         self._single = landmarkers.hand_landmarker(model, num_hands=1)
+        self._close_landmarkers = landmarkers.closed_with(self, self._pair, self._single)
         self._filters = [OneEuroFilter(min_cutoff, beta, d_cutoff) for _ in HAND_SIDES]
         self._since_search = 0      # frames since the two-hand landmarker last ran
         self._tracked = 0           # hands found in the previous frame
@@ -111,5 +112,4 @@ class HandTracker:
         return placed
 
     def close(self) -> None:
-        self._pair.close()
-        self._single.close()
+        self._close_landmarkers()

@@ -12,6 +12,7 @@ its detector only when it has lost its target, so frames must come in time order
 """
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,21 @@ def hand_landmarker(model: str = "lite", num_hands: int = 2):
     return vision.HandLandmarker.create_from_options(vision.HandLandmarkerOptions(
         **_options(HAND_MODELS[model]), num_hands=num_hands, min_hand_detection_confidence=0.5,
         min_hand_presence_confidence=0.5, min_tracking_confidence=0.5))
+
+
+def closed_with(owner, *tasks) -> weakref.finalize:
+    """Close `tasks` when the returned finalizer is called or `owner` is collected, whichever first.
+
+    A task left to its own `__del__` closes through a dispatcher thread of its own; when the
+    task is collected inside a reference cycle that thread is collected with it, and close
+    waits forever. The finalizer holds the tasks, so they are closed while it still runs.
+    """
+    return weakref.finalize(owner, _close, *tasks)
+
+
+def _close(*tasks) -> None:
+    for task in tasks:
+        task.close()
 
 
 class VideoClock:

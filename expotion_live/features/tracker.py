@@ -41,6 +41,7 @@ class Tracker:
         self.neutral = neutral
         self._face_mesh = landmarkers.face_landmarker()
         self._pose = landmarkers.pose_landmarker()
+        self._close_landmarkers = landmarkers.closed_with(self, self._face_mesh, self._pose)
         self._clock = landmarkers.VideoClock()
         self._flow = FlowTracker(settings.flow_width)
         params = (settings.min_cutoff, settings.beta, settings.d_cutoff)
@@ -126,8 +127,7 @@ class Tracker:
         frame.pose = self._pose_filter(pose, frame.t)
 
     def close(self) -> None:
-        self._face_mesh.close()
-        self._pose.close()
+        self._close_landmarkers()
         if self._hands is not None:
             self._hands.close()
 
