@@ -11,9 +11,9 @@ held to a stated tolerance (measured differences: README, "Tracking models"):
 - head angles (radians): mean 0.005, max 0.03, each correlated > 0.95;
 - pose-normalised geometry: mean 0.003, max 0.03;
 - pose, the joints this clip shows (nose, shoulders; x, y image-normalised): mean 0.025,
-  95th percentile 0.06. The shoulders sit on the clip's bottom edge, where the pose model
-  is unsure: two MediaPipe releases running the same bundle differ there by as much.
-  The other joints are out of the picture in both (visibility < 0.3), their positions guesses.
+  95th percentile 0.06 (looser: the shoulders sit on the clip's bottom edge, where the
+  model is least sure). The other joints are out of the picture in both (visibility < 0.3),
+  their positions guesses.
 """
 from pathlib import Path
 
