@@ -1,4 +1,5 @@
 """The shipped model bundles: what they hold, and a clear error and doctor line when one is gone."""
+import importlib.metadata
 import subprocess
 import sys
 import zipfile
@@ -59,3 +60,9 @@ def test_a_tracker_dropped_inside_a_reference_cycle_is_collected_without_hanging
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "collected", done.stderr[-2000:]
+
+
+def test_mediapipe_brings_the_only_opencv():
+    # Two OpenCV distributions overwrite each other's cv2 package (whichever installed last wins).
+    names = {dist.metadata["Name"].lower() for dist in importlib.metadata.distributions()}
+    assert {name for name in names if name.startswith("opencv")} == {"opencv-contrib-python"}
