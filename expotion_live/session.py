@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .audio.dsp import DspPath, expression_index
+from .audio.monitor import AudioMonitor
 from .audio.output import AudioDeviceError, AudioStream, BlockPlayer, FileSink, WavRecorder
 from .audio.ring_buffer import RingBuffer
 from .engine.scheduler import ChunkScheduler, ChunkTiming
@@ -45,7 +46,9 @@ from .atomic import OutputPathError, check_output
 from .model.commands import add_model_flags, model_overrides
 from .model.download import has_weights, missing_files
 from . import settings as settings_mod
+from .osc.ableton_link import LinkStatus, open_link
 from .osc.control import ControlError
+from .osc.midi import open_midi
 from .osc.targets import OscTargetError
 from .settings import Settings
 
@@ -54,6 +57,7 @@ ChunkListener = Callable[[int, int], None]
 OUTPUT_MODES = ("auto", "device", "file")
 STATUS_INTERVAL = 0.25      # seconds between status updates to OSC while waiting
 MAX_SECONDS = 7 * 24 * 3600  # longest --duration: a week-long installation
+MONITOR_SECONDS = 2.0       # played audio kept for the stage view (spectrogram, meter)
 STALL_SECONDS = 2.0         # a source silent this long is reported (a camera delivers 15-60 frames a second)
 
 
@@ -87,6 +91,7 @@ class SessionStatus:
     prompt: str
     error: str                           # "" unless generation failed
     recording_stopped: str               # "" unless the recording stopped early (a full disk) and why
+    link: LinkStatus | None              # the Ableton Link session (None = link.mode off or unavailable)
 
 
 class LiveSession:
@@ -130,9 +135,18 @@ class LiveSession:
         # The device pulls whole buffers at once (PulseAudio: its latency's worth in a burst),
         # so the ring keeps that much more in hand than the engine's own marks.
         device_buffer = self.output.latency_seconds if isinstance(self.output, AudioStream) else 0.0
+        self._device_buffer = device_buffer
+        self.monitor = AudioMonitor(round(MONITOR_SECONDS * audio.sample_rate))
+        self.player.monitor = self.monitor
+        # MIDI and Link are extras: one line in `notice` when they cannot be had, and the show goes on.
+        self.link, link_notice = open_link(settings.link)
+        self.midi, midi_notice = open_midi(settings.midi, lambda: (self.playing, _tracked_tempo(self.source)))
+        if self.midi is not None:
+            self.tracking.add_listener(self.midi.on_frame)
+        self.notice = "; ".join(line for line in (self.notice, link_notice, midi_notice) if line)
         engine = settings.engine
         self.scheduler = ChunkScheduler(
-            source, self.ring, self.timeline.window, GenerationParams.from_settings(settings.generation),
+            source, self.ring, self._window, GenerationParams.from_settings(settings.generation),
             ChunkTiming.from_settings(settings.generation, audio.sample_rate), realtime=True,
             min_lead_seconds=engine.min_lead_seconds + device_buffer,
             low_water_seconds=engine.low_water_seconds + device_buffer,
@@ -225,6 +239,9 @@ class LiveSession:
         self.output.stop()
         self.scheduler.stop()
         self.tracking.stop()
+        for extra in (self.midi, self.link):
+            if extra is not None:
+                extra.close()
         if self.capture is not None:
             self.capture.stop()
         if self._tracker is not None:
@@ -270,7 +287,16 @@ class LiveSession:
         expression = float(frame.expression[self._expression]) if frame.face_found else controls.expression
         controls.set(frame.motion_energy, expression)
 
+    def _window(self, n_frames: int):
+        """The scheduler's window; Link's follow mode conducts it with the beat the chunk will be heard on."""
+        window = self.timeline.window(n_frames)
+        if self.link is None:
+            return window
+        return self.link.window(window, self.ring.available() / self.settings.audio.sample_rate + self._device_buffer)
+
     def _on_chunk(self, index: int, start_frame: int) -> None:
+        if self.link is not None:
+            self.link.lead(_confident_tempo(self.source), time.monotonic())
         for listener in self._chunk_listeners:
             listener(index, start_frame)
 
@@ -305,6 +331,7 @@ class LiveSession:
             prompt=getattr(self.source, "prompt_used", "") or sched.params.prompt,
             error="" if sched.error is None else f"{type(sched.error).__name__}: {sched.error}",
             recording_stopped=self.recorder.stopped if self.recorder is not None else "",
+            link=self.link.status() if self.link is not None else None,
         )
 
 
@@ -316,6 +343,12 @@ def _tracked_tempo(source) -> float:
         return float(own.bpm)
     steered = getattr(getattr(source, "steering", None), "tempo", None)
     return float(steered.bpm) if steered is not None and steered.locked else 0.0
+
+
+def _confident_tempo(source) -> float:
+    """The tempo Link's conduct mode may give the band: the tracked one once it has locked, else 0."""
+    tracker = getattr(source, "tempo", None) or getattr(getattr(source, "steering", None), "tempo", None)
+    return float(tracker.bpm) if tracker is not None and tracker.locked else 0.0
 
 
 def build_source(settings: Settings) -> MusicSource:

@@ -96,6 +96,32 @@ class OscSettings:
     ableton: str = ""             # AbletonOSC HOST:PORT for tempo/transport; "" = off
 
 
+# MIDI CC map (docs/midi.md): SIGNAL:CC for 7 bits, SIGNAL:CC/14 for 14 bits (CC and CC+32, CC < 32).
+# CCs 20-31 and 85 are undefined in the MIDI spec, so no synth reacts before the DAW maps them.
+MIDI_MAP = ("mouth_height:20", "mouth_width:21", "smile:22", "brow_left:23", "brow_right:24", "eye_left:25",
+            "eye_right:26", "jaw:27", "yaw:28", "pitch:29", "roll:30", "motion_energy:31", "face_found:85")
+
+
+@dataclass(frozen=True)
+class MidiSettings:
+    enabled: bool = False         # MIDI out (mido + python-rtmidi): what DAWs map natively, unlike OSC
+    port: str = "Expotion Live"   # the virtual port's name, or (virtual = false) part of an existing output port's
+    virtual: bool = True          # create the port (Linux, macOS); false = open an existing one (Windows: loopMIDI)
+    channel: int = 1              # MIDI channel 1-16 of every message
+    map: tuple[str, ...] = MIDI_MAP  # which signal drives which controller
+    rate_hz: float = 50.0         # most updates per second of one controller: a DAW's automation needs no more
+    note: int = 0                 # note played when the mouth opens (velocity: how wide); 0 = no notes
+    clock: bool = False           # MIDI clock (24 per beat) at the music's tempo, start/stop with the music
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    mode: str = "off"             # off | follow (the music takes the Link session's tempo and beat) | conduct (the performer's tempo leads it)
+    quantum: float = 4.0          # beats per bar: Link aligns phase over this many beats
+    conduct_change_bpm: float = 2.0   # conduct: the tracked tempo must differ from the session's by this much...
+    conduct_hold_seconds: float = 2.0  # ...and hold there this long before the band is moved (a pause never drags it)
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     kind: str = "auto"            # auto (MusicGen if weights exist, else synth) | musicgen | synth
@@ -114,6 +140,8 @@ class Settings:
     audio: AudioSettings = field(default_factory=AudioSettings)
     osc: OscSettings = field(default_factory=OscSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    midi: MidiSettings = field(default_factory=MidiSettings)
+    link: LinkSettings = field(default_factory=LinkSettings)
 
 
 # The range of every number, checked on load and for the flags that set them: a value outside
@@ -132,6 +160,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "audio.latency": (0, 2), "audio.min_gain": (0, 1), "audio.filter_min_hz": (20, 96000),
     "audio.filter_max_hz": (20, 96000), "audio.dsp_smoothing_ms": (0, 1000),
     "osc.control_port": (0, 65535),
+    "midi.channel": (1, 16), "midi.rate_hz": (1, 1000), "midi.note": (0, 127),
+    "link.quantum": (1, 16), "link.conduct_change_bpm": (0.5, 60), "link.conduct_hold_seconds": (0, 60),
     "engine.min_lead_seconds": (0, 60), "engine.low_water_seconds": (0, 60), "engine.loop_seconds": (0.02, 10),
 }
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..atomic import AtomicFile, disk_full, writing
 from .dsp import DspPath
+from .monitor import AudioMonitor
 from .ring_buffer import RingBuffer
 
 
@@ -36,6 +37,7 @@ class BlockPlayer:
         self.ring = ring
         self.dsp = dsp
         self.tap: WavRecorder | None = None   # set before starting; receives every played block
+        self.monitor: AudioMonitor | None = None   # set before starting; the stage view's copy of what is played
         self.start_samples = 0                 # set before starting: see `fill`
         self.blocks_played = 0
         self.preroll_samples = 0               # silence played before the ring's first sample: ring pos p plays at p + this
@@ -59,6 +61,8 @@ class BlockPlayer:
             self.first_sound_time = time.monotonic()
         if self.tap is not None:
             self.tap.push(out)
+        if self.monitor is not None:
+            self.monitor.push(out, peak)
         self.blocks_played += 1
 
 

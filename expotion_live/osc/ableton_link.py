@@ -1,0 +1,164 @@
+"""Ableton Link: share tempo and beat with every Link app on the network (docs/midi.md, "Ableton Link").
+
+Two modes (settings `link.mode`):
+- follow: the Link session conducts the music. Each chunk's window carries the session's
+  tempo and its beat count at the moment the chunk will be heard, in the conductor's
+  columns (`TimelineWindow.conduct`), which the synth plays at (tempo and beat phase)
+  and the prompt steerer names, exactly as it does for a conductor's hands.
+- conduct: the tempo tracked from the performer (hands, else motion), once confident,
+  becomes the session's tempo; `TempoLead` holds a change back until it has lasted, so a
+  pause or a stumble never drags the band.
+
+Threads: aalink needs an asyncio loop; the peer lives on its own loop thread. Reading
+the session state and setting its tempo are safe from any thread (Link's app-thread API).
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+from ..features.schema import CONDUCT_NAMES, TimelineWindow
+from ..settings import LinkSettings
+
+MODES = ("off", "follow", "conduct")
+_CONDUCTING, _BPM, _BEATS = (CONDUCT_NAMES.index(name) for name in ("conducting", "bpm", "beats"))
+
+
+class LinkError(RuntimeError):
+    """Link cannot be joined as configured; one line saying what to change."""
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """The Link session as the window and status show it."""
+
+    mode: str
+    peers: int          # other Link apps in the session
+    tempo: float        # session BPM
+    beat: float         # beats since the session's origin
+    phase: float        # position in the bar, 0 to quantum
+
+
+class AbletonLink:
+    """One Link peer, enabled from construction to `close`."""
+
+    def __init__(self, bpm: float, quantum: float):
+        aalink = binding()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ableton-link", daemon=True)
+        self._thread.start()
+
+        async def join():        # aalink binds to the running loop it is created on
+            link = aalink.Link(bpm)
+            link.quantum = quantum
+            link.enabled = True
+            return link
+
+        self._link = asyncio.run_coroutine_threadsafe(join(), self._loop).result(timeout=5.0)
+
+    @property
+    def peers(self) -> int:
+        return int(self._link.num_peers)
+
+    @property
+    def tempo(self) -> float:
+        return float(self._link.tempo)
+
+    @tempo.setter
+    def tempo(self, bpm: float) -> None:
+        self._link.tempo = float(bpm)
+
+    @property
+    def beat(self) -> float:
+        return float(self._link.beat)
+
+    @property
+    def phase(self) -> float:
+        return float(self._link.phase)
+
+    def close(self) -> None:
+        self._link.enabled = False
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=2.0)
+
+
+class TempoLead:
+    """Conduct mode's gate: a tracked tempo moves the session only after differing from it by
+    `change_bpm` for `hold_seconds` (a candidate that wanders by `change_bpm` starts over)."""
+
+    def __init__(self, change_bpm: float, hold_seconds: float):
+        self.change_bpm = change_bpm
+        self.hold_seconds = hold_seconds
+        self._candidate: tuple[float, float] | None = None    # (bpm, since when)
+
+    def update(self, bpm: float, session_bpm: float, now: float) -> float | None:
+        """The tempo to give the session now, or None. `bpm` 0 = not confident (holds nothing)."""
+        if bpm <= 0 or abs(bpm - session_bpm) < self.change_bpm:
+            self._candidate = None
+            return None
+        if self._candidate is None or abs(bpm - self._candidate[0]) >= self.change_bpm:
+            self._candidate = (bpm, now)
+            return None
+        if now - self._candidate[1] < self.hold_seconds:
+            return None
+        self._candidate = None
+        return bpm
+
+
+def follow_window(window: TimelineWindow, bpm: float, beats: float) -> TimelineWindow:
+    """The window with the Link session as its conductor at its last frame (the window is a copy)."""
+    window.conduct[-1, [_CONDUCTING, _BPM, _BEATS]] = (1.0, bpm, beats)
+    return window
+
+
+class LinkSync:
+    """The session's side of Link: a peer plus the mode's policy."""
+
+    def __init__(self, settings: LinkSettings, bpm: float = 120.0):
+        if settings.mode not in MODES[1:]:
+            raise LinkError(f"link.mode must be one of {', '.join(MODES)}, got {settings.mode!r}")
+        self.mode = settings.mode
+        self.quantum = settings.quantum
+        self.peer = AbletonLink(bpm, settings.quantum)
+        self._lead = TempoLead(settings.conduct_change_bpm, settings.conduct_hold_seconds)
+
+    def window(self, window: TimelineWindow, ahead_seconds: float) -> TimelineWindow:
+        """Follow mode: conduct the chunk with the session's tempo and the beat it will be heard on."""
+        if self.mode != "follow":
+            return window
+        bpm = self.peer.tempo
+        return follow_window(window, bpm, self.peer.beat + ahead_seconds * bpm / 60.0)
+
+    def lead(self, bpm: float, now: float) -> None:
+        """Conduct mode: give the session the performer's confident tempo (0 = none) once it has held."""
+        if self.mode != "conduct":
+            return
+        tempo = self._lead.update(bpm, self.peer.tempo, now)
+        if tempo is not None:
+            self.peer.tempo = tempo
+
+    def status(self) -> LinkStatus:
+        return LinkStatus(self.mode, self.peer.peers, self.peer.tempo, self.peer.beat, self.peer.phase)
+
+    def close(self) -> None:
+        self.peer.close()
+
+
+def open_link(settings: LinkSettings) -> tuple[LinkSync | None, str]:
+    """(LinkSync, "") when Link is on and joins; (None, one-line reason) when it is on and cannot."""
+    if settings.mode == "off":
+        return None, ""
+    try:
+        return LinkSync(settings), ""
+    except LinkError as err:
+        return None, f"no Ableton Link: {err}"
+
+
+def binding():
+    """The aalink module, or LinkError naming what to install."""
+    try:
+        import aalink
+    except ImportError:
+        raise LinkError("Ableton Link needs aalink: pip install aalink") from None
+    return aalink
