@@ -236,3 +236,14 @@ def test_the_next_chunk_is_prepared_right_after_each_chunk():
         time.sleep(0.01)
     scheduler.stop()
     assert source.prepared == scheduler.timing.chunk_frames
+
+
+def test_a_live_request_says_when_its_chunk_will_be_heard():
+    source = ToneSource()
+    ring = RingBuffer(SR)
+    scheduler = ChunkScheduler(source, ring, blank_window, PARAMS, timing(), realtime=True)
+    before = time.monotonic()
+    request = scheduler._next_request()
+    assert request.plays_at is not None and request.plays_at >= before    # after what is buffered (none yet)
+    offline = ChunkScheduler(source, RingBuffer(SR), blank_window, PARAMS, timing(), realtime=False)
+    assert offline._next_request().plays_at is None                       # offline: the window's own end

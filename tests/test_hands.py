@@ -204,6 +204,22 @@ def test_conducting_sets_the_synths_tempo_and_beat(tracked):
     assert window_at(frames, frames[-1].t).conduct[-1, 0] == 0.0          # after the cut-off: not conducting
 
 
+def test_the_synth_is_on_the_conducted_beat_when_its_chunk_is_heard(tracked):
+    """A chunk heard a quarter beat after the window ends starts a quarter beat further on."""
+    frames, _, beats = tracked
+    params = GenerationParams(prompt="", cfg=1.0, temperature=1.0, top_k=0, top_p=0.0)
+    window = window_at(frames, beats[5])
+    clocks = []
+    for delay_beats in (0.0, 0.25):
+        synth = SynthSource()
+        synth.render(ChunkRequest(0, 0, 25, 0, window, params))       # tempo locked first
+        synth._beat = 0.0
+        plays_at = window.t_end + delay_beats * 60.0 / window.conduct[-1, 1]   # at the conducted tempo
+        synth.render(ChunkRequest(1, 25, 25, 0, window, params, plays_at=plays_at))
+        clocks.append(synth._beat)
+    assert (clocks[1] - clocks[0] - 0.25 + 0.5) % 1.0 - 0.5 == pytest.approx(0.0, abs=1e-6)
+
+
 def test_the_conducted_tempo_overrides_motion_periodicity():
     """The same performer swaying at 120 BPM: the synth plays 120 until the hands conduct 84."""
     params = GenerationParams(prompt="", cfg=1.0, temperature=1.0, top_k=0, top_p=0.0)

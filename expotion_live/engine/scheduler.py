@@ -214,9 +214,13 @@ class ChunkScheduler:
         index = self.chunks_done
         n_frames = self.timing.first_chunk_frames if index == 0 else self.timing.chunk_frames
         window = self.window_fn(max(self.timing.context_frames + n_frames, MIN_WINDOW_FRAMES))
+        plays_at = None
+        if self.realtime:   # after what is buffered and the held-back tail it will be crossfaded with
+            held = 0 if self._tail is None else len(self._tail)
+            plays_at = time.monotonic() + (self.ring.available() + held) / self.timing.sample_rate
         return ChunkRequest(index=index, start_frame=self.frames_generated, n_frames=n_frames,
                             overlap_samples=0 if index == 0 else self.timing.overlap_samples,
-                            window=window, params=self._params)
+                            window=window, params=self._params, plays_at=plays_at)
 
     def _render(self, request: ChunkRequest) -> np.ndarray | None:
         """Render on the generator thread; stretch the music meanwhile if the ring runs low."""

@@ -38,6 +38,8 @@ class ChunkRequest:
     overlap_samples: int    # extra samples rendered *before* start_frame, crossfaded with the previous chunk's tail
     window: TimelineWindow  # visual condition for this chunk (latest features)
     params: GenerationParams
+    plays_at: float | None = None   # when its first new sample should be heard, on the window's clock
+                                    # (time.monotonic() live); None: at the window's end (offline)
 
 
 class MusicSource(Protocol):

@@ -158,12 +158,18 @@ class SynthSource:
         brightness = float(np.clip(0.25 + 0.55 * mood.arousal + 0.2 * max(mood.valence, 0.0), 0.0, 1.0))
         return SynthControls(self.tempo.bpm, mood.energy, mood.valence, mood.arousal, self._mode, brightness)
 
-    def _follow_conducted_beat(self, window: TimelineWindow) -> None:
-        """Move the musical clock by under half a beat so its phase is the conductor's."""
+    def _follow_conducted_beat(self, window: TimelineWindow, plays_at: float | None) -> None:
+        """Move the musical clock by under half a beat so its phase is the conductor's when the chunk is heard.
+
+        The window ends now; the chunk is heard after what is already buffered, by which
+        time the conductor's beat has moved on at the conducted tempo.
+        """
         conducted = conducted_beat(window)
         if conducted is None:
             return
-        _, beats = conducted
+        bpm, beats = conducted
+        if plays_at is not None:
+            beats += (plays_at - window.t_end) * bpm / 60.0
         self._beat += (beats - self._beat + 0.5) % 1.0 - 0.5
 
     # ---- scheduling --------------------------------------------------------------------
@@ -307,7 +313,7 @@ class SynthSource:
         if request.index == 0 or self._next_sample != start:    # a (re)start, or a gap: a fresh clock
             self._notes, self._beat, self._bar_chord = [], 0.0, None
         self.controls = self._controls_from(request.window)
-        self._follow_conducted_beat(request.window)
+        self._follow_conducted_beat(request.window, request.plays_at)
         self._schedule(start, end)
         self._beat += (end - start) * self.controls.bpm / (60.0 * self.sample_rate)
         self._next_sample = end
