@@ -38,6 +38,7 @@ class LinkStatus:
     tempo: float        # session BPM
     beat: float         # beats since the session's origin
     phase: float        # position in the bar, 0 to quantum
+    quantum: float      # beats per bar
 
 
 class AbletonLink:
@@ -139,7 +140,7 @@ class LinkSync:
             self.peer.tempo = tempo
 
     def status(self) -> LinkStatus:
-        return LinkStatus(self.mode, self.peer.peers, self.peer.tempo, self.peer.beat, self.peer.phase)
+        return LinkStatus(self.mode, self.peer.peers, self.peer.tempo, self.peer.beat, self.peer.phase, self.quantum)
 
     def close(self) -> None:
         self.peer.close()

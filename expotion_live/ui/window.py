@@ -23,6 +23,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, 
 from .. import settings as settings_mod
 from ..engine.source import GenerationParams
 from ..features.schema import EXPRESSION_NAMES
+from ..osc.ableton_link import MODES as LINK_MODES
 from ..osc.control import GUIDANCE_RANGE, TEMPERATURE_RANGE, ControlError, ControlServer
 from ..osc.sender import OscSender
 from ..osc.targets import OscTargetError, parse_target, parse_targets
@@ -30,6 +31,7 @@ from ..settings import Settings, SettingsError
 from .overlay import draw_overlay
 from .performance import PerformanceRecorder, new_performance_folder
 from ..presets import PresetError, apply_preset, list_presets, save_preset
+from .stage import StageView
 from .widgets import MeterPanel, VideoView
 from .workers import LatestFrame, SessionWorker, WorkerThread
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM_DEFAULT = "(system default)"   # audio picker entry for settings.audio.device = ""
 PREVIEW_INTERVAL_MS = 33         # ~30 Hz: the camera's own rate; faster would redraw the same frame
+STAGE_INTERVAL_MS = 50           # meter and spectrogram refresh: smooth to the eye, light on the CPU (bench/stage.py)
 METER_NAMES = (*EXPRESSION_NAMES, "motion_energy")
 READOUTS = (                      # status key, label, format
     ("tracking_fps", "tracking", "{:.1f} fps"),
@@ -116,6 +119,9 @@ class MainWindow(QMainWindow):
         self._preview_timer = QTimer(self)
         self._preview_timer.timeout.connect(self._show_preview)
         self._preview_timer.start(PREVIEW_INTERVAL_MS)
+        self._stage_timer = QTimer(self)
+        self._stage_timer.timeout.connect(self.stage.refresh)
+        self._stage_timer.start(STAGE_INTERVAL_MS)
 
     # ---- layout -------------------------------------------------------------------------
     def _build(self) -> None:
@@ -130,8 +136,10 @@ class MainWindow(QMainWindow):
         self.banner.setStyleSheet("color: #c06000;")
         self.banner.hide()
 
+        self.stage = StageView(self.settings.audio.sample_rate)
         left = QVBoxLayout()
         left.addWidget(self.video, 1)
+        left.addWidget(self.stage)
         toggles = QHBoxLayout()
         toggles.addWidget(self.mirror)
         toggles.addWidget(self.record_performance)
@@ -146,6 +154,8 @@ class MainWindow(QMainWindow):
             readout_form.addRow(label, self.readouts[key])
         self.steering_label = QLabel("–")
         readout_form.addRow("steering", self.steering_label)
+        self.link_label = QLabel("–")
+        readout_form.addRow("Ableton Link", self.link_label)
         self.meters = MeterPanel(METER_NAMES)
         meter_box = QGroupBox("Signals")
         QVBoxLayout(meter_box).addWidget(self.meters)
@@ -154,6 +164,7 @@ class MainWindow(QMainWindow):
         tabs.addTab(self._build_play_tab(), "Play")
         tabs.addTab(self._build_setup_tab(), "Setup")
         tabs.addTab(self._build_osc_tab(), "OSC")
+        tabs.addTab(self._build_daw_tab(), "MIDI / Link")
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
@@ -268,6 +279,58 @@ class MainWindow(QMainWindow):
         self.osc_apply.clicked.connect(self._apply_osc_targets)
         return tab
 
+    def _build_daw_tab(self) -> QWidget:
+        self.midi_enabled = QCheckBox("MIDI out")
+        self.midi_port = QLineEdit()
+        self.midi_virtual = QCheckBox("Create a virtual port of this name (else open an existing one)")
+        self.midi_channel = QSpinBox()
+        self.midi_channel.setRange(1, 16)
+        self.midi_map = QPlainTextEdit()
+        self.midi_map.setPlaceholderText("one per line: SIGNAL:CC or SIGNAL:CC/14, e.g. smile:22 (docs/midi.md)")
+        self.midi_map.setMaximumHeight(90)
+        self.midi_map_apply = QPushButton("Apply map")
+        self.midi_note = QSpinBox()
+        self.midi_note.setRange(0, 127)
+        self.midi_note.setSpecialValueText("off")
+        self.midi_clock = QCheckBox("MIDI clock at the music's tempo")
+        self.link_mode = QComboBox()
+        self.link_mode.addItems(LINK_MODES)
+        tab = QWidget()
+        form = QFormLayout(tab)
+        form.addRow(self.midi_enabled)
+        form.addRow("Port", self.midi_port)
+        form.addRow(self.midi_virtual)
+        form.addRow("Channel", self.midi_channel)
+        form.addRow("CC map", self.midi_map)
+        form.addRow("", self.midi_map_apply)
+        form.addRow("Note on mouth open", self.midi_note)
+        form.addRow(self.midi_clock)
+        form.addRow("Ableton Link", self.link_mode)
+        form.addRow(QLabel("follow: the music takes the Link tempo and beat; conduct: your tempo leads. "
+                           "Changes apply at the next Start."))
+        self.midi_enabled.toggled.connect(lambda on: self._set("midi.enabled", on))
+        self.midi_port.editingFinished.connect(lambda: self._set("midi.port", self.midi_port.text().strip()))
+        self.midi_virtual.toggled.connect(lambda on: self._set("midi.virtual", on))
+        self.midi_channel.valueChanged.connect(lambda v: self._set("midi.channel", v))
+        self.midi_map_apply.clicked.connect(self._set_midi_map)
+        self.midi_note.valueChanged.connect(lambda v: self._set("midi.note", v))
+        self.midi_clock.toggled.connect(lambda on: self._set("midi.clock", on))
+        self.link_mode.currentTextChanged.connect(lambda v: self._set("link.mode", v))
+        return tab
+
+    def _set_midi_map(self) -> None:
+        """Keep a map only when every line parses; a bad line is named in the banner."""
+        from ..osc.midi import MidiError, parse_map
+
+        lines = tuple(line.strip() for line in self.midi_map.toPlainText().splitlines() if line.strip())
+        try:
+            parse_map(lines)
+        except MidiError as err:
+            self.show_banner(str(err))
+            return
+        if self._set("midi.map", lines):
+            self.show_banner(f"MIDI map of {len(lines)} controllers kept; it applies at the next Start")
+
     def _load_settings_into_widgets(self) -> None:
         s = self.settings
         self.prompt.setText(s.generation.prompt)
@@ -282,6 +345,14 @@ class MainWindow(QMainWindow):
         self.precision.setCurrentText(s.model.precision)
         self.mirror.setChecked(s.camera.mirror_preview)
         self.osc_targets.setPlainText("\n".join(s.osc.targets))
+        self.midi_enabled.setChecked(s.midi.enabled)
+        self.midi_port.setText(s.midi.port)
+        self.midi_virtual.setChecked(s.midi.virtual)
+        self.midi_channel.setValue(s.midi.channel)
+        self.midi_map.setPlainText("\n".join(s.midi.map))
+        self.midi_note.setValue(s.midi.note)
+        self.midi_clock.setChecked(s.midi.clock)
+        self.link_mode.setCurrentText(s.link.mode)
         self.refresh_devices()
         self.preset_box.clear()
         self.preset_box.addItems(list_presets(self.presets_dir))
@@ -407,6 +478,8 @@ class MainWindow(QMainWindow):
         worker.stopped.connect(self._on_stopped)
         worker.status.connect(self._on_status)
         worker.recorded.connect(lambda path: self.show_banner(f"performance saved: {path}"))
+        worker.monitor.connect(self.stage.set_monitor)
+        worker.chunk_started.connect(self.stage.plot.add_chunk)
 
     def _toggle_running(self) -> None:
         if self.running:
@@ -461,6 +534,10 @@ class MainWindow(QMainWindow):
                 value = None                      # 0 BPM = no tempo tracked yet
             self.readouts[key].setText("–" if value is None else fmt.format(value))
         self.steering_label.setText(" ".join(status.get("steering_words", ())) or "–")
+        link = status.get("link")
+        self.link_label.setText("–" if link is None else (
+            f"{link['mode']}: {link['peers']} peer{'' if link['peers'] == 1 else 's'}, {link['tempo']:.1f} BPM, "
+            f"beat {link['phase'] + 1:.2f} of {link['quantum']:g}"))
         if status.get("recording_stopped"):       # a full disk: the show goes on, the performer must know
             self.show_banner(status["recording_stopped"])
         self.osc_state.setText(f"{', '.join(str(t) for t in self.sender.targets) or 'no targets'}; "
@@ -482,6 +559,7 @@ class MainWindow(QMainWindow):
         values = dict(zip(EXPRESSION_NAMES, (float(v) for v in frame.expression)))
         values["motion_energy"] = float(frame.motion_energy)
         self.meters.set_values(values)
+        self.stage.plot.add_frame(frame)
 
     def show_banner(self, text: str) -> None:
         self.banner.setText(text)
@@ -494,8 +572,9 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Stop everything in order and save the settings; safe to call twice."""
-        if self._preview_timer.isActive():
-            self._preview_timer.stop()
+        for timer in (self._preview_timer, self._stage_timer):
+            if timer.isActive():
+                timer.stop()
         if self.control is not None:
             self.control.stop()
             self.control = None

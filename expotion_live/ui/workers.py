@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 
 import numpy as np
 from PyQt6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, pyqtSignal, pyqtSlot
@@ -68,6 +69,8 @@ class SessionWorker(QObject):
     stopped = pyqtSignal()
     status = pyqtSignal(dict)       # SessionStatus as plain values
     recorded = pyqtSignal(str)      # where the recorded performance was saved
+    monitor = pyqtSignal(object)    # the running session's AudioMonitor for the stage view; None when stopped
+    chunk_started = pyqtSignal(int, float)   # chunk index, time.monotonic() when it started playing
 
     def __init__(self, preview: LatestFrame, sender: OscSender):
         super().__init__()
@@ -108,6 +111,7 @@ class SessionWorker(QObject):
             session.add_frame_listener(self._link.on_frame)
             session.add_frame_listener(self._preview.put)
             session.add_chunk_listener(self._link.on_chunk)
+            session.add_chunk_listener(lambda index, _: self.chunk_started.emit(index, time.monotonic()))
             if recorder is not None:
                 session.add_frame_listener(recorder.on_frame)
             session.start()
@@ -121,6 +125,7 @@ class SessionWorker(QObject):
         if session.notice:
             self.notice.emit(session.notice)
         self._timer.start()
+        self.monitor.emit(session.monitor)
         engine = f"MusicGen from {settings.model.dir}" if hasattr(source, "musicgen") else "the built-in gesture synth"
         self.started.emit(f"{engine} -> {session.status().output}")
 
@@ -135,6 +140,7 @@ class SessionWorker(QObject):
             played = session.stop()
         finally:
             self._link.on_stopped()
+            self.monitor.emit(None)
             self.stopped.emit()
         if recorder is not None:
             try:
