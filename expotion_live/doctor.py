@@ -182,6 +182,35 @@ def check_osc_port(settings: Settings) -> list[Check]:
                   needed_for_show=True)]
 
 
+def check_midi(settings: Settings) -> list[Check]:
+    """MIDI output ports by name; information only: the show goes on without MIDI."""
+    from .osc.midi import MidiError, list_ports, parse_map
+
+    state = "on" if settings.midi.enabled else "off (midi.enabled = false)"
+    try:
+        parse_map(settings.midi.map)
+        ports = list_ports()
+    except MidiError as err:
+        return [Check("MIDI out", False, f"{state}; {err}",
+                      fix="Linux: the ALSA sequencer (modprobe snd-seq); MIDI stays off, the show goes on")]
+    if settings.midi.enabled and not settings.midi.virtual and not any(
+            settings.midi.port.lower() in name.lower() for name in ports):
+        return [Check("MIDI out", False, f"no output port matches midi.port={settings.midi.port!r}; "
+                                         f"have: {', '.join(ports) or 'none'}",
+                      fix="set midi.port to part of one of these names, or midi.virtual = true")]
+    return [Check("MIDI out", True, f"{state}; output ports: {', '.join(ports) or 'none'}")]
+
+
+def check_link(settings: Settings) -> list[Check]:
+    from .osc.ableton_link import LinkError, binding
+
+    try:
+        binding()
+    except LinkError as err:
+        return [Check("Ableton Link", False, f"link.mode = {settings.link.mode}; {err}")]
+    return [Check("Ableton Link", True, f"aalink {_version('aalink')} available; link.mode = {settings.link.mode}")]
+
+
 def check_display() -> list[Check]:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return [Check("display", False, "no display", fix="the window needs a desktop; headless mode runs anyway (--headless)")]
@@ -198,6 +227,7 @@ def run_checks(settings: Settings, checkpoints: Path) -> list[Check]:
     return [
         *check_versions(), *check_cameras(settings), *check_audio(settings), *check_trackers(),
         *check_accelerator(), *check_weights(settings, checkpoints), *check_osc_port(settings),
+        *check_midi(settings), *check_link(settings),
         *check_display(), *check_demo_video(),
     ]
 

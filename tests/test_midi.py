@@ -141,3 +141,18 @@ def test_virtual_port_read_back_by_a_second_client():
     assert "start" in [m.type for m in received] and received[-1].type == "stop"
     # ~0.8 s of clock at 150 BPM is ~2 beats: the count shows the tempo, loosely (not a timing test)
     assert 1.0 < beats < 3.0
+
+
+def test_doctor_lists_midi_ports_and_link_as_information():
+    from expotion_live.doctor import check_link, check_midi
+    from expotion_live.settings import Settings, override
+
+    checks = check_midi(Settings()) + check_link(Settings())
+    assert [c.name for c in checks] == ["MIDI out", "Ableton Link"]
+    assert not any(c.needed_for_show for c in checks) and all("\n" not in c.detail for c in checks)
+    midi, link = checks
+    assert midi.ok == (_alsa_sequencer() == "")
+    assert ("output ports:" in midi.detail) if midi.ok else ("ALSA sequencer" in midi.detail)
+    assert link.ok and "aalink" in link.detail
+    wrong = check_midi(override(Settings(), {"midi.enabled": True, "midi.virtual": False, "midi.port": "nope 42"}))[0]
+    assert not wrong.ok and ("nope 42" in wrong.detail or "ALSA sequencer" in wrong.detail)
