@@ -27,7 +27,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 DEFAULT_RECORDING = "expotion-live.wav"   # where the main command records when there is no sound card
 DEFAULT_RECORDING_SECONDS = 30
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "generate", "int8", "live", "vision", "synth", "soak")
+BENCHMARKS = ("decode", "generate", "int8", "live", "vision", "synth", "soak", "stage")
 SUBCOMMAND_MODULES = (doctor, session, features_commands, model_commands, download_commands, ui_commands,
                       record_commands, train_commands)
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMAND_MODULES:
         module.add_parser(subparsers)
-    bench = subparsers.add_parser("bench", help="benchmarks (bench/*.py): decode, generate, int8, live, vision, synth, soak",
+    bench = subparsers.add_parser("bench", help="benchmarks (bench/*.py): decode, generate, int8, live, vision, synth, soak, stage",
                                   description="Runs bench/NAME.py with the remaining arguments "
                                               "(each prints a table; --json FILE writes it).")
     bench.add_argument("name", choices=BENCHMARKS)

@@ -156,3 +156,17 @@ def test_doctor_lists_midi_ports_and_link_as_information():
     assert link.ok and "aalink" in link.detail
     wrong = check_midi(override(Settings(), {"midi.enabled": True, "midi.virtual": False, "midi.port": "nope 42"}))[0]
     assert not wrong.ok and ("nope 42" in wrong.detail or "ALSA sequencer" in wrong.detail)
+
+
+def test_docs_list_the_default_map_and_every_signal():
+    import re
+    from pathlib import Path
+
+    from expotion_live.osc.midi import SIGNALS
+    from expotion_live.settings import MIDI_MAP
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "midi.md").read_text()
+    documented = {f"{signal}:{cc}" for cc, signal in re.findall(r"\| (\d+) \| `(\w+)` ", text)}
+    assert documented == set(MIDI_MAP)
+    signals_table = text.split("| signal | 0 | 1 |")[1].split("\n\n")[0]
+    assert set(re.findall(r"`(\w+)`", signals_table)) == set(SIGNALS)

@@ -171,7 +171,7 @@ class SignalPlot(QWidget):
         for i, (name, colour, _) in enumerate(PLOT_SIGNALS):
             line = QPolygonF([QPointF(x(t), 14.0 + h * (1.0 - min(max(values[i], 0.0), 1.0)))
                               for t, values in self._frames])
-            painter.setPen(QPen(colour, 1.5))
+            painter.setPen(QPen(colour, 1.0))     # a thin pen: Qt strokes wider lines far more slowly
             painter.drawPolyline(line)
             painter.drawText(QPointF(4 + 60 * i, 11), name)
         painter.setPen(QColor(150, 150, 150))
@@ -204,7 +204,7 @@ class StageView(QWidget):
         self._seen = (monitor.written, monitor.clips, time.monotonic()) if monitor is not None else (0, 0, 0.0)
 
     def refresh(self) -> None:
-        """Meter and spectrogram from the audio played since the last call."""
+        """Meter and spectrogram from the audio played since the last call; the plot scrolls on."""
         monitor = self.monitor
         if monitor is None:
             return
@@ -215,3 +215,4 @@ class StageView(QWidget):
         audio = monitor.latest(max(new, FFT_SIZE))
         self.meter.set_levels(audio[len(audio) - new:], clips != seen_clips, now - seen_at)
         self.spectrogram.add_column(audio)
+        self.plot.update()          # it scrolls with time even when no frame arrives
