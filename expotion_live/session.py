@@ -20,6 +20,12 @@ Thread map (who owns what, what each may block on, what links it to the next):
 - WAV writer thread (`audio.output.WavRecorder`): drains the recorder's ring to disk;
   the file is renamed into place when the session stops (a full disk stops the recording,
   never the show; a session that played no music leaves an older file as it was).
+- MIDI clock thread (`osc.midi.MidiOut`, when [midi] clock is on): sends 24 clocks per
+  beat at the tempo the music plays at; shares the MIDI port's lock with the tracking
+  thread's control changes, held only around a send.
+- Ableton Link thread (`osc.ableton_link.AbletonLink`, when [link] mode is not off): the
+  Link peer's asyncio loop; the scheduler reads its tempo and beat for each window
+  (follow) and the chunk listener sets its tempo (conduct), both lock-free Link calls.
 Status readers (UI, OSC) call `status()` from their own threads; it only reads plain values.
 """
 from __future__ import annotations
@@ -496,7 +502,8 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
 
 class RunNotices:
     """One line on stderr for each change the operator of a headless run must hear of at once:
-    the recording stopped (a full disk), the camera or video ended, failed, or stopped delivering."""
+    the recording stopped (a full disk), the camera or video ended, failed, or stopped delivering,
+    the number of Ableton Link peers changed."""
 
     def __init__(self, stall_seconds: float = STALL_SECONDS):
         self.stall_seconds = stall_seconds
@@ -504,8 +511,13 @@ class RunNotices:
         self._status = "running"
         self._frames, self._frames_since = 0, time.monotonic()
         self._stalled = False
+        self._link_peers = 0
 
     def update(self, status: SessionStatus) -> None:
+        if status.link is not None and status.link.peers != self._link_peers:
+            self._link_peers = status.link.peers
+            print(f"expotion-live run: Ableton Link ({status.link.mode}): {self._link_peers} "
+                  f"peer{'' if self._link_peers == 1 else 's'}, {status.link.tempo:.1f} BPM", file=sys.stderr)
         if status.recording_stopped:
             self._say(status.recording_stopped)
         if status.tracking_status != self._status:

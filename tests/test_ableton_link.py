@@ -138,7 +138,8 @@ def test_follow_mode_plays_the_synth_at_the_session_tempo():
     result = run_in_netns("""
         from expotion_live.engine.synth import SynthSource
         from expotion_live.features.schema import FeatureFrame
-        from expotion_live.session import LiveSession
+        import contextlib, io
+        from expotion_live.session import LiveSession, RunNotices
         from expotion_live.settings import Settings, override
         peer = Peer(90.0)
         settings = override(Settings(), {"link.mode": "follow", "engine.kind": "synth"})
@@ -151,12 +152,16 @@ def test_follow_mode_plays_the_synth_at_the_session_tempo():
         session.wait(timeout=30)
         status = session.status()
         session.stop()
-        result.update(tempo=status.tempo, link=status.link.__dict__, notice=session.notice)
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said):
+            RunNotices().update(status)          # a headless run says who is in the session
+        result.update(tempo=status.tempo, link=status.link.__dict__, notice=session.notice, said=said.getvalue())
         peer.close()
     """)
     assert result["notice"] == ""
     assert result["link"]["peers"] == 1 and result["link"]["tempo"] == pytest.approx(104.0)
     assert result["tempo"] == 104                   # the synth plays at the session's tempo
+    assert result["said"] == "expotion-live run: Ableton Link (follow): 1 peer, 104.0 BPM\n"
 
 
 def test_tempo_lead_holds_back_pauses_and_wandering():
