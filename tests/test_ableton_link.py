@@ -134,6 +134,30 @@ def test_conduct_mode_leads_the_session_only_with_a_held_tempo():
     assert result["status"]["mode"] == "conduct" and result["status"]["peers"] == 1
 
 
+def test_follow_window_carries_the_beat_the_chunk_will_be_heard_on():
+    result = run_in_netns("""
+        import numpy as np
+        from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
+        sync = LinkSync(LinkSettings(mode="follow"))
+        peer = Peer(100.0)
+        wait_for(lambda: sync.status().peers == 1)
+        peer.ask("tempo", "96")
+        wait_for(lambda: abs(sync.status().tempo - 96.0) < 0.01)
+        window = TimelineWindow(1.0, np.zeros((5, FACE_DIM), np.float32), np.zeros((5, MOTION_DIM), np.float32),
+                                np.zeros((5, *FLOW_SHAPE), np.float32))
+        when = sync.peer._link.time.total_seconds() + 0.75
+        conducted = sync.window(window, ahead_seconds=0.75).conduct[-1].tolist()
+        theirs = peer.ask("status")
+        result.update(conducted=conducted, theirs_at_then=theirs["beat"] + (when - theirs["time"]) * 96.0 / 60.0)
+        peer.close()
+        sync.close()
+    """)
+    conducting, bpm, beats = result["conducted"]
+    assert conducting == 1.0 and bpm == pytest.approx(96.0)
+    # the band's beat 0.75 s ahead (Link agrees on the beat modulo the quantum, not on the count)
+    assert abs((beats - result["theirs_at_then"] + 2.0) % 4.0 - 2.0) < 0.02
+
+
 def test_follow_mode_plays_the_synth_at_the_session_tempo():
     result = run_in_netns("""
         from expotion_live.engine.synth import SynthSource
