@@ -77,7 +77,7 @@ class MidiMapper:
         self.interval = 1.0 / settings.rate_hz
         self.note = settings.note
         self._sent: dict[int, tuple[int, float]] = {}     # cc -> (value sent, frame time)
-        self._note_on = False
+        self._sounding = False
 
     def messages(self, frame: FeatureFrame) -> list:
         values = signal_values(frame)
@@ -102,21 +102,19 @@ class MidiMapper:
         return self._mido.Message("control_change", channel=self.channel, control=cc, value=value)
 
     def _mouth_note(self, mouth: float) -> list:
-        if not self._note_on and mouth >= MOUTH_OPEN:
-            self._note_on = True
-            return [self.note_on(max(1, round(127 * mouth)))]
-        if self._note_on and mouth <= MOUTH_CLOSED:
+        if not self._sounding and mouth >= MOUTH_OPEN:
+            self._sounding = True
+            return [self._mido.Message("note_on", channel=self.channel, note=self.note,
+                                       velocity=max(1, round(127 * mouth)))]
+        if self._sounding and mouth <= MOUTH_CLOSED:
             return self.release()
         return []
 
-    def note_on(self, velocity: int):
-        return self._mido.Message("note_on", channel=self.channel, note=self.note, velocity=velocity)
-
     def release(self) -> list:
         """The note off owed to a sounding note (when the mouth closes, the face is lost or MIDI stops)."""
-        if not self._note_on:
+        if not self._sounding:
             return []
-        self._note_on = False
+        self._sounding = False
         return [self._mido.Message("note_off", channel=self.channel, note=self.note, velocity=0)]
 
 
