@@ -6,7 +6,7 @@ wheel carries the models the project tracked with until then (Apache-2.0), so we
 repackage those very models as Tasks bundles (uncompressed zips) and the features stay
 what adaptors were trained on:
 - face: BlazeFace short range + the attention face mesh. The Tasks graph reads one
-  landmark tensor of 478 x 3 and a presence score, so four ops appended to the mesh
+  landmark tensor of 478 x 3 and a presence score, so five ops appended to the mesh
   model merge its six landmark outputs the way 0.10.21's `LandmarksRefinementCalculator`
   did: lips and eyes replace the mesh's x and y, the irises are added with z = the mean
   z of their eye's contour.
@@ -18,7 +18,7 @@ The refinement index lists below are MediaPipe's (Apache-2.0), from
 mediapipe/modules/face_landmark/tensors_to_face_landmarks_with_attention.pbtxt.
 
     pip download --no-deps --only-binary=:all: --python-version 3.11 \
-        --platform manylinux_2_17_x86_64 mediapipe==0.10.21 -d /tmp/mp
+        --platform manylinux_2_28_x86_64 mediapipe==0.10.21 -d /tmp/mp
     python scripts/build_tracker_models.py /tmp/mp/mediapipe-0.10.21-*.whl [assets/trackers]
 
 Needs mediapipe >= 1.2 (its TFLite and metadata flatbuffer schemas) and flatbuffers.
