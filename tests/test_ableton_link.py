@@ -18,7 +18,7 @@ import pytest
 
 from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
 from expotion_live.osc.ableton_link import TempoLead, follow_window, open_link
-from expotion_live.engine.steering import conducted_beat
+from expotion_live.engine.steering import PromptSteerer, conducted_beat
 from expotion_live.settings import LinkSettings
 
 pytest.importorskip("aalink", reason="aalink (the Ableton Link binding) is not installed")
@@ -207,6 +207,8 @@ def test_follow_window_conducts_like_the_hands():
                             np.zeros((n, *FLOW_SHAPE), np.float32))
     assert conducted_beat(window) is None
     assert conducted_beat(follow_window(window, 104.0, 17.25)) == (104.0, 17.25)
+    _, words = PromptSteerer().steer("warm pads", window)   # MusicGen's prompt takes the session tempo
+    assert "at 104 bpm" in words
 
 
 def test_link_off_or_misnamed_mode():
