@@ -71,7 +71,7 @@ class MidiMapper:
     at most `rate_hz` times a second (its latest value goes out once the interval has passed)."""
 
     def __init__(self, settings: MidiSettings):
-        self._mido, _ = backend()
+        self._mido = _mido()
         self.controllers = parse_map(settings.map)
         self.channel = settings.channel - 1
         self.interval = 1.0 / settings.rate_hz
@@ -118,14 +118,23 @@ class MidiMapper:
         return [self._mido.Message("note_off", channel=self.channel, note=self.note, velocity=0)]
 
 
-def backend():
-    """(mido, rtmidi), or MidiError naming what to install."""
+def _mido():
+    """The messages' library, or MidiError naming what to install."""
     try:
         import mido
+    except ImportError:
+        raise MidiError("MIDI out needs mido: pip install mido python-rtmidi") from None
+    return mido
+
+
+def backend():
+    """(mido, rtmidi): messages and the ports they go out on, or MidiError naming what to install."""
+    mido = _mido()
+    try:
         import rtmidi
-    except ImportError as err:
-        raise MidiError(f"MIDI out needs mido and python-rtmidi ({err.name} is missing): "
-                        f"pip install mido python-rtmidi") from None
+    except ImportError:
+        raise MidiError("MIDI out needs python-rtmidi for its ports (no wheel for this Python yet, "
+                        "or not installed): pip install python-rtmidi") from None
     return mido, rtmidi
 
 
@@ -187,8 +196,7 @@ class MidiOut:
     def _run_clock(self) -> None:
         """Start, 24 clocks per beat at the current tempo, stop; ticks are scheduled on an absolute
         time line so sleep overshoot does not accumulate into drift."""
-        import mido
-
+        mido = _mido()
         running, next_tick = False, 0.0
         while not self._stop.is_set():
             playing, tempo = self._music()
