@@ -81,3 +81,10 @@ def test_midi_and_link_settings_from_the_window(make_window):
     window.link_mode.setCurrentText("conduct")
     window.midi_note.setValue(60)
     assert window.settings.link.mode == "conduct" and window.settings.midi.note == 60
+
+
+def test_link_readout_shows_mode_peers_tempo_and_beat(make_window, qapp):
+    window = make_window()
+    link = {"mode": "follow", "peers": 2, "tempo": 120.0, "beat": 17.5, "phase": 1.5, "quantum": 4.0}
+    window._worker.worker.status.emit({"link": link})          # as the worker's poll sends it
+    assert wait_until(qapp, lambda: window.link_label.text() == "follow: 2 peers, 120.0 BPM, beat 2.50 of 4")
