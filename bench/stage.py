@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
     print(f"{'condition':<12} {'fps (median)':>12} {'runs':>18} {'vs no view':>11}")
     for row in rows:
-        print(f"{row['condition']:<12} {row['fps_median']:>12.1f} {str(row['fps_runs']):>18} {row['vs_no_view']:>10.2f}x")
+        runs = str(row["fps_runs"])
+        print(f"{row['condition']:<12} {row['fps_median']:>12.1f} {runs:>18} {row['vs_no_view']:>10.2f}x")
     print(f"stage tick (refresh + repaint, GUI thread): median {np.median(tick_ms):.2f} ms, "
           f"p99 {np.percentile(tick_ms, 99):.2f} ms over {len(ticks)} ticks")
     if args.json:

@@ -83,8 +83,8 @@ def run_in_netns(body: str, timeout: float = 90.0) -> dict:
         pytest.skip("unshare or ip is not installed: Link tests need a private network namespace")
     probe = subprocess.run(["unshare", "-n", "sh", "-c", LOOPBACK_ONLY], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip(f"cannot make a loopback-only network namespace (unshare -n needs root or user "
-                    f"namespaces): {probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}")
+        why = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
+        pytest.skip(f"cannot make a loopback-only network namespace (unshare -n needs root or user namespaces): {why}")
     command = f'{LOOPBACK_ONLY} && exec "$0" -c "$1" "$2" "$3"'
     result = subprocess.run(["unshare", "-n", "sh", "-c", command, sys.executable, MAIN, textwrap.dedent(body), PEER],
                             capture_output=True, text=True, timeout=timeout)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
-                             QLabel, QLineEdit, QMainWindow, QPlainTextEdit, QPushButton, QSpinBox,
+                             QLabel, QLineEdit, QMainWindow, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox,
                              QTabWidget, QVBoxLayout, QWidget)
 
 from .. import settings as settings_mod
@@ -282,7 +282,7 @@ class MainWindow(QMainWindow):
     def _build_daw_tab(self) -> QWidget:
         self.midi_enabled = QCheckBox("MIDI out")
         self.midi_port = QLineEdit()
-        self.midi_virtual = QCheckBox("Create a virtual port of this name (else open an existing one)")
+        self.midi_virtual = QCheckBox("Virtual port (else an existing one)")
         self.midi_channel = QSpinBox()
         self.midi_channel.setRange(1, 16)
         self.midi_map = QPlainTextEdit()
@@ -306,8 +306,10 @@ class MainWindow(QMainWindow):
         form.addRow("Note on mouth open", self.midi_note)
         form.addRow(self.midi_clock)
         form.addRow("Ableton Link", self.link_mode)
-        form.addRow(QLabel("follow: the music takes the Link tempo and beat; conduct: your tempo leads. "
-                           "Changes apply at the next Start."))
+        note = QLabel("follow: the music takes the Link tempo and beat; conduct: your tempo leads. "
+                      "Changes apply at the next Start.")
+        note.setWordWrap(True)
+        form.addRow(note)
         self.midi_enabled.toggled.connect(lambda on: self._set("midi.enabled", on))
         self.midi_port.editingFinished.connect(lambda: self._set("midi.port", self.midi_port.text().strip()))
         self.midi_virtual.toggled.connect(lambda on: self._set("midi.virtual", on))
@@ -316,7 +318,10 @@ class MainWindow(QMainWindow):
         self.midi_note.valueChanged.connect(lambda v: self._set("midi.note", v))
         self.midi_clock.toggled.connect(lambda on: self._set("midi.clock", on))
         self.link_mode.currentTextChanged.connect(lambda v: self._set("link.mode", v))
-        return tab
+        scroll = QScrollArea()          # the tab scrolls rather than making the window taller than a laptop screen
+        scroll.setWidget(tab)
+        scroll.setWidgetResizable(True)
+        return scroll
 
     def _set_midi_map(self) -> None:
         """Keep a map only when every line parses; a bad line is named in the banner."""
