@@ -141,18 +141,17 @@ def backend():
 def open_port(name: str, virtual: bool):
     """A mido output port: a new virtual one named `name`, or the existing output whose name contains it."""
     mido, rtmidi = backend()
-    try:
-        if virtual:
-            return mido.open_output(name, virtual=True)
-        names = mido.get_output_names()
+    if not virtual:
+        names = list_ports()
         matches = [n for n in names if name.lower() in n.lower()]
         if not matches:
             raise MidiError(f"no MIDI output port named {name!r}; ports: {', '.join(names) or 'none'}")
-        return mido.open_output(matches[0])
-    except (OSError, rtmidi.RtMidiError) as err:
+        name = matches[0]
+    try:
+        return mido.open_output(name, virtual=virtual)
+    except (OSError, NotImplementedError, rtmidi.RtMidiError) as err:    # Windows: no virtual ports
         kind = "virtual MIDI port" if virtual else "MIDI port"
-        raise MidiError(f"cannot open {kind} {name!r}: {str(err).splitlines()[0]} "
-                        f"(Linux needs the ALSA sequencer, /dev/snd/seq)") from None
+        raise MidiError(f"cannot open {kind} {name!r}: {_reason(err)}") from None
 
 
 def list_ports() -> list[str]:
@@ -161,8 +160,13 @@ def list_ports() -> list[str]:
     try:
         return mido.get_output_names()
     except (OSError, rtmidi.RtMidiError) as err:
-        raise MidiError(f"no MIDI backend: {str(err).splitlines()[0]} (Linux needs the ALSA sequencer, "
-                        f"/dev/snd/seq)") from None
+        raise MidiError(f"no MIDI backend: {_reason(err)}") from None
+
+
+def _reason(err: Exception) -> str:
+    """The backend's error in one line, with what ALSA's own words leave out."""
+    line = str(err).splitlines()[0]
+    return f"{line} (Linux needs the ALSA sequencer, /dev/snd/seq)" if "alsa" in line.lower() else line
 
 
 class MidiOut:
