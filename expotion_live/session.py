@@ -25,7 +25,7 @@ Thread map (who owns what, what each may block on, what links it to the next):
   thread's control changes, held only around a send.
 - Ableton Link thread (`osc.ableton_link.AbletonLink`, when [link] mode is not off): the
   Link peer's asyncio loop; the scheduler reads its tempo and beat for each window
-  (follow) and the chunk listener sets its tempo (conduct), both lock-free Link calls.
+  (follow) and the chunk listener sets its tempo (conduct), both thread-safe Link calls.
 Status readers (UI, OSC) call `status()` from their own threads; it only reads plain values.
 """
 from __future__ import annotations
@@ -141,7 +141,6 @@ class LiveSession:
         # The device pulls whole buffers at once (PulseAudio: its latency's worth in a burst),
         # so the ring keeps that much more in hand than the engine's own marks.
         device_buffer = self.output.latency_seconds if isinstance(self.output, AudioStream) else 0.0
-        self._device_buffer = device_buffer
         self.monitor = AudioMonitor(round(MONITOR_SECONDS * audio.sample_rate))
         self.player.monitor = self.monitor
         # MIDI and Link are extras: one line in `notice` when they cannot be had, and the show goes on.
@@ -294,11 +293,9 @@ class LiveSession:
         controls.set(frame.motion_energy, expression)
 
     def _window(self, n_frames: int):
-        """The scheduler's window; Link's follow mode conducts it with the beat the chunk will be heard on."""
+        """The scheduler's window; in Link's follow mode the Link session conducts it."""
         window = self.timeline.window(n_frames)
-        if self.link is None:
-            return window
-        return self.link.window(window, self.ring.available() / self.settings.audio.sample_rate + self._device_buffer)
+        return window if self.link is None else self.link.window(window)
 
     def _on_chunk(self, index: int, start_frame: int) -> None:
         if self.link is not None:

@@ -134,7 +134,7 @@ def test_conduct_mode_leads_the_session_only_with_a_held_tempo():
     assert result["status"]["mode"] == "conduct" and result["status"]["peers"] == 1
 
 
-def test_follow_window_carries_the_beat_the_chunk_will_be_heard_on():
+def test_follow_window_carries_the_session_beat_at_the_window_end():
     result = run_in_netns("""
         import numpy as np
         from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
@@ -143,10 +143,11 @@ def test_follow_window_carries_the_beat_the_chunk_will_be_heard_on():
         wait_for(lambda: sync.status().peers == 1)
         peer.ask("tempo", "96")
         wait_for(lambda: abs(sync.status().tempo - 96.0) < 0.01)
-        window = TimelineWindow(1.0, np.zeros((5, FACE_DIM), np.float32), np.zeros((5, MOTION_DIM), np.float32),
-                                np.zeros((5, *FLOW_SHAPE), np.float32))
-        when = sync.peer._link.time.total_seconds() + 0.75
-        conducted = sync.window(window, ahead_seconds=0.75).conduct[-1].tolist()
+        link_now, now = sync.peer._link.time.total_seconds(), time.monotonic()
+        window = TimelineWindow(now - 0.25, np.zeros((5, FACE_DIM), np.float32),     # its last frame 0.25 s ago
+                                np.zeros((5, MOTION_DIM), np.float32), np.zeros((5, *FLOW_SHAPE), np.float32))
+        when = link_now - 0.25
+        conducted = sync.window(window).conduct[-1].tolist()
         theirs = peer.ask("status")
         result.update(conducted=conducted, theirs_at_then=theirs["beat"] + (when - theirs["time"]) * 96.0 / 60.0)
         peer.close()
@@ -154,7 +155,7 @@ def test_follow_window_carries_the_beat_the_chunk_will_be_heard_on():
     """)
     conducting, bpm, beats = result["conducted"]
     assert conducting == 1.0 and bpm == pytest.approx(96.0)
-    # the band's beat 0.75 s ahead (Link agrees on the beat modulo the quantum, not on the count)
+    # the band's beat when the window's last frame was seen (Link agrees on it modulo the quantum)
     assert abs((beats - result["theirs_at_then"] + 2.0) % 4.0 - 2.0) < 0.02
 
 

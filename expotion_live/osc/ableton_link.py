@@ -2,9 +2,10 @@
 
 Two modes (settings `link.mode`):
 - follow: the Link session conducts the music. Each chunk's window carries the session's
-  tempo and its beat count at the moment the chunk will be heard, in the conductor's
-  columns (`TimelineWindow.conduct`), which the synth plays at (tempo and beat phase)
-  and the prompt steerer names, exactly as it does for a conductor's hands.
+  tempo and its beat count at the window's end in the conductor's columns
+  (`TimelineWindow.conduct`), exactly as the hands would: the synth carries that beat on
+  to when the chunk is heard (`ChunkRequest.plays_at`) and plays at that tempo, and the
+  prompt steerer names the tempo.
 - conduct: the tempo tracked from the performer (hands, else motion), once confident,
   becomes the session's tempo; `TempoLead` holds a change back until it has lasted, so a
   pause or a stumble never drags the band.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 
 from ..features.schema import CONDUCT_NAMES, TimelineWindow
@@ -124,12 +126,13 @@ class LinkSync:
         self.peer = AbletonLink(bpm, settings.quantum)
         self._lead = TempoLead(settings.conduct_change_bpm, settings.conduct_hold_seconds)
 
-    def window(self, window: TimelineWindow, ahead_seconds: float) -> TimelineWindow:
-        """Follow mode: conduct the chunk with the session's tempo and the beat it will be heard on."""
+    def window(self, window: TimelineWindow) -> TimelineWindow:
+        """Follow mode: conduct the window with the session's tempo and its beat at the window's end
+        (`t_end`, on the monotonic clock)."""
         if self.mode != "follow":
             return window
-        bpm = self.peer.tempo
-        return follow_window(window, bpm, self.peer.beat + ahead_seconds * bpm / 60.0)
+        bpm, beat, now = self.peer.tempo, self.peer.beat, time.monotonic()
+        return follow_window(window, bpm, beat + (window.t_end - now) * bpm / 60.0)
 
     def lead(self, bpm: float, now: float) -> None:
         """Conduct mode: give the session the performer's confident tempo (0 = none) once it has held."""
