@@ -247,3 +247,25 @@ def test_a_live_request_says_when_its_chunk_will_be_heard():
     assert request.plays_at is not None and request.plays_at >= before    # after what is buffered (none yet)
     offline = ChunkScheduler(source, RingBuffer(SR), blank_window, PARAMS, timing(), realtime=False)
     assert offline._next_request().plays_at is None                       # offline: the window's own end
+
+
+def test_with_a_conductor_each_chunk_ends_on_its_beat():
+    from expotion_live.features.schema import CONDUCT_NAMES
+
+    def conducted(n_frames):       # a conductor at 90 BPM, counting beats on the monotonic clock
+        window = blank_window(n_frames)
+        window.conduct[-1, CONDUCT_NAMES.index("conducting")] = 1.0
+        window.conduct[-1, CONDUCT_NAMES.index("bpm")] = 90.0
+        window.conduct[-1, CONDUCT_NAMES.index("beats")] = window.t_end * 90.0 / 60.0
+        return window
+
+    source = ToneSource()
+    scheduler = ChunkScheduler(source, RingBuffer(SR), conducted, PARAMS, timing(chunk=0.5, first=0.5), realtime=True)
+    for _ in range(3):
+        request = scheduler._next_request()
+        start = request.plays_at * 90.0 / 60.0                            # the beat the chunk is heard on
+        end = start + request.n_frames / FRAME_RATE * 90.0 / 60.0
+        assert abs(end - round(end)) <= 0.5 / FRAME_RATE * 90.0 / 60.0    # ends on a beat, to the frame
+        assert 12 <= request.n_frames <= 50
+    plain = ChunkScheduler(source, RingBuffer(SR), blank_window, PARAMS, timing(chunk=0.5, first=0.5), realtime=True)
+    assert plain._next_request().n_frames == 25                          # no conductor: the set length

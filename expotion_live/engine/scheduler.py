@@ -45,6 +45,7 @@ import numpy as np
 from ..features.schema import TimelineWindow
 from .crossfade import aligned_start, crossfade, equal_power_curves
 from .source import FRAME_RATE, ChunkRequest, GenerationParams, MusicSource
+from .steering import conducted_beat
 
 POLL_SECONDS = 0.005   # how often the scheduler looks at the ring while waiting
 RECENT_RENDERS = 5     # renders remembered for the lead and the recent RTF
@@ -107,6 +108,25 @@ class ChunkTiming:
 
     def samples(self, frames: int) -> int:
         return frames * self.sample_rate // FRAME_RATE
+
+
+def frames_to_a_beat(window: TimelineWindow, n_frames: int, plays_at: float) -> int:
+    """A chunk length near `n_frames` that ends on a beat of the window's conductor (hands or a Link session).
+
+    The next chunk then starts on a beat, so what changes at a chunk boundary (a new prompt, a
+    new tempo) changes on the beat. Lengths stay within half to twice `n_frames`; without a
+    conductor, or with no beat in that range, `n_frames` as it is.
+    """
+    conducted = conducted_beat(window)
+    if conducted is None:
+        return n_frames
+    bpm, beats = conducted
+    frames_per_beat = FRAME_RATE * 60.0 / bpm
+    start = beats + (plays_at - window.t_end) / 60.0 * bpm            # the conductor's beat when it is heard
+    last_beat = int(start + 2 * n_frames / frames_per_beat)
+    ends = [round((beat - start) * frames_per_beat) for beat in range(int(np.ceil(start)), last_beat + 1)]
+    fitting = [n for n in ends if n_frames // 2 <= n <= 2 * n_frames]
+    return min(fitting, key=lambda n: abs(n - n_frames), default=n_frames)
 
 
 class ChunkScheduler:
@@ -218,6 +238,7 @@ class ChunkScheduler:
         if self.realtime:   # after what is buffered and the held-back tail it will be crossfaded with
             held = 0 if self._tail is None else len(self._tail)
             plays_at = time.monotonic() + (self.ring.available() + held) / self.timing.sample_rate
+            n_frames = frames_to_a_beat(window, n_frames, plays_at)
         return ChunkRequest(index=index, start_frame=self.frames_generated, n_frames=n_frames,
                             overlap_samples=0 if index == 0 else self.timing.overlap_samples,
                             window=window, params=self._params, plays_at=plays_at)
