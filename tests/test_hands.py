@@ -214,7 +214,7 @@ def test_the_synth_is_on_the_conducted_beat_when_its_chunk_is_heard(tracked):
         synth = SynthSource()
         synth.render(ChunkRequest(0, 0, 25, 0, window, params))       # tempo locked first
         synth._beat = 0.0
-        plays_at = window.t_end + delay_beats * 60.0 / window.conduct[-1, 1]   # at the conducted tempo
+        plays_at = window.t_end + delay_beats * 60.0 / float(window.conduct[-1, 1])   # at the conducted tempo
         synth.render(ChunkRequest(1, 25, 25, 0, window, params, plays_at=plays_at))
         clocks.append(synth._beat)
     assert (clocks[1] - clocks[0] - 0.25 + 0.5) % 1.0 - 0.5 == pytest.approx(0.0, abs=1e-6)
