@@ -220,6 +220,19 @@ def test_the_synth_is_on_the_conducted_beat_when_its_chunk_is_heard(tracked):
     assert (clocks[1] - clocks[0] - 0.25 + 0.5) % 1.0 - 0.5 == pytest.approx(0.0, abs=1e-6)
 
 
+def test_the_synths_bar_starts_on_the_conductors_downbeat():
+    """Beats counted from a downbeat (the hands' first, a Link session's bar of 4): the synth's bar follows."""
+    params = GenerationParams(prompt="", cfg=1.0, temperature=1.0, top_k=0, top_p=0.0)
+    window = synthetic_performance(8.0, bpm=120.0, level=0.6)
+    conduct = np.zeros_like(window.conduct)
+    conduct[:, 0], conduct[:, 1] = 1.0, 120.0
+    conduct[:, 2] = 6.0 + 2.0 * (np.arange(window.n_frames) - window.n_frames + 1) / FRAME_RATE   # beat 6 at the end
+    window = TimelineWindow(window.t_end, window.face, window.motion, window.flow, conduct)
+    synth = SynthSource()
+    synth._follow_conducted_beat(window, None)
+    assert synth._beat % 4.0 == pytest.approx(6.0 % 4.0)                # the third beat of a bar, as conducted
+
+
 def test_the_conducted_tempo_overrides_motion_periodicity():
     """The same performer swaying at 120 BPM: the synth plays 120 until the hands conduct 84."""
     params = GenerationParams(prompt="", cfg=1.0, temperature=1.0, top_k=0, top_p=0.0)

@@ -159,8 +159,11 @@ class SynthSource:
         return SynthControls(self.tempo.bpm, mood.energy, mood.valence, mood.arousal, self._mode, brightness)
 
     def _follow_conducted_beat(self, window: TimelineWindow, plays_at: float | None) -> None:
-        """Move the musical clock by under half a beat so its phase is the conductor's when the chunk is heard.
+        """Move the musical clock so its place in the bar is the conductor's when the chunk is heard.
 
+        The conductor's beat count starts on a downbeat (the hands' first beat; beat 0 of a
+        Link session, whose bars are its quantum, 4 by default, the synth's bar), so the
+        clock is moved by at most half a bar, once on taking the beat and then by a hair.
         The window ends now; the chunk is heard after what is already buffered, by which
         time the conductor's beat has moved on at the conducted tempo.
         """
@@ -170,7 +173,9 @@ class SynthSource:
         bpm, beats = conducted
         if plays_at is not None:
             beats += (plays_at - window.t_end) * bpm / 60.0
-        self._beat += (beats - self._beat + 0.5) % 1.0 - 0.5
+        bar = STEPS_PER_BAR / STEPS_PER_BEAT
+        moved = self._beat + (beats - self._beat + bar / 2) % bar - bar / 2
+        self._beat = moved if moved >= 0 else moved + bar      # steps are counted from 0
 
     # ---- scheduling --------------------------------------------------------------------
     @staticmethod
