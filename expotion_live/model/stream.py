@@ -75,7 +75,7 @@ class GenerationStream:
             self.generator.seed()
         else:
             self.generator.manual_seed(seed)
-        # the CFG batch [conditional; null] always: cfg 1 reads the conditional half alone
+        # the CFG batch [conditional; null] always (guidance 1 gives the conditional logits; the null half still runs)
         self.cache: KVCache = decoder.allocate_cache(2, window, self.device)
         self.seq = torch.full((1, self.K, window), UNKNOWN, dtype=torch.long, device=self.device)  # (B, K, S)
         self.position = torch.zeros(1, dtype=torch.long, device=self.device)  # the column sampled next
