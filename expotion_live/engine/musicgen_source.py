@@ -66,20 +66,20 @@ class MusicGenSource:
         self.prompt_used = prompt
         return adaptor
 
-    def _hooks(self, adaptor, window: TimelineWindow, n_frames: int):
-        """The adaptor's hooks over the newest context + chunk frames of the window, or None."""
+    def _advance(self, adaptor, window: TimelineWindow, n_frames: int, params: GenerationParams) -> torch.Tensor:
+        """The stream's next `n_frames` (1, K, n), conditioned on the adaptor's hooks over the newest
+        context + chunk frames of the window (when an adaptor is loaded)."""
+        sampling = Sampling(cfg=params.cfg, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
         if adaptor is None:
-            return None
-        return adaptor.window_adapters(window, self.context_frames + n_frames, newest=True)
+            return self.stream.advance(n_frames, sampling)
+        hooks = adaptor.window_adapters(window, self.context_frames + n_frames, newest=True)
+        return self.stream.advance(n_frames, sampling, hooks, adaptor.config.max_frames)
 
     @torch.no_grad()
     def render(self, request: ChunkRequest) -> np.ndarray:
         adaptor = self._condition_text(request)
-        params = request.params
         n = request.n_frames
-        sampling = Sampling(cfg=params.cfg, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
-        capacity = 0 if adaptor is None else adaptor.config.max_frames
-        new = self.stream.advance(n, sampling, self._hooks(adaptor, request.window, n), capacity).cpu()  # (1, K, n)
+        new = self._advance(adaptor, request.window, n, request.params).cpu()   # (1, K, n)
         history = new if self._history is None else torch.cat([self._history, new], dim=-1)
         overlap_frames = -(-request.overlap_samples // self.hop)            # the overlap itself must be re-decoded
         before = min(max(self.decode_context_frames, overlap_frames), history.shape[-1] - n)
@@ -101,13 +101,10 @@ class MusicGenSource:
         step's graphs are captured), then leave the stream fresh, so no chunk pays for cold caches."""
         request = ChunkRequest(index=0, start_frame=0, n_frames=2, overlap_samples=0, window=window, params=params)
         adaptor = self._condition_text(request)
-        sampling = Sampling(cfg=params.cfg, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
-        capacity = 0 if adaptor is None else adaptor.config.max_frames
-        hooks = self._hooks(adaptor, window, 2)
         stream = self.stream
-        stream.advance(2, sampling, hooks, capacity)
+        self._advance(adaptor, window, 2, params)
         stream.restart(stream.recent_frames(1).repeat(1, 1, max(self.context_frames, 1)))   # as long as a slide's
-        codes = stream.advance(2, sampling, hooks, capacity)
-        stream.prepare(sampling)
+        codes = self._advance(adaptor, window, 2, params)
+        stream.prepare(stream.sampling)
         stream.reset()
         self.musicgen.decode_audio(codes.repeat(1, 1, max(self.decode_context_frames, 1)))
