@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import json
 import os
 import statistics
 import sys
@@ -50,7 +49,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.atomic import write_json  # noqa: E402
 from expotion_live.model.precision import PRECISIONS, projection_bytes  # noqa: E402
 
 FRAME_RATE = 50                   # EnCodec frames (decoding steps) per second of audio
@@ -410,12 +409,11 @@ def run(args: argparse.Namespace, model_dir: Path, model: str) -> list[Row]:
     return rows
 
 
-def write_json(path: Path, rows: list[Row]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({
-            "budget_ms": BUDGET_MS, "cfg": CFG, "top_k": TOP_K, "load_average": os.getloadavg()[0],
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "rows": [asdict(r) for r in rows]}, indent=2))
+def save_rows(path: Path, rows: list[Row]) -> None:
+    write_json(path, {
+        "budget_ms": BUDGET_MS, "cfg": CFG, "top_k": TOP_K, "load_average": os.getloadavg()[0],
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "rows": [asdict(r) for r in rows]})
     print(f"\nwrote {path}")
 
 
@@ -438,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  dtype=torch.bfloat16 if on_gpu else None, device=args.device)
                 rows += run(args, model_dir, f"random musicgen-{preset}")
     if args.json:
-        write_json(args.json, rows)
+        save_rows(args.json, rows)
     return 0
 
 

@@ -12,7 +12,6 @@ Median over `--rounds`.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.atomic import write_json  # noqa: E402
 
 PROMPT = "warm electronic groove with soft pads"
 SHORT, LONG = 1.0, 5.0
@@ -83,9 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{side:<14}{statistics.median(walls[(side, SHORT)]):>10.1f}{statistics.median(walls[(side, LONG)]):>10.1f}"
               f"{per_second[side]:>15.2f}{per_second['transformers'] / per_second[side]:>10.2f}")
     if args.json:
-        with atomic_path(args.json) as tmp_json:
-            tmp_json.write_text(json.dumps({"walls": {f"{k[0]} {k[1]:g}": v for k, v in walls.items()},
-                                            "seconds_per_audio_second": per_second}, indent=2))
+        write_json(args.json, {"walls": {f"{k[0]} {k[1]:g}": v for k, v in walls.items()},
+                               "seconds_per_audio_second": per_second})
     return 0
 
 

@@ -19,7 +19,6 @@ bandwidth of reading one large tensor on as many threads.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.atomic import write_json  # noqa: E402
 from expotion_live.model.precision import Int8Linear  # noqa: E402
 
 D, FFN, LAYERS, HEADS, VOCAB = 1024, 4096, 24, 4, 2048   # musicgen-small
@@ -113,9 +112,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{r['kernel']:<26} {r['ms_per_step']:>8.1f} {r['gb_s']:>6.1f} "
               f"{r['ms_per_step'] / rows[0]['ms_per_step']:>7.2f}x")
     if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"rows_per_step": args.rows, "threads": args.threads, "weight_mb": n_bytes / 1e6,
-                                       "read_bandwidth_gb_s": bandwidth / 1e9, "kernels": rows}, indent=2))
+        write_json(args.json, {"rows_per_step": args.rows, "threads": args.threads, "weight_mb": n_bytes / 1e6,
+                               "read_bandwidth_gb_s": bandwidth / 1e9, "kernels": rows})
         print(f"\nwrote {args.json}")
     return rows
 

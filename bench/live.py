@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.atomic import write_json  # noqa: E402
 from expotion_live.features.schema import EXPRESSION_NAMES, FeatureFrame  # noqa: E402
 from expotion_live.settings import Settings, override  # noqa: E402
 
@@ -212,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = {"threads": torch.get_num_threads(), "seconds": args.seconds,
                    "settings": dataclasses.asdict(base.generation), "rows": [asdict(r) for r in rows]}
-        with atomic_path(args.json) as tmp_json:
-            tmp_json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, payload)
     return 0
 
 

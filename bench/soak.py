@@ -15,7 +15,6 @@ random MusicGen built on the spot (the real code path at a size any machine runs
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.atomic import write_json  # noqa: E402
 from expotion_live.settings import Settings, number, override  # noqa: E402
 
 GAP_SECONDS = 0.05          # a silence this long in the middle of the music is heard as a dropout
@@ -127,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({last['rss_mib'] - first['rss_mib']:+.0f}); {last['underruns']} underruns, {last['gaps']} gaps, "
               f"{last['stretched_seconds']:.1f} s stretched in {last['played_seconds']:.0f} s played")
     if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"engine": args.engine, "minutes": args.minutes, "rows": rows}, indent=2))
+        write_json(args.json, {"engine": args.engine, "minutes": args.minutes, "rows": rows})
     return 0
 
 

@@ -14,7 +14,6 @@ weighs on both. Also reported: the GUI thread's cost of one stage tick (refresh 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.atomic import write_json  # noqa: E402
 from expotion_live.capture.sources import DEMO_VIDEO, VideoFileSource  # noqa: E402
 from expotion_live.settings import Settings  # noqa: E402
 
@@ -155,9 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"rows": rows, "tick_median_ms": float(np.median(tick_ms)),
                   "tick_p99_ms": float(np.percentile(tick_ms, 99)), "frames": args.frames, "rounds": args.rounds,
                   "cpus": os.cpu_count(), "load": os.getloadavg()[0]}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -11,7 +11,6 @@ of compute, on one core). Optionally writes the audio as a WAV and its spectrogr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.atomic import atomic_path, write_json  # noqa: E402
 from expotion_live.engine.source import FRAME_RATE  # noqa: E402
 from expotion_live.engine.synth import SynthSource, offline_requests, synthetic_performance  # noqa: E402
 from expotion_live.features.schema import TimelineWindow  # noqa: E402
@@ -140,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.png:
         write_spectrogram(args.png, audio, sample_rate, f"SynthSource on {label}")
     if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

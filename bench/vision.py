@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from expotion_live.atomic import atomic_path  # noqa: E402
+from expotion_live.atomic import write_json  # noqa: E402
 from expotion_live.capture.sources import DEMO_VIDEO, VideoFileSource  # noqa: E402
 from expotion_live.settings import TrackingSettings  # noqa: E402
 
@@ -221,9 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                   "hands": settings.hands, "hand_model": settings.hand_model, "beside_synth": args.beside_synth,
                   "stages": rows, "tracking_fps": tracking_fps, "pipeline_fps": pipeline_fps,
                   "target_fps": TARGET_FPS, "target_live_fps": TARGET_LIVE_FPS}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -152,3 +153,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         file.abort()
         raise
     file.commit()
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """`data` as indented JSON at `path`, written atomically, its folder made: how every benchmark saves its table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
