@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 import soundfile
 
-from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM
-from expotion_live.settings import TrackingSettings
-from expotion_live.train.dataset import cache_dir_for, find_clips, load_clip, read_index
-from expotion_live.train.prepare import prepare_dataset
+from expotion_live.capture.sources import open_source
+from expotion_live.capture.thread import CaptureThread
+from expotion_live.features.offline import calibrated_neutral, extract_video
+from expotion_live.features.pipeline import TrackingThread
+from expotion_live.features.schema import (EXPRESSION_NAMES, FACE_DIM, FLOW_SHAPE, GEOMETRY_DIM, HEAD_NAMES,
+                                           MOTION_DIM)
+from expotion_live.features.timeline import FeatureTimeline
+from expotion_live.features.tracker import Tracker
+from expotion_live.settings import CameraSettings, TrackingSettings
+from expotion_live.train.dataset import DatasetError, cache_dir_for, find_clips, load_clip, read_index, read_meta
+from expotion_live.train.prepare import choose_test_clips, prepare_dataset, training_clips
 
 SECONDS = 2.0
 
@@ -102,21 +109,81 @@ def test_prepare_caches_good_clips_and_lists_the_rest(dataset, musicgen):
     assert clip.caption == "upbeat pop song with claps"
     np.testing.assert_array_equal(clip.codes, musicgen.codec.encode(
         clicks(SECONDS, 120)[None, :T * 640])[0].numpy())  # EnCodec codes of the music itself
-    assert [c["name"] for c in read_index(cache)["clips"]] == ["own_track", "with_wav"]
+    index = read_index(cache)
+    assert [c["name"] for c in index["clips"]] == ["own_track", "with_wav"]
+    assert len(index["test"]) == 1 and training_clips(index) == sorted({"own_track", "with_wav"} - set(index["test"]))
 
-    # A second run reuses the cache; a changed caption redoes only that clip.
+    # A second run reuses the cache; a changed caption is rewritten without tracking again.
     again = prepare_dataset(dataset, musicgen, TrackingSettings(), cache, min_seconds=1.0, log=logs.append,
                             progress=False)
     assert again.prepared == [] and sorted(n for n, _ in again.reused) == ["own_track", "with_wav"]
+    assert read_index(cache)["test"] == index["test"]
+    face_file = cache / "clips" / "with_wav" / "face.npy"
+    tracked = face_file.stat().st_mtime_ns
     (dataset / "with_wav" / "caption.txt").write_text("calm ambient piano")
     third = prepare_dataset(dataset, musicgen, TrackingSettings(), cache, min_seconds=1.0, log=logs.append,
                             progress=False)
-    assert [n for n, _ in third.prepared] == ["with_wav"]
+    assert third.prepared == [] and sorted(n for n, _ in third.reused) == ["own_track", "with_wav"]
+    assert face_file.stat().st_mtime_ns == tracked
     assert load_clip(cache, "with_wav").caption == "calm ambient piano"
 
 
-def test_find_clips_rejects_a_missing_folder(tmp_path):
-    from expotion_live.train.dataset import DatasetError
+def test_prepared_features_are_the_live_pipelines_after_calibration(dataset, musicgen):
+    """The live app calibrated at the start of the take, then the take played live: the same features."""
+    cache = cache_dir_for(dataset)
+    if read_meta(cache, "with_wav") is None:
+        prepare_dataset(dataset, musicgen, TrackingSettings(), cache, min_seconds=1.0, log=lambda m: None,
+                        progress=False)
+    prepared = load_clip(cache, "with_wav")
+    video = dataset / "with_wav" / "take.mp4"
 
+    def live(tracker: Tracker, calibrate: bool) -> tuple[FeatureTimeline, float]:
+        capture = CaptureThread(open_source(str(video), CameraSettings(realtime=False, loop=False))).start()
+        timeline, first_t = FeatureTimeline(10.0), []
+        tracking = TrackingThread(capture, tracker, timeline, on_frame=[lambda frame, image: first_t.append(frame.t)])
+        if calibrate:
+            tracking.calibrate()             # the window's Calibrate button, pressed before the take
+        tracking.start()
+        tracking.join(timeout=60)
+        capture.stop()
+        tracker.close()
+        assert tracking.stats().status == "ended"
+        return timeline, first_t[0]
+
+    calibrating = Tracker(TrackingSettings())
+    live(calibrating, calibrate=True)
+    neutral = calibrating.neutral
+    offline = calibrated_neutral(video, TrackingSettings())
+    np.testing.assert_array_equal(neutral.raw_expression, offline.raw_expression)
+    np.testing.assert_array_equal(neutral.head, offline.head)
+
+    timeline, first_t = live(Tracker(TrackingSettings(), neutral=neutral), calibrate=False)
+    T = prepared.n_frames
+    window = timeline.window(T, t_end=first_t + (T - 1) / 50)
+    np.testing.assert_allclose(window.face, prepared.face, atol=1e-4)
+    np.testing.assert_allclose(window.motion, prepared.motion, atol=1e-4)
+    expression = slice(GEOMETRY_DIM, GEOMETRY_DIM + len(EXPRESSION_NAMES) + len(HEAD_NAMES))
+    uncalibrated = extract_video(video, TrackingSettings())
+    assert np.abs(uncalibrated.face[:T, expression] - prepared.face[:, expression]).max() > 0.01
+
+
+def test_the_test_split_is_deterministic_sticky_and_needs_two_clips():
+    names = [f"take{i:02d}" for i in range(20)]
+    test = choose_test_clips(names, 0.1, None)
+    assert len(test) == 2 and test == choose_test_clips(list(reversed(names)), 0.1, None)
+    assert choose_test_clips(names, 0.0, None) == []
+
+    index = {"clips": [{"name": n} for n in names], "test_fraction": 0.1, "test": test}
+    more = names + [f"new{i:02d}" for i in range(10)]        # 30 clips: 3 test clips
+    grown = choose_test_clips(more, 0.1, index)
+    assert set(test) < set(grown) and len(grown) == 3
+    assert (set(grown) - set(test)) <= {n for n in more if n.startswith("new")}   # no trained clip moves to test
+
+    assert len(choose_test_clips(["a", "b"], 0.1, None)) == 1
+    with pytest.raises(DatasetError, match="cannot be split into training and test clips.*--test-fraction 0"):
+        choose_test_clips(["only"], 0.1, None)
+
+
+def test_find_clips_rejects_a_missing_folder(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         find_clips(tmp_path / "nope")

@@ -56,7 +56,7 @@ def prepared_dataset(root: Path, musicgen, n_clips: int = 14, frames: int = 25) 
         write_clip(cache, f"clip{i:02d}", window, codes, caption="slow strings" if i % 2 else "", source_stamp={})
     write_index(cache, {"version": CACHE_VERSION, "codec": codec_fingerprint(musicgen.codec), "frame_rate": 50,
                         "clips": [{"name": f"clip{i:02d}", "frames": frames} for i in range(n_clips)],
-                        "skipped": []})
+                        "test_fraction": 0.0, "test": [], "skipped": []})
     return root
 
 

@@ -4,6 +4,7 @@ It runs the live path's parts in a plain loop: every frame of the file through t
 `Tracker.process`, stamped with its position in the file (seconds from 0), pushed into
 the same `FeatureTimeline` and resampled by the same `window()`. So a clip played
 through the live app gives the features it was trained on (tests check this).
+`calibrated_neutral` takes the neutral face with the live app's own calibration.
 """
 from __future__ import annotations
 
@@ -17,6 +18,24 @@ from .face import Neutral
 from .schema import FRAME_RATE, TimelineWindow
 from .timeline import FeatureTimeline
 from .tracker import Tracker
+
+
+def calibrated_neutral(path: str | os.PathLike, tracking_settings: TrackingSettings) -> Neutral | None:
+    """The neutral face the live app's Calibrate would take at the start of the clip, or None without a face.
+
+    It is the live rule itself (`Tracker.calibrate`: the first frames with a face, averaged),
+    run over the clip's first frames, so training features are relative to a neutral face as
+    live features are.
+    """
+    source = VideoFileSource(path, realtime=False, loop=False, start_time=0.0)
+    try:
+        with Tracker(tracking_settings) as tracker:
+            tracker.calibrate()
+            while tracker.calibrating and (captured := source.read()) is not None:
+                tracker.process(captured.image_bgr, captured.t)
+            return tracker.neutral
+    finally:
+        source.close()
 
 
 def extract_video(path: str | os.PathLike, tracking_settings: TrackingSettings,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..settings import Settings, flag, number
 from .config import TrainConfig
+from .prepare import TEST_FRACTION
 
 _T = TrainConfig()
 
@@ -28,6 +29,8 @@ def add_parser(subparsers) -> None:
                    help="skip clips shorter than this (default: %(default)s, the training segment length)")
     p.add_argument("--min-face", type=number(float, 0.0, 1.0), default=0.5,
                    help="skip clips with a face in fewer than this share of frames (default: %(default)s)")
+    p.add_argument("--test-fraction", type=number(float, 0.0, 0.99), default=TEST_FRACTION,
+                   help="share of clips held out as the test split, never trained on (default: %(default)s)")
     p.set_defaults(handler=_prepare)
 
     p = subparsers.add_parser(
@@ -53,7 +56,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--segment-seconds", type=number(float, 0.1, 30.0), default=_T.segment_seconds,
                    help="training piece length (default: %(default)s)")
     p.add_argument("--val-fraction", type=number(float, 0.0, 0.99), default=_T.val_fraction,
-                   help="share of clips held out for validation (default: %(default)s)")
+                   help="share of the non-test clips held out for validation, which picks best/ "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed,
                    help="split, initialisation, data order (default: %(default)s)")
     p.add_argument("--save-every", type=number(int, 0, 10**9), default=_T.save_every,
@@ -77,9 +81,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("data", help="dataset folder prepared with `expotion-live prepare`")
     _model_flags(p)
     p.add_argument("--adaptor", help="adaptor checkpoint folder (e.g. RUN/best); without it, the text-only base")
-    p.add_argument("--split", choices=("val", "all"), default="val",
-                   help="the validation clips of `train` with the same --val-fraction and --seed, or all "
-                        "(default: %(default)s)")
+    p.add_argument("--split", choices=("test", "val", "all"), default="test",
+                   help="the test clips `prepare` held out; the validation clips of `train` with the same "
+                        "--val-fraction and --seed; or all (default: %(default)s)")
     p.add_argument("--val-fraction", type=number(float, 0.0, 0.99), default=_T.val_fraction, help="as given to train")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed,
                    help="as given to train; also the sampling seed")
@@ -130,7 +134,8 @@ def _prepare(args, settings: Settings) -> int:
         settings = _settings(args, settings)
         musicgen = _load_musicgen(settings, precision="fp32")
         report = prepare_dataset(args.data, musicgen, settings.tracking, cache_dir_for(args.data),
-                                 min_seconds=args.min_seconds, min_face_fraction=args.min_face)
+                                 min_seconds=args.min_seconds, min_face_fraction=args.min_face,
+                                 test_fraction=args.test_fraction)
     except (DatasetError, ValueError, OSError) as err:   # incl. CheckpointError
         return _fail(str(err))
     if not report.prepared and not report.reused:
@@ -151,6 +156,7 @@ def _train_device(settings: Settings) -> str:
 def _train(args, settings: Settings) -> int:
     from ..model.adaptor import AdaptorConfig, AdaptorError
     from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
+    from .prepare import training_clips
     from .trainer import Trainer, TrainingError
 
     config = TrainConfig(
@@ -164,8 +170,7 @@ def _train(args, settings: Settings) -> int:
         settings = _settings(args, settings)
         cache = cache_dir_for(args.data)
         index = read_index(cache)
-        names = [c["name"] for c in index["clips"]]
-        train_names, val_names = split_clips(names, config.val_fraction, config.seed)
+        train_names, val_names = split_clips(training_clips(index), config.val_fraction, config.seed)
         musicgen = _load_musicgen(settings, device=_train_device(settings), precision="fp32")
         from .prepare import codec_fingerprint
 
@@ -174,7 +179,8 @@ def _train(args, settings: Settings) -> int:
                          f"{settings.model.dir}")
         trainer = Trainer(musicgen, [load_clip(cache, n) for n in train_names], [load_clip(cache, n) for n in val_names],
                           args.out, config, adaptor_config, device=musicgen.device, progress=not args.quiet)
-        print(f"{len(train_names)} training clips, {len(val_names)} validation clips, "
+        print(f"{len(train_names)} training clips, {len(val_names)} validation clips "
+              f"({len(index['test'])} test clips held out), "
               f"{trainer.steps_per_epoch} steps per epoch", flush=True)
         result = trainer.run()
     except (DatasetError, TrainingError, AdaptorError, ValueError, OSError) as err:
@@ -210,15 +216,21 @@ def _evaluate(args, settings: Settings) -> int:
     from ..model.adaptor import AdaptorError, load_adaptor
     from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
     from .evaluate import evaluate_clips, format_table, write_json
+    from .prepare import test_clips, training_clips
 
     try:
         settings = _settings(args, settings)
         cache = cache_dir_for(args.data)
-        names = [c["name"] for c in read_index(cache)["clips"]]
-        if args.split == "val":
-            names = split_clips(names, args.val_fraction, args.seed)[1]
+        index = read_index(cache)
+        if args.split == "test":
+            names = test_clips(index)
+        elif args.split == "val":
+            names = split_clips(training_clips(index), args.val_fraction, args.seed)[1]
+        else:
+            names = [c["name"] for c in index["clips"]]
         if not names:
-            return _fail(f"no {args.split} clips in {cache}: use --split all, or prepare more clips")
+            return _fail(f"no {args.split} clips in {cache}: prepare with a --test-fraction above 0 (or more clips), "
+                         f"or use --split all")
         musicgen = _load_musicgen(settings)
         adaptor = load_adaptor(args.adaptor, musicgen) if args.adaptor else None
         gen = settings.generation

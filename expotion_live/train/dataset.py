@@ -118,10 +118,21 @@ def write_clip(cache_dir: str | os.PathLike, name: str, window: TimelineWindow, 
     for key, array in arrays.items():
         with atomic_path(folder / f"{key}.npy") as tmp:
             np.save(tmp, array)
-    meta = {"version": CACHE_VERSION, "frames": n, "caption": caption, "source": source_stamp}
+    _write_meta(folder, {"version": CACHE_VERSION, "frames": n, "caption": caption, "source": source_stamp})
+    return n
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
     with atomic_path(folder / "meta.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    return n
+
+
+def set_caption(cache_dir: str | os.PathLike, name: str, caption: str) -> None:
+    """Give a cached clip a new caption; the caption is no part of the tracked features, so nothing is redone."""
+    meta = read_meta(cache_dir, name)
+    if meta is None:
+        raise DatasetError(f"clip {name!r} is not prepared in {cache_dir}; run `expotion-live prepare` again")
+    _write_meta(Path(cache_dir) / "clips" / name, meta | {"caption": caption})
 
 
 def read_meta(cache_dir: str | os.PathLike, name: str) -> dict | None:

@@ -5,7 +5,17 @@ and 50 Hz resampling the live app runs, so the adaptor trains on exactly what it
 see on stage. The music becomes EnCodec codes through the base model's own codec.
 Clips that cannot be used (unreadable, shorter than `min_seconds`, no face in most
 frames) are skipped and listed, never fatal; clips already cached from unchanged
-files are not redone, so an interrupted `prepare` continues where it stopped.
+files are not redone, so an interrupted `prepare` continues where it stopped. The caption
+is no part of that check: editing caption.txt rewrites the caption, not the tracking.
+
+Expression and head features are relative to the performer's neutral face, taken by the
+live app's own calibration (`features.offline.calibrated_neutral`) from the start of
+each clip: a take begins at rest, as a performance begins after pressing Calibrate.
+
+The test split is chosen here and recorded in index.json, so `train` never sees it (nor
+picks `best/` with it) and `evaluate` scores it. It is sticky: clips already recorded
+keep their side when clips are added, so an adaptor trained earlier has still not seen
+the test clips.
 """
 from __future__ import annotations
 
@@ -20,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from ..features.schema import FACE_FOUND_COLUMN
-from .dataset import (AUDIO_SUFFIXES, CACHE_VERSION, ClipSource, DatasetError, find_clips, load_clip, read_meta,
-                      write_clip, write_index)
+from .dataset import (AUDIO_SUFFIXES, CACHE_VERSION, ClipSource, DatasetError, find_clips, load_clip, read_index,
+                      read_meta, set_caption, write_clip, write_index)
 
-
+FEATURES = "calibrated-1"   # how the cached features were made: a change redoes every clip
+TEST_FRACTION = 0.1         # share of clips held out as the test split
 
 class AudioReadError(RuntimeError):
     """The music of a clip could not be decoded."""
@@ -69,17 +80,57 @@ def codec_fingerprint(codec) -> str:
 
 
 def _stamp(clip: ClipSource) -> dict:
+    """What the cached arrays depend on: the source files and how features are made (not the caption)."""
     files = [clip.video] + ([clip.audio] if clip.audio else [])
-    return {str(p.name): [p.stat().st_size, p.stat().st_mtime_ns] for p in files} | {"caption": clip.caption}
+    return {str(p.name): [p.stat().st_size, p.stat().st_mtime_ns] for p in files} | {"features": FEATURES}
+
+
+def _rank(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def choose_test_clips(names: list[str], fraction: float, previous: dict | None) -> list[str]:
+    """The test split: round(fraction * clips) clips (at least one), by a hash of their names.
+
+    With the same `fraction` as the `previous` index, its test clips stay test clips and
+    its other clips never become test clips; only new clips can fill the split up.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DatasetError(f"test fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return []
+    want = max(1, round(len(names) * fraction))
+    if len(names) - want < 1:
+        raise DatasetError(f"{len(names)} usable clip(s) cannot be split into training and test clips: add clips "
+                           f"(at least 2), or prepare with --test-fraction 0 (no held-out test split)")
+    kept, known = [], set()
+    if previous is not None and previous.get("test_fraction") == fraction:
+        known = {c["name"] for c in previous["clips"]}
+        kept = [n for n in previous["test"] if n in names]
+    fresh = sorted((n for n in names if n not in known), key=_rank)
+    return sorted(kept + fresh[:max(0, want - len(kept))])
+
+
+def test_clips(index: dict) -> list[str]:
+    """The test split recorded in a cache's index."""
+    if "test" not in index:
+        raise DatasetError("the prepared data has no test split (prepared by an older version): run prepare again")
+    return list(index["test"])
+
+
+def training_clips(index: dict) -> list[str]:
+    """The clips `train` may use (for training and choosing best/): all but the test split."""
+    test = set(test_clips(index))
+    return [c["name"] for c in index["clips"] if c["name"] not in test]
 
 
 def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, cache_dir: str | os.PathLike,
-                    min_seconds: float = 10.0, min_face_fraction: float = 0.5,
+                    min_seconds: float = 10.0, min_face_fraction: float = 0.5, test_fraction: float = TEST_FRACTION,
                     log: Callable[[str], None] = print, progress: bool = True) -> PrepareReport:
     """Extract features and codes for every clip in `data_dir` into `cache_dir`; return what happened."""
     from tqdm import tqdm
 
-    from ..features.offline import extract_video
+    from ..features.offline import calibrated_neutral, extract_video
 
     clips, problems = find_clips(data_dir)
     report = PrepareReport(skipped=list(problems))
@@ -96,13 +147,17 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
             except DatasetError as err:
                 log(f"rebuilding {clip.name}: {err}")
             else:
+                if meta["caption"] != clip.caption:
+                    set_caption(cache_dir, clip.name, clip.caption)
                 report.reused.append((clip.name, meta["frames"]))
                 continue
         try:
             audio = read_audio(clip.audio or clip.video, musicgen.sample_rate)
             frames = len(audio) // musicgen.codec.hop_length
             # tracking is the costly step: music too short for a clip skips it
-            window = extract_video(clip.video, tracking_settings) if frames >= min_frames else None
+            window = (extract_video(clip.video, tracking_settings,
+                                    neutral=calibrated_neutral(clip.video, tracking_settings))
+                      if frames >= min_frames else None)
         except NoAudioTrack:
             report.skipped.append((clip.name, f"no music: no audio file ({', '.join(AUDIO_SUFFIXES)}) beside "
                                               f"{clip.video.name}, and it has no sound track"))
@@ -125,14 +180,24 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
         report.prepared.append((clip.name, write_clip(cache_dir, clip.name, window, codes, clip.caption, stamp)))
 
     usable = sorted(report.prepared + report.reused)
+    try:
+        previous = read_index(cache_dir)
+    except DatasetError:
+        previous = None
+    test = choose_test_clips([name for name, _ in usable], test_fraction, previous) if usable else []
+    if previous is not None and previous.get("test_fraction", test_fraction) != test_fraction:
+        log("the test split is chosen anew (another --test-fraction): adaptors trained before it may have "
+            "trained on its clips")
     write_index(cache_dir, {
         "version": CACHE_VERSION, "codec": fingerprint, "frame_rate": musicgen.frame_rate,
         "clips": [{"name": name, "frames": frames} for name, frames in usable],
+        "test_fraction": test_fraction, "test": test,
         "skipped": [{"name": name, "reason": reason} for name, reason in sorted(report.skipped)],
     })
     for name, reason in sorted(report.skipped):
         log(f"skipped {name}: {reason}")
     seconds = sum(frames for _, frames in usable) / musicgen.frame_rate
     log(f"{len(usable)} clips ready ({len(report.prepared)} new, {len(report.reused)} cached), "
-        f"{seconds / 60:.1f} min of music; {len(report.skipped)} skipped; cache: {cache_dir}")
+        f"{seconds / 60:.1f} min of music; {len(test)} held out for testing; {len(report.skipped)} skipped; "
+        f"cache: {cache_dir}")
     return report
