@@ -5,7 +5,8 @@ Everything runs side by side in one process on the same random weights of each
 `--device cpu` or `cuda`, CFG on (batch 2), top-k 250 sampling, after a warm-up.
 Rows: transformers' `generate`; ours, `MusicGen.generate` (eager, one step at a time);
 ours streamed, the live engine's `GenerationStream` (on CUDA its step replayed as CUDA
-graphs; timed per chunk of 25 frames, synchronised). Per implementation it prints:
+graphs; timed per chunk of 25 frames, synchronised). Each of ours names the decode
+backend its precision got at load (`model.backends`). Per implementation it prints:
 
 - ms per decoding step, median and p99 (one step = one position of the delay pattern
   = 20 ms of audio, so 20 ms per step is real time: the budget);
@@ -22,9 +23,9 @@ graphs; timed per chunk of 25 frames, synchronised). Per implementation it print
 The floor leaves out the KV cache reads (ours and transformers' attend over the filled
 part; ours on the torch path rounds it up to a bucket of 64 positions) and all per-op
 overhead. `--threads 1,2` times every row on one thread and on two (torch's intra-op
-threads; our int8 kernels always run on one), each against its own floor. On shared cores trust `--threads 1`: with two threads on two busy cores every op
-waits until both threads get a core (measured here at load ~6: int8 step 58-80 ms on
-1 thread, 284-657 ms on 2).
+threads; our int8 kernels always run on one), each against its own floor. On shared
+cores trust `--threads 1`: with two threads on two busy cores every op waits until
+both threads get a core, so other processes' load multiplies the step time.
 
     python bench/decode.py [--device cpu|cuda] [--models small,medium,large] [--steps 200]
                            [--precisions fp32,bf16,int8] [--threads 1,2] [--json out/bench_decode.json]
@@ -80,6 +81,7 @@ class Row:
     logit_rel_err: float | None = None  # vs our fp32 on the same codes and text
     model: str = "small"
     device: str = "cpu"
+    backend: str = "-"            # ours: the decoder's decode backend (model.backends); "-" for transformers
     peak_gb: float | None = None  # CUDA: peak memory allocated from loading through generating
 
 
@@ -226,7 +228,9 @@ def time_ours(musicgen, name: str, precision: str, frames: int, codec_s_per_s: f
     musicgen.generate(text, frames, cfg=CFG, top_k=TOP_K, seed=0, progress=clock.progress)
     sync(device)
     wall = time.perf_counter() - began
-    return summarise(name, precision, clock, wall, frames, codec_s_per_s, step_weight_bytes(musicgen.decoder))
+    row = summarise(name, precision, clock, wall, frames, codec_s_per_s, step_weight_bytes(musicgen.decoder))
+    row.backend = musicgen.decoder.backend.name
+    return row
 
 
 def time_streamed(musicgen, precision: str, frames: int, codec_s_per_s: float, chunk: int = 25) -> Row:
@@ -259,7 +263,8 @@ def time_streamed(musicgen, precision: str, frames: int, codec_s_per_s: float, c
                threads=torch.get_num_threads(), steps=stream.next_position, ms_median=statistics.median(steps),
                ms_p99=percentile(steps, 0.99), prefill_ms=per_step[0], rtf=audio_s / wall,
                rtf_with_codec=audio_s / (wall + codec_s_per_s * audio_s),
-               weight_mb_per_step=step_weight_bytes(musicgen.decoder) / 1e6)
+               weight_mb_per_step=step_weight_bytes(musicgen.decoder) / 1e6,
+               backend=musicgen.decoder.backend.name)
 
 
 def fixed_logits(musicgen, n_prefill: int = 24, n_steps: int = 8) -> torch.Tensor:
@@ -298,8 +303,8 @@ def print_table(rows: list[Row], model: str, codec_s_per_s: float, load: tuple) 
     print(f"load average before / after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores "
           f"(other processes share the cores: compare rows, not runs)")
     print(f"EnCodec decode: {codec_s_per_s:.3f} s per s of audio (fp32)\n")
-    header = (f"{'implementation':<22} {'prec':<5} {'thr':>3} {'median ms':>9} {'p99 ms':>7} {'RTF':>5} "
-              f"{'RTF+codec':>9} {'x faster':>8} {'MB/step':>8} {'GB/s':>5} {'floor ms':>8} {'x floor':>7} "
+    header = (f"{'implementation':<22} {'prec':<5} {'backend':<11} {'thr':>3} {'median ms':>9} {'p99 ms':>7} "
+              f"{'RTF':>5} {'RTF+codec':>9} {'x faster':>8} {'MB/step':>8} {'GB/s':>5} {'floor ms':>8} {'x floor':>7} "
               f"{'logit err':>9} {'peak GB':>7} "
               f"{'budget':>7}")
     print(header)
@@ -308,8 +313,8 @@ def print_table(rows: list[Row], model: str, codec_s_per_s: float, load: tuple) 
         err = "-" if r.logit_rel_err is None else f"{r.logit_rel_err:.1e}"
         peak = "-" if r.peak_gb is None else f"{r.peak_gb:.1f}"
         verdict = "ok" if r.ms_median <= BUDGET_MS else f"{r.ms_median / BUDGET_MS:.1f}x"
-        print(f"{r.name:<22} {r.precision:<5} {r.threads:>3} {r.ms_median:>9.1f} {r.ms_p99:>7.1f} {r.rtf:>5.2f} "
-              f"{r.rtf_with_codec:>9.2f} {r.speedup:>8.2f} {r.weight_mb_per_step:>8.0f} {r.bandwidth_gb_s:>5.1f} "
+        print(f"{r.name:<22} {r.precision:<5} {r.backend:<11} {r.threads:>3} {r.ms_median:>9.1f} {r.ms_p99:>7.1f} "
+              f"{r.rtf:>5.2f} {r.rtf_with_codec:>9.2f} {r.speedup:>8.2f} {r.weight_mb_per_step:>8.0f} {r.bandwidth_gb_s:>5.1f} "
               f"{r.floor_ms:>8.1f} "
               f"{r.x_floor:>7.2f} {err:>9} {peak:>7} {verdict:>7}")
 
@@ -380,6 +385,7 @@ def run(args: argparse.Namespace, model_dir: Path, model: str) -> list[Row]:
                 # one graph per attention bucket of 64 positions (plus the last, partial one)
                 torch._dynamo.config.recompile_limit = max(8, args.steps // 64 + 2)
                 mode = "reduce-overhead" if cuda else None   # CUDA graphs through torch.compile, where it can
+                musicgen.decoder.choose_backend("modules")     # torch ops only: numba is opaque to tracing
                 musicgen.decoder.decode_step = torch.compile(musicgen.decoder.decode_step, dynamic=False, mode=mode)
                 for threads in args.threads:
                     torch.set_num_threads(threads)

@@ -2,7 +2,7 @@
 
 Times are not judged here (benchmarks measure, tests do not time); what is checked is
 that one run holds transformers and ours (step by step and streamed) at each precision
-and thread count, that each
+and thread count, on the decode backend each precision gets, that each
 speed-up is taken against transformers on the same thread count, and that the logit
 errors it reports are real measurements within each precision's tolerance.
 """
@@ -38,6 +38,9 @@ def test_bench_decode_times_every_precision_at_every_thread_count(tiny_musicgen_
         assert row["bandwidth_gb_s"] > 0
         assert row["floor_ms"] == pytest.approx(row["weight_mb_per_step"] / row["bandwidth_gb_s"])
         assert row["x_floor"] == pytest.approx(row["ms_median"] / row["floor_ms"])
+        # the backend each precision got at load, on the CPU
+        assert row["backend"] == ("-" if name == "transformers generate" else
+                                  {"fp32": "cpu-modules", "bf16": "cpu-modules", "int8": "int8-numba"}[precision])
         if name != "transformers generate":
             err = row["logit_rel_err"]
             assert err == 0.0 if precision == "fp32" else 0.0 < err < LOGIT_TOLERANCE[precision]

@@ -16,7 +16,7 @@ def test_fused_step_gives_the_modules_logits(decoders, with_adaptor):
     from expotion_live.model.text import TextCondition
 
     plain, fused = decoders
-    assert fused.fuse_for_gpu()
+    fused.choose_backend("fused-gpu")   # what a decoder on CUDA picks itself
     attn = fused.layers[0].self_attn
     assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
     generator = torch.Generator().manual_seed(0)
@@ -38,7 +38,8 @@ def test_fused_step_gives_the_modules_logits(decoders, with_adaptor):
         with torch.no_grad():
             decoder.prefill(codes[:, :, :8], cache, text, adapters)
             outputs.append(torch.stack([decoder.decode_step(codes[:, :, p:p + 1], torch.tensor([p]), cache, adapters,
-                                                            attend=cache.attend_length(p)) for p in range(8, 12)]))
+                                                            attend_length=cache.attend_length(p))
+                                        for p in range(8, 12)]))
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
 
 
@@ -46,4 +47,6 @@ def test_an_int8_decoder_is_not_fused(tiny_musicgen_dir):
     from expotion_live.model.precision import apply_precision
 
     decoder = apply_precision(load_decoder(tiny_musicgen_dir), "int8")
-    assert not decoder.fuse_for_gpu()
+    with pytest.raises(ValueError, match="'fused-gpu' cannot run this decoder"):
+        decoder.choose_backend("fused-gpu")
+    assert decoder.backend.name == "int8-numba"   # the refused choice changed nothing

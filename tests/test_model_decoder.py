@@ -101,18 +101,28 @@ def test_cache_is_preallocated_and_written_in_place(decoder, text):
     assert cache.self_k[:, :, :, 11].abs().sum() > 0  # the last step wrote its keys
 
 
+def traceable(decoder):
+    """A copy of `decoder` on the "modules" backend, the one a traced step runs (numba is opaque to dynamo)."""
+    import copy
+
+    traced = copy.deepcopy(decoder)
+    traced.choose_backend("modules")
+    return traced
+
+
 @torch.no_grad()
 def test_decode_step_traces_as_one_graph(decoder, text):
     """No .item(), no branching on tensor values: dynamo captures the step without a break."""
     codes = codes_for(8)
-    cache = decoder.allocate_cache(2, 8)
-    decoder.prefill(codes[:, :, :5], cache, text)
-    step = torch.compile(decoder.decode_step, backend="eager", fullgraph=True, dynamic=False)
+    modules = traceable(decoder)
+    cache = modules.allocate_cache(2, 8)
+    modules.prefill(codes[:, :, :5], cache, text)
+    step = torch.compile(modules.decode_step, backend="eager", fullgraph=True, dynamic=False)
     positions = torch.arange(8)
     traced = step(codes[:, :, 5:6], positions[5:6], cache)
     cache_copy = decoder.allocate_cache(2, 8)
     decoder.prefill(codes[:, :, :5], cache_copy, text)
-    # traced, attention runs SDPA; eagerly on the CPU, our kernel: the same to float32 rounding
+    # traced, attention runs SDPA; on the CPU's own backend, our kernel: the same to float32 rounding
     torch.testing.assert_close(traced, decoder.decode_step(codes[:, :, 5:6], positions[5:6], cache_copy),
                                rtol=1e-5, atol=1e-5)
 
@@ -134,7 +144,7 @@ def test_bucketed_attention_gives_the_logits_of_whole_cache_attention(decoder, t
         decoder.prefill(codes[:, :, :n_prefill], cache, text)
         steps[mode] = torch.stack([
             decoder.decode_step(codes[:, :, p:p + 1], positions[p:p + 1], cache,
-                                attend=None if mode == "whole" else cache.attend_length(p))
+                                attend_length=None if mode == "whole" else cache.attend_length(p))
             for p in range(n_prefill, T)], dim=2)  # (B, K, T - n_prefill, V)
     # The kernel sums over fewer (exactly zero) terms, so only rounding may differ.
     torch.testing.assert_close(steps["bucketed"], steps["whole"], rtol=0, atol=1e-5)
@@ -142,10 +152,11 @@ def test_bucketed_attention_gives_the_logits_of_whole_cache_attention(decoder, t
     torch.testing.assert_close(steps["bucketed"], reference, rtol=0, atol=1e-5)
 
     # a compiled step takes the bucket as a static int, still without a graph break
-    cache = decoder.allocate_cache(2, T)
-    decoder.prefill(codes[:, :, :150], cache, text)
-    step = torch.compile(decoder.decode_step, backend="eager", fullgraph=True, dynamic=False)
-    traced = step(codes[:, :, 150:151], positions[150:151], cache, attend=cache.attend_length(150))
+    modules = traceable(decoder)
+    cache = modules.allocate_cache(2, T)
+    modules.prefill(codes[:, :, :150], cache, text)
+    step = torch.compile(modules.decode_step, backend="eager", fullgraph=True, dynamic=False)
+    traced = step(codes[:, :, 150:151], positions[150:151], cache, attend_length=cache.attend_length(150))
     torch.testing.assert_close(traced, steps["whole"][:, :, 150 - n_prefill], rtol=0, atol=1e-5)
 
 
@@ -154,7 +165,8 @@ def test_decode_attention_kernel_matches_the_reference_over_a_cache_prefix(layou
     """One query over the first n positions of a longer cache, stored (S, B, H, Dh) as a
     KVCache on the CPU is, or (B, H, S, Dh) (copied for the kernel); per-row and shared
     masks, one row fully masked (the null text of CFG): uniform, as the reference gives."""
-    from expotion_live.model.decoder import additive_mask, decode_attention, eager_attention
+    from expotion_live.model.attention import decode_attention, eager_attention
+    from expotion_live.model.decoder import additive_mask
 
     g = torch.Generator().manual_seed(0)
     B, H, S, Dh, n = 2, 3, 40, 8, 27

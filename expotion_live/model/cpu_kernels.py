@@ -7,13 +7,15 @@ released:
 
 - `int8_rows`: int8 projections (used by `precision.Int8Linear`);
 - `attend_one`: attention of one query over a prefix of position-major keys and values
-  (`decoder.decode_attention`);
+  (`attention.decode_attention`, the "cpu-modules" backend's);
 - `self_attention_step`, `rest_of_layer_step`: a whole decoder layer for one position of
-  an int8 decoder in two calls (`int8_step.Int8DecodeStep`), split where the adaptor adds
-  its term. A projection is passed as the pair (int8 weight blocks, scales) of
-  `precision.Int8Linear`, a layer norm as (weight, bias, eps).
+  an int8 decoder in two calls (`int8_step.Int8DecodeStep`, the "int8-numba" backend),
+  split where the adaptor adds its term. A projection is passed as the pair (int8
+  weight blocks, scales) of `precision.Int8Linear`, a layer norm as (weight, bias, eps).
 
-`takes(t)` is the one rule for when they run: fp32 on the CPU, outside autograd (they
+Which decoding step runs them is the decode backend's choice (`backends`), made once per
+decoder placement. `takes(t)` is the rule for a module that calls them per call on
+whatever it is given (`Int8Linear.forward`): fp32 on the CPU, outside autograd (they
 have no derivative) and outside tracing (numba is opaque to torch.compile and CUDA
 graphs, so a traced step keeps torch's kernels and stays one graph).
 """
@@ -42,11 +44,10 @@ def int8_rows(x, w, scale, out):
     reading W, so each weight is loaded once per pair of rows and widened to fp32 in
     registers, while the block of x (2 x B floats) stays in the L1 cache. Two weight rows
     are read together, n and n + N/2, so each load of x feeds four dot products: one row
-    at a time the loop was bound by its loads of x (~22 GB/s of weights on one core
-    here, even from L2); two adjacent rows at once fell to ~8 GB/s from memory (two
-    streams 1 KB apart), two rows half a matrix apart reach ~33 (~35 in L2). (fastmath
-    lets LLVM vectorize the sums; every index counts up from 0, so no negative-index
-    checks stand in its way.)
+    at a time the loop is bound by its loads of x, not by the weights; two adjacent rows
+    at once (two memory streams 1 KB apart) read memory far more slowly than two rows
+    half a matrix apart. (fastmath lets LLVM vectorize the sums; every index counts up
+    from 0, so no negative-index checks stand in its way.)
     """
     M = x.shape[0]
     nb, N, B = w.shape
@@ -107,9 +108,9 @@ def attend_one(q, k, v, bias, out):
     comes out uniform, as with `decoder.additive_mask`. Releases the GIL.
 
     The first n positions of every row and head are one contiguous run, read front to
-    back once for the scores and once for the weighted sum: 24 layers of musicgen-small
-    over 101 positions took 1.48 ms, against 2.60 for the same loops per head over
-    head-major (B, H, S, Dh) buffers, whose runs per head are short and a cache row apart.
+    back once for the scores and once for the weighted sum; over head-major (B, H, S, Dh)
+    buffers the runs per head are short and a cache row apart, which the same loops read
+    more slowly.
     """
     B, H, Dh = q.shape
     n = bias.shape[1]

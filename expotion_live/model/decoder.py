@@ -7,12 +7,13 @@ that we own the cache and the hot loop:
 - `forward()`      whole sequence, no cache: with eager attention the slow, obvious reference
                    (with `fused_attention`, what training runs).
 - `prefill()`      a prompt in one pass, writing a preallocated `KVCache` in place.
-- `decode_step()`  one position: static shapes (attends over the first `attend` cache
-                   positions, a Python int the loop rounds up to a bucket of
+- `decode_step()`  one position: static shapes (attends over the first `attend_length`
+                   cache positions, a Python int the loop rounds up to a bucket of
                    `ATTEND_BUCKET`, under a mask row picked by the position tensor),
                    no `.item()`, no branching on tensor values, nothing allocated that
-                   grows per step. An int8 decoder on the CPU runs its layers as numba
-                   kernels instead (`int8_step`: same math, a fraction of the overhead).
+                   grows per step. Its layers run on the decoder's `backend`, chosen
+                   once per placement (`backends`: the modules, fused GPU kernels, or
+                   numba kernels for an int8 decoder on the CPU).
 
 Every projection is a plain `nn.Linear`, so `precision.apply_precision` can swap them.
 
@@ -30,25 +31,21 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cpu_kernels, int8_step
+from . import backends
+from .attention import Attend, eager_attention, fused_attention
 from .config import DecoderConfig
 from .text import TextCondition
 
 # decode_step attends over the filled cache rounded up to a multiple of this many positions:
-# attention time grows with the filled length instead of the whole preallocated cache
-# (musicgen-small, one layer, CFG batch: 92 µs over 256 positions, 750 µs over 1024; a whole
-# int8 step at position 100 of a 20 s cache, 1 thread: 58 ms over all of it, 37 ms bucketed),
+# attention time grows with the filled length instead of the whole preallocated cache,
 # while shapes, and so a compiled step's graph, change only once per bucket.
 ATTEND_BUCKET = 64
 
 Adapter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# attend(q, k, v, bias) -> s: attention over the first bias.shape[-1] positions of k and v
-Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
@@ -61,37 +58,6 @@ def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
     if dim % 2:
         table = F.pad(table, (0, 1))
     return table
-
-
-def eager_attention(q, k, v, bias):
-    """softmax(q k^T / sqrt(Dh) + bias) v, spelled out: the reference for the fused kernel."""
-    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5 + bias  # (B, H, Tq, Tk)
-    return scores.softmax(dim=-1) @ v
-
-
-def fused_attention(q, k, v, bias):
-    n = bias.shape[-1]   # k and v may be whole cache buffers: attend over the first n positions
-    return F.scaled_dot_product_attention(q, k[:, :, :n], v[:, :, :n], attn_mask=bias)
-
-
-def decode_attention(q, k, v, bias):
-    """One query position: our kernels on the CPU in fp32, SDPA elsewhere and when traced.
-
-    SDPA's CPU kernel is built for many queries; for one it spent ~1.6x as long as
-    `cpu_kernels.attend_one` over 64-256 cached positions (24 layers, CFG batch,
-    musicgen-small). The kernel reads position-major keys and values, the layout of a
-    `KVCache` here (then no copy is made); any other layout is copied into it. A traced
-    step (torch.compile, a CUDA graph) keeps SDPA.
-    """
-    if not cpu_kernels.takes(q):
-        return fused_attention(q, k, v, bias)
-    B, H, _, Dh = q.shape
-    out = np.empty((B, H, Dh), np.float32)
-    q_rows = q.detach().reshape(B, H, Dh).contiguous().numpy()
-    bias_rows = bias.detach().reshape(-1, bias.shape[-1]).contiguous().numpy()
-    k_rows, v_rows = (t.detach().permute(2, 0, 1, 3).contiguous().numpy() for t in (k, v))   # (S, B, H, Dh)
-    cpu_kernels.attend_one(q_rows, k_rows, v_rows, bias_rows, out)
-    return torch.from_numpy(out).view(B, H, 1, Dh)
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -109,13 +75,12 @@ class KVCache:
     """Keys and values for one generation, preallocated to its full length and written in place.
 
     Keys and values (the steps' and the text's) are (L, B, H, S, Dh) tensors, made by
-    `MusicGenDecoder._cache_zeros`; where our CPU kernels read them (fp32 on the CPU)
-    they are views of position-major storage (L, S, B, H, Dh), so that a step reads
-    positions 0..p of every row and head of a layer as one contiguous run
-    (`cpu_kernels.attend_one`: 24 layers of musicgen-small over 101 positions 1.48 ms,
-    2.60 head-major). Where SDPA reads them (a model cast to bf16, GPUs) they are
-    head-major, as SDPA's bf16 CPU kernel ran 3x slower on position-major views (26.6 vs
-    8.6 ms a step); GPUs are untested here, so they keep SDPA's usual layout.
+    `MusicGenDecoder._cache_zeros` in the memory order the decoder's backend reads:
+    where our CPU kernels read them they are views of position-major storage
+    (L, S, B, H, Dh), so that a step reads positions 0..p of every row and head of a
+    layer as one contiguous run (`cpu_kernels.attend_one`); where SDPA reads them they
+    are head-major, the layout its kernels are built for (position-major views slowed
+    its bf16 CPU kernel down, `bench/decode.py`).
     """
 
     self_k: torch.Tensor              # (L, B, H, S, Dh)
@@ -124,6 +89,7 @@ class KVCache:
     cross_k: torch.Tensor | None = None  # (L, B, H, S_text, Dh), filled by prefill
     cross_v: torch.Tensor | None = None
     cross_bias: torch.Tensor | None = None  # (B, 1, 1, S_text)
+    position_major: bool = False      # the memory order above, that of the backend it was allocated for
 
     @property
     def length(self) -> int:
@@ -132,6 +98,10 @@ class KVCache:
     def attend_length(self, position: int) -> int:
         """How many cache positions a step at `position` attends over: 0..position, rounded up to a bucket."""
         return min(self.length, (position // ATTEND_BUCKET + 1) * ATTEND_BUCKET)
+
+    def step_bias(self, position: torch.Tensor, attend_length: int) -> torch.Tensor:
+        """The causal mask row (1, attend_length) of a step at `position` (LongTensor (1,)), picked on the device."""
+        return self.causal_bias[:, :attend_length].index_select(0, position)
 
 
 class Attention(nn.Module):
@@ -214,29 +184,21 @@ class MusicGenDecoder(nn.Module):
         self.register_buffer("positions_table", sinusoidal_positions(config.max_position_embeddings, D),
                              persistent=False)
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
-        self._int8_step: int8_step.Int8DecodeStep | bool | None = None   # see _int8_layers
-        self._fused_step = None  # gpu_step.FusedDecodeStep, once `fuse_for_gpu` made it
+        self.choose_backend()
+
+    def choose_backend(self, name: str | None = None) -> None:
+        """Run `decode_step`'s layers on backend `name` (see `backends`), or with None the fastest that fits.
+
+        Called on every move or cast (`_apply`), which picks afresh: a backend holds views
+        of this placement's weights. A cache allocated before keeps its memory order;
+        allocate one after choosing. An unfitting `name` is a ValueError saying why.
+        """
+        self.backend = backends.choose(self, name)
 
     def _apply(self, fn, recurse=True):
-        self._int8_step = None   # moved or cast: the step's numpy views would point at the old storage
-        self._fused_step = None  # and its fused weights would be the old placement's
-        return super()._apply(fn, recurse)
-
-    def fuse_for_gpu(self) -> bool:
-        """Decode with `gpu_step`'s fused layers from now on (a GPU's captured step); False if they do not fit."""
-        from . import gpu_step
-
-        if gpu_step.fits(self):
-            self._fused_step = gpu_step.FusedDecodeStep(self.layers)
-        return self._fused_step is not None
-
-    def _int8_layers(self, x: torch.Tensor) -> int8_step.Int8DecodeStep | None:
-        """The numba path for this step's layers, when the decoder is int8 on the CPU and no gradient is wanted."""
-        if not cpu_kernels.takes(x) or torch.is_grad_enabled():
-            return None
-        if self._int8_step is None:   # decided once per placement (fits() walks every module)
-            self._int8_step = int8_step.fits(self) and int8_step.Int8DecodeStep(self.layers)
-        return self._int8_step or None
+        super()._apply(fn, recurse)
+        self.choose_backend()   # moved, cast or given new projections: the old backend reads the old placement
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
@@ -291,12 +253,13 @@ class MusicGenDecoder(nn.Module):
         device = device or self.positions_table.device
         allowed = torch.ones(max_length, max_length, dtype=torch.bool, device=device).tril()
         shape = (c.num_hidden_layers, batch_size, c.num_attention_heads, max_length, c.head_dim)
-        return KVCache(self_k=self._cache_zeros(shape, device), self_v=self._cache_zeros(shape, device),
-                       causal_bias=additive_mask(allowed, self.dtype))
+        major = self.backend.position_major   # the memory order the backend's attention reads
+        return KVCache(self_k=self._cache_zeros(shape, device, major), self_v=self._cache_zeros(shape, device, major),
+                       causal_bias=additive_mask(allowed, self.dtype), position_major=major)
 
-    def _cache_zeros(self, shape: tuple[int, ...], device) -> torch.Tensor:
-        """Zeros of shape (L, B, H, S, Dh) in a `KVCache`'s memory order: position-major for fp32 on the CPU."""
-        if torch.device(device).type == "cpu" and self.dtype == torch.float32:
+    def _cache_zeros(self, shape: tuple[int, ...], device, position_major: bool) -> torch.Tensor:
+        """Zeros of shape (L, B, H, S, Dh), as views of (L, S, B, H, Dh) storage when `position_major`."""
+        if position_major:
             L, B, H, S, Dh = shape
             return torch.zeros(L, S, B, H, Dh, dtype=self.dtype, device=device).permute(0, 2, 3, 1, 4)
         return torch.zeros(shape, dtype=self.dtype, device=device)
@@ -337,8 +300,8 @@ class MusicGenDecoder(nn.Module):
         L, B, H, S, Dh = keys.shape
         size = max(capacity, S)
         if cache.cross_k is None or cache.cross_k.shape != (L, B, H, size, Dh):
-            cache.cross_k = self._cache_zeros((L, B, H, size, Dh), keys.device)   # (L, B, H, S_text, Dh)
-            cache.cross_v = self._cache_zeros((L, B, H, size, Dh), keys.device)
+            cache.cross_k = self._cache_zeros((L, B, H, size, Dh), keys.device, cache.position_major)
+            cache.cross_v = self._cache_zeros((L, B, H, size, Dh), keys.device, cache.position_major)
             cache.cross_bias = torch.empty(B, 1, 1, size, dtype=keys.dtype, device=keys.device)
         for buffer, new in ((cache.cross_k, keys), (cache.cross_v, values)):
             buffer[:, :, :, :S].copy_(new)
@@ -347,25 +310,16 @@ class MusicGenDecoder(nn.Module):
         cache.cross_bias[..., S:].fill_(torch.finfo(keys.dtype).min)
 
     def decode_step(self, codes: torch.Tensor, position: torch.Tensor, cache: KVCache,
-                    adapters: Sequence[Adapter | None] | None = None, attend: int | None = None) -> torch.Tensor:
+                    adapters: Sequence[Adapter | None] | None = None,
+                    attend_length: int | None = None) -> torch.Tensor:
         """One position: codes (B, K, 1) at `position` (LongTensor (1,)) -> logits (B, K, V).
 
-        `attend` (a Python int, > position; default the whole cache) is how many cache
-        positions to attend over; pass `cache.attend_length(p)` so the work follows the
-        filled length. The positions from `position` + 1 on are masked either way, so
-        the logits do not depend on it.
+        `attend_length` (a Python int, > position; default the whole cache) is how many
+        cache positions to attend over; pass `cache.attend_length(p)` so the work follows
+        the filled length. The positions from `position` + 1 on are masked either way,
+        so the logits do not depend on it. The layers run on `backend`.
         """
         x = self.embed(codes, position)  # (B, 1, D)
-        attend = cache.length if attend is None else attend
-        int8_layers = self._int8_layers(x)
-        if int8_layers is not None:
-            return self.logits(int8_layers(x, position, cache, self._adapters(adapters)))[:, :, 0]
-        self_bias = cache.causal_bias[:, :attend].index_select(0, position)  # (1, attend)
-        if self._fused_step is not None:
-            return self.logits(self._fused_step(x, position, self_bias, cache, self._adapters(adapters)))[:, :, 0]
-        has_text = cache.cross_k is not None
-        for i, (layer, adapter) in enumerate(zip(self.layers, self._adapters(adapters))):
-            cross = (cache.cross_k[i], cache.cross_v[i], cache.cross_bias) if has_text else None
-            x = layer(x, position, self_bias, cross, decode_attention, adapter,
-                      self_kv=(cache.self_k[i], cache.self_v[i]))
+        attend_length = cache.length if attend_length is None else attend_length
+        x = self.backend(x, position, cache, self._adapters(adapters), attend_length)
         return self.logits(x)[:, :, 0]

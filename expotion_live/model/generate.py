@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .codec import Codec
-from .config import CheckpointError
+from .config import CheckpointError, DecoderConfig
 from .decoder import Adapter, KVCache, MusicGenDecoder
 from .delay_pattern import UNKNOWN, DelayPattern
 from .precision import apply_precision, module_dtype, resolve_precision
@@ -35,6 +35,17 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but no CUDA GPU is available: use --device cpu")
     return resolved
+
+
+def decode_backend_name(device: str = "auto", precision: str = "auto") -> str:
+    """The decode backend `MusicGen.load` gives a model on `device` at `precision` (see `backends`).
+
+    Found by the load's own rule, applied to a tiny random decoder: no weights are read.
+    """
+    device = resolve_device(device)
+    tiny = DecoderConfig(vocab_size=8, num_codebooks=1, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                         ffn_dim=8, max_position_embeddings=8)
+    return apply_precision(MusicGenDecoder(tiny), resolve_precision(precision, device), device).backend.name
 
 
 def _check_finite(decoder: MusicGenDecoder, model_dir) -> None:
@@ -69,9 +80,7 @@ class MusicGen:
         precision = resolve_precision(precision, device)    # "auto" = the device's default
         decoder = load_decoder(ckpt, device, module_dtype(precision, device))   # no fp32 copy on a GPU
         _check_finite(decoder, model_dir)
-        apply_precision(decoder, precision, device)
-        if device.type == "cuda":
-            decoder.fuse_for_gpu()      # fewer kernels per step; the CPU's int8 step is numba's
+        apply_precision(decoder, precision, device)   # and with it the decode backend (`decoder.backend`)
         return cls(decoder, load_text_encoder(ckpt, device), load_codec(ckpt, device), precision)
 
     def encode_text(self, prompts: list[str]) -> TextCondition:
@@ -130,12 +139,14 @@ class MusicGen:
     def _cache_for(self, batch_size: int, length: int) -> KVCache:
         """A KV cache of this shape, allocated once and reused by later calls of the same shape.
 
-        Allocating and zeroing it costs ~0.1 s per call at musicgen-small size; reuse is
+        Allocating and zeroing it is a noticeable share of a short generation; reuse is
         safe because entries past the current position are always masked, and a generation
         overwrites every position it reads. One generation at a time per MusicGen.
         """
-        cache = self._cache
-        if cache is None or cache.self_k.shape[1] != batch_size or cache.causal_bias.shape[0] != length:
+        cache, decoder = self._cache, self.decoder
+        if (cache is None or cache.self_k.shape[1] != batch_size or cache.causal_bias.shape[0] != length
+                or cache.self_k.dtype != decoder.dtype   # the decoder was cast, or has another backend, since
+                or cache.position_major != decoder.backend.position_major):
             cache = self._cache = self.decoder.allocate_cache(batch_size, length, self.device)
         return cache
 
@@ -152,7 +163,7 @@ class MusicGen:
             if p + 1 < S:
                 step_codes.copy_(column.expand(copies, B, K))
                 logits = self.decoder.decode_step(step_codes.view(copies * B, K, 1), positions[p:p + 1],
-                                                  cache, adapters, attend=cache.attend_length(p))
+                                                  cache, adapters, attend_length=cache.attend_length(p))
             if progress is not None:
                 progress(p + 1 - start, total)
 

@@ -1,12 +1,12 @@
 """The decoding step's layers on a GPU: the same math in fewer, larger kernels.
 
-Replayed as a CUDA graph (`stream.GraphSteps`), a step costs a few microseconds per
-kernel on top of the bytes it reads, and a musicgen-large step is ~1000 kernels. Per
-layer this body launches fewer of them than the modules' own forward: the q, k and v
-projections are one matmul over their weights laid side by side (the modules' weights
-become views into that one tensor, so nothing is stored twice), and the three residual
-adds ride in the output projections (`addmm`). The math is `DecoderLayer.forward`'s,
-checked against it in tests/test_gpu_step.py.
+Replayed as a CUDA graph (`stream.GraphSteps`), a step pays a fixed cost per kernel on
+top of the bytes it reads, and a musicgen-large step is ~1000 kernels. Per layer this
+body (the "fused-gpu" backend of `backends`) launches fewer of them than the modules'
+own forward: the q, k and v projections are one matmul over their weights laid side by
+side (the modules' weights become views into that one tensor, so nothing is stored
+twice), and the three residual adds ride in the output projections (`addmm`). The math
+is `DecoderLayer.forward`'s, checked against it in tests/test_gpu_step.py.
 """
 from __future__ import annotations
 
@@ -16,16 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoder import fused_attention
-
-
-def fits(decoder: nn.Module) -> bool:
-    """Every projection of the layers is a plain `nn.Linear` without bias (not int8, not bf16-wrapped)."""
-    from .precision import Bf16Linear, Int8Linear
-
-    projections = [m for layer in decoder.layers for m in layer.modules()
-                   if isinstance(m, (nn.Linear, Bf16Linear, Int8Linear))]
-    return bool(projections) and all(type(m) is nn.Linear and m.bias is None for m in projections)
+from .attention import fused_attention
 
 
 def _fuse_qkv(attn: nn.Module) -> torch.Tensor:
@@ -38,16 +29,21 @@ def _fuse_qkv(attn: nn.Module) -> torch.Tensor:
 
 
 class FusedDecodeStep:
-    """`decode_step`'s layers with fused projections; built once per decoder placement (`fits` it)."""
+    """`decode_step`'s layers with fused projections; built once per decoder placement."""
 
-    def __init__(self, layers: Sequence[nn.Module]):
+    name = "fused-gpu"
+    position_major = False   # SDPA's usual head-major layout
+
+    def __init__(self, layers: Sequence[nn.Module], cuda_graphs: bool):
         self.layers = layers
         self.qkv = [_fuse_qkv(layer.self_attn) for layer in layers]
+        self.cuda_graphs = cuda_graphs   # on CUDA; elsewhere it runs only when named (its math is tested on the CPU)
 
-    def __call__(self, x: torch.Tensor, position: torch.Tensor, self_bias: torch.Tensor, cache,
-                 adapters: Sequence) -> torch.Tensor:
-        """x (M, 1, D) at `position` -> (M, 1, D) after every layer; attention over self_bias.shape[-1] positions."""
+    def __call__(self, x: torch.Tensor, position: torch.Tensor, cache, adapters: Sequence,
+                 attend_length: int) -> torch.Tensor:
+        """x (M, 1, D) at `position` -> (M, 1, D) after every layer, attending over `attend_length` positions."""
         M, _, D = x.shape
+        self_bias = cache.step_bias(position, attend_length)   # (1, attend_length)
         x = x.reshape(M, D)
         has_text = cache.cross_k is not None
         for i, (layer, qkv, adapter) in enumerate(zip(self.layers, self.qkv, adapters)):

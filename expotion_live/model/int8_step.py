@@ -1,17 +1,15 @@
 """The decoding step of an int8 decoder on the CPU: two numba calls per layer instead of ~30 torch ops.
 
-With int8 projections a musicgen-small step reads ~360 MB of weights, which our kernel
-streams in ~11 ms here (one thread); as torch modules the step took ~20 ms at position
-~110, the difference being ~30 small torch ops per layer (layer norms, head views, cache
-writes, residual adds, GELU) on (2, 1024) tensors and attention over the bucketed
-length. Here each layer is `cpu_kernels.self_attention_step` then
+With int8 projections the weights are few bytes, and our kernel streams them fast;
+what is left of a step run as torch modules is ~30 small torch ops per layer (layer
+norms, head views, cache writes, residual adds, GELU) on (2, D) tensors, and attention
+over the bucketed length. Here each layer is `cpu_kernels.self_attention_step` then
 `cpu_kernels.rest_of_layer_step` on numpy views of the same weights and cache, so the
-step is projections, attention (~1.5 ms over ~100 positions) and little else.
-`bench/decode.py` measures the whole step.
+step is projections, attention and little else. `bench/decode.py` measures the whole step.
 
-It takes over `MusicGenDecoder.decode_step` when `fits` the decoder (every projection
-`Int8Linear` without bias, on the CPU) and `cpu_kernels.takes` the activations; the
-math is the decoder's, checked against its torch path in tests/test_int8_step.py.
+It is the "int8-numba" backend of `backends` (every projection `Int8Linear` without
+bias, fp32 on the CPU); the math is the decoder's, checked against its "modules"
+backend in tests/test_int8_step.py.
 """
 from __future__ import annotations
 
@@ -23,7 +21,6 @@ import torch
 from torch import nn
 
 from . import cpu_kernels
-from .precision import Bf16Linear, Int8Linear
 
 # Without text: keys and values with no positions, and a bias with no columns (the kernel skips cross-attention)
 _NO_TEXT = (np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 1, 1, 1), np.float32), np.zeros((1, 0), np.float32))
@@ -53,16 +50,12 @@ def _norm(norm: nn.LayerNorm) -> tuple[np.ndarray, np.ndarray, float]:
     return norm.weight.detach().numpy(), norm.bias.detach().numpy(), float(norm.eps)
 
 
-def fits(decoder: nn.Module) -> bool:
-    """Every projection of the decoder's layers is int8 without bias, and the decoder is on the CPU."""
-    projections = [m for layer in decoder.layers for m in layer.modules()
-                   if isinstance(m, (nn.Linear, Bf16Linear, Int8Linear))]
-    return (decoder.positions_table.device.type == "cpu" and decoder.dtype == torch.float32 and bool(projections)
-            and all(type(m) is Int8Linear and m.bias is None for m in projections))
-
-
 class Int8DecodeStep:
     """`decode_step`'s layers for an int8 decoder on the CPU; built once per decoder placement."""
+
+    name = "int8-numba"
+    position_major = True    # the kernels read positions 0..p of a layer's cache as one run
+    cuda_graphs = False
 
     def __init__(self, layers: Sequence[nn.Module]):
         self.layers = [LayerWeights(
@@ -73,14 +66,18 @@ class Int8DecodeStep:
             ffn_norm=_norm(layer.final_layer_norm), fc1=_projection(layer.fc1), fc2=_projection(layer.fc2))
             for layer in layers]
 
-    def __call__(self, x: torch.Tensor, position: torch.Tensor, cache, adapters) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, position: torch.Tensor, cache, adapters,
+                 attend_length: int) -> torch.Tensor:
         """x (M, 1, D) embedded at `position` (LongTensor (1,)) -> (M, 1, D) after every layer.
 
-        Attends over cache positions 0..position exactly: no graph is traced here, so
-        the bucketed length `decode_step` is given buys nothing and would read up to
-        63 masked positions of keys and values per head and layer. `adapters` as in
-        `decoder` (one per layer, None or a(q, positions) added to the attention output).
+        Attends over cache positions 0..position exactly, whatever `attend_length`: no
+        graph is traced here, so a bucketed length buys nothing and would read masked
+        positions of keys and values. `adapters` as in `decoder` (one per layer, None or
+        a(q, positions) added to the attention output).
         """
+        if not cache.position_major:
+            raise ValueError("this KV cache was allocated for another decode backend (the decoder was moved or "
+                             "cast since): allocate a new one")
         M, _, D = x.shape
         p = int(position[0])
         attend = p + 1

@@ -8,33 +8,28 @@ bandwidth. Storing them in fewer bytes is what makes it fast:
 - "bf16"  `Bf16Linear`: bfloat16 weights (2 bytes), activations cast to bf16 around the
           matmul; oneDNN's bf16 kernels (AVX512-BF16 / AMX where the CPU has them).
 - "int8"  `Int8Linear`: int8 weights (1 byte) with one fp32 scale per output row
-          (symmetric, per channel). For a few rows on the CPU (a decoding step) our own
-          numba kernel `cpu_kernels.int8_rows` streams the weights once with fp32 activations
-          (a whole decoding step of an int8 decoder runs its layers in numba: `int8_step`);
-          for many rows (a prefill), off the CPU, and whenever a gradient is needed, the
-          int8 weight is converted per call for one ordinary matmul and the scales applied
-          to its output.
+          (symmetric, per channel). For a few rows on the CPU our own numba kernel
+          `cpu_kernels.int8_rows` streams the weights once with fp32 activations (a
+          whole decoding step of an int8 decoder runs its layers in numba: the
+          "int8-numba" backend, `int8_step`); for many rows (a prefill), off the CPU, and
+          whenever a gradient is needed, the int8 weight is converted per call for one
+          ordinary matmul and the scales applied to its output.
 
 Only the projections change; layer norms, embeddings, attention and the KV cache
 stay in the model's dtype (fp32), so the swap is invisible to callers: a module
 still takes and returns fp32 tensors of the same shapes, and gradients still flow
 to its input (the adaptor trains through the frozen layers).
 
-Which kernels run on this machine (2-core AMD EPYC with AVX512-BF16/VNNI, torch 2.13;
-seen with the torch profiler and ONEDNN_VERBOSE=1; musicgen-small's per-step
-projections, 352 M weights, two rows each, idle machine, 2 threads):
-- fp32 `F.linear` runs MKL's sgemm (no oneDNN primitive), which reaches only ~10 GB/s
-  on this AMD CPU (~135 ms per step). oneDNN with prepacked weights would reach ~37 GB/s
-  (~38 ms), but it keeps a second, opaque copy of every weight, and fp32 must stay the
-  plain trainable reference.
-- bf16 `F.linear` runs oneDNN `brg_matmul:avx512_core_bf16` (~30 ms; ~22 ms prepacked).
+Which kernels run on the CPU (seen with the torch profiler and ONEDNN_VERBOSE=1):
+- fp32 `F.linear` runs MKL's sgemm (no oneDNN primitive), which streams weights slowly
+  on AMD CPUs. oneDNN with prepacked weights is faster, but it keeps a second, opaque
+  copy of every weight, and fp32 must stay the plain trainable reference.
+- bf16 `F.linear` runs oneDNN's `brg_matmul` (AVX512-BF16 / AMX).
 - int8 runs our `cpu_kernels.int8_rows` on one thread, whatever torch's thread count.
-  `bench/int8.py` (the 196 projections of a musicgen-small step, two rows, one thread,
-  interleaved rounds): ours 12.6-13.5 ms (27-29 GB/s; one core sums a large tensor at
-  ~34); fbgemm's `quantized::linear_dynamic` (activations quantized too; deprecated for
-  torchao; raises on a NaN) 14.4 ms; ATen's `_weight_int8pack_mm` (bf16 activations)
-  22.6 ms. Earlier, on 48 4096x1024 projections: `torch._int_mm` 5 / 9 GB/s on 1 / 2
-  threads; oneDNN's `qlinear_pointwise` far slower at two rows.
+  Torch's stock int8 kernels were slower at two rows: fbgemm's
+  `quantized::linear_dynamic` (activations quantized too; deprecated for torchao;
+  raises on a NaN), ATen's `_weight_int8pack_mm` (bf16 activations), `torch._int_mm`
+  and oneDNN's `qlinear_pointwise`; `bench/int8.py` compares the first two with ours.
 bench/decode.py measures the whole decoder at each precision side by side.
 """
 from __future__ import annotations
@@ -48,24 +43,22 @@ from . import cpu_kernels
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
-# The int8 kernel reads each weight once per pair of rows; above this many rows, converting
-# the weight to bf16 per call for one oneDNN matmul is faster (no bf16 copy is kept: that
-# would add 2 bytes per weight). Per 4096x1024 projection, 1 thread: the kernel ~0.16 ms
-# per pair of rows; the converted matmul ~1.0 ms at 16 rows, ~10 ms at 400 (a 200-frame prompt, CFG).
+# The int8 kernel reads each weight once per pair of rows, so its time grows with the rows;
+# above this many, converting the weight to bf16 per call for one oneDNN matmul, whose time
+# hardly grows with them, is faster (no bf16 copy is kept: that would add 2 bytes per weight).
 _INT8_KERNEL_MAX_ROWS = 8
 
 # Weight columns per block in the int8 layout: two rows of activations over this many columns
-# (8 KB) stay in L1 while the weights stream past. Unblocked, a 1024x4096 projection (fc2)
-# ran at ~7 GB/s with two rows (the 32 KB of activations fell out of L1), blocked ~18.
+# (8 KB) stay in L1 while the weights stream past; unblocked, a wide projection's activations
+# (fc2: 4096 columns, 32 KB for two rows) fall out of L1 and every weight load waits on them.
 _INT8_BLOCK = 1024
 
 # Relative logit error ‖logits - logits_fp32‖ / ‖logits_fp32‖ each precision is held to.
-# Measured by bench/decode.py on random musicgen-small weights (transformers' init, 24
-# layers, T5 text, the CFG batch): bf16 7.0e-3, int8 2.4e-2; on a bare random decoder
-# without T5: bf16 5.2e-3, int8 1.6e-2. Random weights are a weak judge of int8 quality
-# (real checkpoints have outlier channels), so fp32 and bf16 stay one flag away.
-# tests/test_precision.py checks the bound on tiny random decoders, through both the
-# full forward and prefill + decode_step.
+# bench/decode.py prints each precision's error on random musicgen-small weights (its
+# "logit err" column); these bounds sit above it with room to spare. Random weights are a
+# weak judge of int8 quality (real checkpoints have outlier channels), so fp32 and bf16
+# stay one flag away. tests/test_precision.py checks the bound on tiny random decoders,
+# through both the full forward and prefill + decode_step.
 LOGIT_TOLERANCE = {"fp32": 0.0, "bf16": 1e-2, "int8": 3e-2}
 
 
@@ -174,12 +167,10 @@ def resolve_precision(precision: str, device) -> str:
 def default_precision(device) -> str:
     """The fastest precision whose logits stay within LOGIT_TOLERANCE of fp32, per device.
 
-    CPU: int8. `bench/decode.py --threads 1 --steps 200`, random musicgen-small, CFG, one
-    run: median ms per step int8 19.3, bf16 73.3, fp32 177, transformers' generate 191.
-    The int8 projections alone (`bench/int8.py`): ~13 ms.
-    CUDA: bf16 where the GPU has it, else fp32 (not measured: no GPU here; the int8 path
-    on CUDA dequantizes per call, which saves memory but not time without a fused kernel).
-    Anything else: fp32.
+    CPU: int8 (a step reads a quarter of fp32's bytes, and runs the "int8-numba" backend;
+    `bench/decode.py` compares the precisions). CUDA: bf16 where the GPU has it, else
+    fp32 (int8 on CUDA dequantizes per call, which saves memory but not time without a
+    fused kernel). Anything else: fp32.
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -201,11 +192,13 @@ def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Modul
 
     Returns the same module. Converting is one-way (int8 cannot be made fp32 again
     without loss): a module already converted to another precision is an error; load
-    the model again instead.
+    the model again instead. It ends with a move (`module.to`), by which a
+    `MusicGenDecoder` chooses its decode backend for the projections it now has.
     """
     precision = resolve_precision(precision, device)
-    if module_dtype(precision, device) != torch.float32:
-        return module.to(device=device, dtype=module_dtype(precision, device))
+    dtype = module_dtype(precision, device)
+    if dtype != torch.float32:
+        return module.to(device=device, dtype=dtype)
     module.to(device)
     converted = {type(m) for m in module.modules()} & {Bf16Linear, Int8Linear}
     target = _CONVERTERS.get(precision)
@@ -213,13 +206,12 @@ def apply_precision(module: nn.Module, precision: str, device="cpu") -> nn.Modul
         have = ", ".join(sorted(c.__name__ for c in converted))
         raise ValueError(f"this module's projections are already {have}; load the model again "
                          f"to use precision {precision!r}")
-    if target is None:
-        return module
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, target(child).to(device))
-    return module
+    if target is not None:
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(parent, name, target(child))
+    return module.to(device)   # again, after the swap: the decoder's backend must see the new projections
 
 
 def projection_bytes(module: nn.Module) -> int:

@@ -21,9 +21,10 @@ into fixed buffers, aligned so the window's newest frame meets the newest positi
 
 One step (`_step`) samples the next column from the last logits and decodes it, reading
 and writing only tensors that stay in place (the sequence, the cache, the logits, a
-position counter, the chunk's random numbers): the CPU calls it step by step; on CUDA
-`GraphSteps` captures it once per attention bucket and replays it, so a step is one
-graph launch with no host synchronisation.
+position counter, the chunk's random numbers). Where the decoder's backend can be
+captured (`cuda_graphs`: the torch backends on CUDA), `GraphSteps` captures it once per
+attention bucket and replays it, so a step is one graph launch with no host
+synchronisation; elsewhere (the CPU's numba kernels) `EagerSteps` calls it step by step.
 """
 from __future__ import annotations
 
@@ -90,7 +91,10 @@ class GenerationStream:
         self.frames_done = 0             # complete frames since the last (re)start
         self.started = False
         self.text_version = 0            # bumps when the text buffers are reallocated
-        use_graphs = self.device.type == "cuda" if graphs is None else graphs
+        use_graphs = decoder.backend.cuda_graphs if graphs is None else graphs
+        if use_graphs and not decoder.backend.cuda_graphs:
+            raise ValueError(f"the decoder's {decoder.backend.name!r} decode backend on {self.device} "
+                             f"cannot be captured as CUDA graphs")
         self.steps = GraphSteps(self) if use_graphs else EagerSteps(self)
 
     # -- conditions --------------------------------------------------------------------------
@@ -218,7 +222,7 @@ class GenerationStream:
         if self.noise.shape[-1] != width:    # one buffer for a chunk of up to `window` steps, kept in place
             self.noise = torch.zeros(self.window, 1, self.K, width, device=self.device)
 
-    def _step(self, attend: int) -> None:
+    def _step(self, attend_length: int) -> None:
         """Sample column `position` from the last logits, then decode it: every tensor stays in place."""
         s = self.sampling
         column = self.seq.index_select(2, self.position)                          # (1, K, 1)
@@ -229,7 +233,7 @@ class GenerationStream:
         column = torch.where(column == UNKNOWN, picked[..., None], column)         # pads and prompt stay
         self.seq.index_copy_(2, self.position, column)
         self.logits.copy_(self.decoder.decode_step(column.expand(2, self.K, 1), self.position, self.cache,
-                                                   self.adapters, attend=attend))
+                                                   self.adapters, attend_length=attend_length))
         self.position.add_(1)
         self.step_index.add_(1)
 
@@ -240,7 +244,7 @@ class GenerationStream:
 
 
 class EagerSteps:
-    """Each step run as it comes (the CPU: the int8 decoder's numba step needs no capture)."""
+    """Each step run as it comes (a backend that cannot be captured: the CPU's)."""
 
     def __init__(self, stream: GenerationStream):
         self.stream = stream
@@ -255,7 +259,7 @@ class EagerSteps:
 
 
 class GraphSteps:
-    """On CUDA, `_step` captured as one CUDA graph per attention bucket and replayed.
+    """`_step` captured as one CUDA graph per attention bucket and replayed (a backend with `cuda_graphs`).
 
     A graph bakes in the sampling's shapes (greedy, top-k, top-p), the adaptor's buffers
     and the text buffers; a change of any of these captures again, which a performer's
