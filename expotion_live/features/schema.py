@@ -58,6 +58,8 @@ FRAME_RATE = 50
 FACE_DIM = GEOMETRY_DIM + len(EXPRESSION_NAMES) + len(HEAD_NAMES) + 1   # + face_found
 FACE_FOUND_COLUMN = FACE_DIM - 1                                         # face_vector() ends with face_found
 MOTION_DIM = 4 * len(UPPER_BODY) + 2                                    # + energy, pose_found
+# What an adaptor is conditioned on (the paper's Table 1 ablations): motion = pose, energy and flow.
+INPUTS = ("face+motion", "face", "motion")
 
 
 @dataclass

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_path
-from ..features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
+from ..features.schema import FACE_DIM, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
 
 WEIGHTS_FILE = "adaptor.safetensors"
 CONFIG_FILE = "adaptor.json"
@@ -62,11 +62,26 @@ class AdaptorConfig:
     face_dim: int = FACE_DIM            # input widths: the tracker's FeatureFrame vectors
     motion_dim: int = MOTION_DIM
     flow_shape: tuple[int, int, int] = FLOW_SHAPE
+    inputs: str = "face+motion"         # Table 1's ablations: "face", "motion" (pose and flow) or both
+    captions: bool = True               # trained on each clip's caption; False: all on the generic one ("Generic")
+
+    def __post_init__(self):
+        if self.inputs not in INPUTS:
+            raise AdaptorError(f"adaptor inputs {self.inputs!r} unknown; choose one of {', '.join(INPUTS)}")
+
+    @property
+    def uses_face(self) -> bool:
+        return self.inputs != "motion"
+
+    @property
+    def uses_motion(self) -> bool:
+        return self.inputs != "face"
 
     @property
     def joint_dim(self) -> int:
-        """Width of the concatenated low-rank embedding [z_f; z_m; z_flow] (eq. 6)."""
-        return self.d1 + self.d2 + (self.d2 if self.flow_cnn else 0)
+        """Width of the concatenated low-rank embedding [z_f; z_m; z_flow] (eq. 6), less what an ablation leaves out."""
+        motion = self.d2 + (self.d2 if self.flow_cnn else 0)
+        return (self.d1 if self.uses_face else 0) + (motion if self.uses_motion else 0)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -108,9 +123,11 @@ class JointVisualEmbedding(nn.Module):
     def __init__(self, config: AdaptorConfig):
         super().__init__()
         self.config = config
-        self.face_proj = nn.Linear(config.face_dim, config.d1, bias=False)       # W_f, eq. (2)
-        self.motion_proj = nn.Linear(config.motion_dim, config.d2, bias=False)   # W_m, eq. (4)
-        if config.flow_cnn:
+        if config.uses_face:
+            self.face_proj = nn.Linear(config.face_dim, config.d1, bias=False)       # W_f, eq. (2)
+        if config.uses_motion:
+            self.motion_proj = nn.Linear(config.motion_dim, config.d2, bias=False)   # W_m, eq. (4)
+        if config.uses_motion and config.flow_cnn:
             self.flow_cnn = FlowEmbedding(config.flow_shape[0], config.flow_channels, config.flow_dim)
             self.flow_proj = nn.Linear(config.flow_dim, config.d2, bias=False)   # eq. (5) then projected as eq. (4)
         self.pos = nn.Parameter(torch.zeros(config.max_frames, config.joint_dim))  # z_pos, eq. (6)
@@ -118,9 +135,13 @@ class JointVisualEmbedding(nn.Module):
 
     def forward(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         B, T, _ = face.shape
-        parts = [self.face_proj(face), self.motion_proj(motion)]   # eq. (2), (4): (B, T, d1), (B, T, d2)
-        if self.config.flow_cnn:
-            parts.append(self.flow_proj(self.flow_cnn(flow)))      # eq. (5): (B, T, d2)
+        parts = []
+        if self.config.uses_face:
+            parts.append(self.face_proj(face))                     # eq. (2): (B, T, d1)
+        if self.config.uses_motion:
+            parts.append(self.motion_proj(motion))                 # eq. (4): (B, T, d2)
+            if self.config.flow_cnn:
+                parts.append(self.flow_proj(self.flow_cnn(flow)))  # eq. (5): (B, T, d2)
         return torch.cat(parts, dim=-1) + self.pos[:T]             # eq. (6), before W_e: (B, T, joint_dim)
 
 

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..features.schema import INPUTS
 from ..settings import Settings, flag, number
 from .config import TrainConfig
 from .prepare import TEST_FRACTION
@@ -70,6 +71,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rank", type=number(int, 1, 1024), default=12,
                    help="low-rank size d1 = d2 of face and motion (default: 12)")
     p.add_argument("--no-flow-cnn", action="store_true", help="leave out the optical-flow CNN (pose only)")
+    p.add_argument("--inputs", choices=INPUTS, default=INPUTS[0],
+                   help="ablation (paper Table 1): condition on the face, the motion (pose and flow) or both "
+                        "(default: %(default)s); stored in the adaptor, so evaluate and live use the same")
+    p.add_argument("--no-captions", action="store_true",
+                   help="ablation (paper Table 1, 'Generic'): train every clip on --default-caption instead of "
+                        "its caption.txt; stored in the adaptor, so evaluate does the same")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 
@@ -92,11 +99,28 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cfg", type=flag("generation.cfg"), help="classifier-free guidance (settings: generation.cfg)")
     p.add_argument("--temperature", type=flag("generation.temperature"), help="settings: generation.temperature")
     p.add_argument("--top-k", type=flag("generation.top_k"), help="settings: generation.top_k")
-    p.add_argument("--default-caption", default=_T.default_caption, help="for clips without caption.txt")
+    p.add_argument("--default-caption", default=_T.default_caption,
+                   help="for clips without caption.txt, and for every clip under --no-captions")
+    p.add_argument("--no-captions", action="store_true",
+                   help="the text-only base on --default-caption for every clip (an adaptor brings its own choice)")
+    p.add_argument("--classifier", metavar="DIR",
+                   help="FAD and KL against the clips' real music: a local Audio Spectrogram Transformer folder "
+                        "(e.g. MIT/ast-finetuned-audioset-10-10-0.4593 saved with save_pretrained)")
+    p.add_argument("--clap", metavar="DIR", help="CLAP text-audio score: a local CLAP folder "
+                                                  "(e.g. laion/clap-htsat-unfused saved with save_pretrained)")
     p.add_argument("--json", metavar="FILE", help="also write per-clip and mean scores as JSON")
     p.add_argument("--audio-out", metavar="DIR", help="also write each generated clip as a WAV")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_evaluate)
+
+    p = subparsers.add_parser(
+        "report", help="several `evaluate --json` files as one table in the paper's layout (markdown and PNG)",
+        description="One row per evaluated configuration (inputs, caption or generic prompt), the paper's "
+                    "Table 1 columns that evaluate computes: FAD, KL, CLAP, tempo error, beat F1. The runs "
+                    "must have scored the same clips.")
+    p.add_argument("runs", nargs="+", metavar="JSON", help="files written by `expotion-live evaluate --json`")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for table.md and table.png")
+    p.set_defaults(handler=_report)
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -164,7 +188,8 @@ def _train(args, settings: Settings) -> int:
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, grad_clip=args.grad_clip,
         segment_seconds=args.segment_seconds, val_fraction=args.val_fraction, seed=args.seed,
         save_every=args.save_every, amp=not args.no_amp, default_caption=args.default_caption)
-    adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers, flow_cnn=not args.no_flow_cnn)
+    adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers, flow_cnn=not args.no_flow_cnn,
+                                   inputs=args.inputs, captions=not args.no_captions)
     trainer = None
     try:
         settings = _settings(args, settings)
@@ -215,7 +240,8 @@ def _leave_process_group() -> None:
 def _evaluate(args, settings: Settings) -> int:
     from ..model.adaptor import AdaptorError, load_adaptor
     from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
-    from .evaluate import evaluate_clips, format_table, write_json
+    from .evaluate import evaluate_clips, format_table, real_music, write_json
+    from .metrics import AudioClassifier, Clap, audio_metrics
     from .prepare import test_clips, training_clips
 
     try:
@@ -233,14 +259,43 @@ def _evaluate(args, settings: Settings) -> int:
                          f"or use --split all")
         musicgen = _load_musicgen(settings)
         adaptor = load_adaptor(args.adaptor, musicgen) if args.adaptor else None
+        if adaptor is not None and args.no_captions:
+            return _fail(f"--no-captions is for the base model: {args.adaptor} is evaluated as it was trained "
+                         f"({'with' if adaptor.config.captions else 'without'} captions, from its adaptor.json)")
+        captions = adaptor.config.captions if adaptor is not None else not args.no_captions
+        classifier = AudioClassifier(args.classifier, musicgen.device) if args.classifier else None
+        clap = Clap(args.clap, musicgen.device) if args.clap else None
+        generated = []
+        keep = classifier is not None or clap is not None
         gen = settings.generation
         results = evaluate_clips(musicgen, [load_clip(cache, n) for n in names], adaptor, seconds=args.seconds,
                                  cfg=gen.cfg, temperature=gen.temperature, top_k=gen.top_k, seed=args.seed,
-                                 default_caption=args.default_caption, audio_out=args.audio_out,
-                                 progress=not args.quiet)
+                                 default_caption=args.default_caption, captions=captions,
+                                 audio_out=args.audio_out, progress=not args.quiet,
+                                 on_audio=(lambda result, audio: generated.append(audio)) if keep else None)
+        set_scores = {}
+        if keep:
+            music = real_music(args.data, [r.clip for r in results], [r.seconds for r in results],
+                               musicgen.sample_rate) if classifier is not None else []
+            set_scores = audio_metrics(generated, music, [r.caption for r in results], musicgen.sample_rate,
+                                       classifier, clap)
     except (DatasetError, AdaptorError, ValueError, OSError) as err:
         return _fail(str(err))
-    print(format_table(results))
+    print(format_table(results, set_scores))
     if args.json:
-        write_json(results, args.json, {"adaptor": args.adaptor, "model": settings.model.dir, "split": args.split})
+        configuration = {"inputs": adaptor.config.inputs if adaptor is not None else None, "captions": captions}
+        write_json(results, args.json, {"adaptor": args.adaptor, "model": settings.model.dir, "split": args.split,
+                                        "configuration": configuration}, set_scores)
+    return 0
+
+
+def _report(args, settings: Settings) -> int:
+    from .report import ReportError, write_report
+
+    try:
+        md, png = write_report(args.runs, args.out)
+    except (ReportError, OSError) as err:
+        return _fail(str(err))
+    print(md.read_text(encoding="utf-8"), end="")
+    print(f"table: {md}, {png}")
     return 0

@@ -1,27 +1,28 @@
-"""`evaluate`: the paper's rhythm metrics (§4.4.1) of generated music against the clip's own music.
+"""`evaluate`: the paper's metrics (§4.4.1) of generated music against the clip's own music.
 
-For each prepared clip, music is generated from its caption (and, with an adaptor, its
-visual features), decoded, and compared with the reference music (the clip's EnCodec
-codes decoded by the same codec, so codec artefacts do not count against the model):
+For each prepared clip (by default the test split `prepare` held out), music is
+generated from its caption (and, with an adaptor, its visual features), decoded, and
+compared with the reference music (the clip's EnCodec codes decoded by the same codec,
+so codec artefacts do not count against the model):
 
 - tempo error: |BPM(generated) - BPM(reference)|, tempo from librosa's beat tracker;
 - beat F1: mir_eval's F-measure of the generated beat times against the reference's
   (70 ms window).
 
-The paper's other metrics need pretrained networks whose weights cannot be fetched
-here: FAD (VGGish), KL (PaSST/PANN audio tagger), IS, CLAP (text-audio) and
-LanguageBind (video-audio). They are not computed.
+With local model folders, `metrics.py` adds FAD and KL (against the real music files,
+not re-decoded codes: FAD measures closeness to real music) and the CLAP score, over the
+whole set. IS and LanguageBind (video-audio) are not computed.
 """
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json as write_json_file
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,20 @@ def rhythm_scores(generated: np.ndarray, reference: np.ndarray, sample_rate: int
 class ClipEvaluation:
     clip: str
     seconds: float
+    caption: str             # the prompt the music was generated from
     scores: RhythmScores
 
 
 def evaluate_clips(musicgen, clips, adaptor=None, seconds: float = 10.0, cfg: float = 3.0,
                    temperature: float = 1.0, top_k: int = 250, seed: int = 0,
-                   default_caption: str = "music with catchy melody", audio_out: str | os.PathLike | None = None,
-                   progress: bool = True) -> list[ClipEvaluation]:
-    """Generate the first `seconds` of every clip (with the adaptor when given) and score its rhythm."""
+                   default_caption: str = "music with catchy melody", captions: bool = True,
+                   audio_out: str | os.PathLike | None = None, progress: bool = True,
+                   on_audio: Callable[[ClipEvaluation, np.ndarray], None] | None = None) -> list[ClipEvaluation]:
+    """Generate the first `seconds` of every clip (with the adaptor when given) and score its rhythm.
+
+    `captions=False` prompts every clip with `default_caption` (the paper's "Generic").
+    `on_audio(result, generated)` sees each clip's music, for the metrics over the whole set.
+    """
     import torch
     from tqdm import tqdm
 
@@ -69,7 +76,8 @@ def evaluate_clips(musicgen, clips, adaptor=None, seconds: float = 10.0, cfg: fl
         n = min(clip.n_frames, round(seconds * musicgen.frame_rate))
         if adaptor is not None:
             n = min(n, adaptor.config.max_frames)
-        text = musicgen.encode_text([clip.caption or default_caption])
+        caption = (captions and clip.caption) or default_caption
+        text = musicgen.encode_text([caption])
         hooks = None
         if adaptor is not None:
             with torch.no_grad():
@@ -80,9 +88,28 @@ def evaluate_clips(musicgen, clips, adaptor=None, seconds: float = 10.0, cfg: fl
         reference = musicgen.decode_audio(reference_codes.to(musicgen.device))[0]
         if audio_out is not None:
             _write_wav(Path(audio_out) / f"{clip.name}.wav", generated, musicgen.sample_rate)
-        results.append(ClipEvaluation(clip.name, n / musicgen.frame_rate,
+        results.append(ClipEvaluation(clip.name, n / musicgen.frame_rate, caption,
                                       rhythm_scores(generated, reference, musicgen.sample_rate)))
+        if on_audio is not None:
+            on_audio(results[-1], generated)
     return results
+
+
+def real_music(data_dir: str | os.PathLike, names: list[str], seconds: list[float],
+               sample_rate: int) -> list[np.ndarray]:
+    """The first `seconds` of each clip's music file (or video sound track), as FAD compares against."""
+    from .dataset import DatasetError, find_clips
+    from .prepare import read_audio
+
+    sources = {clip.name: clip for clip in find_clips(data_dir)[0]}
+    music = []
+    for name, length in zip(names, seconds):
+        if name not in sources:
+            raise DatasetError(f"clip {name!r} is prepared but its folder is gone from {data_dir}: FAD and KL "
+                               f"compare with the real music files")
+        source = sources[name]
+        music.append(read_audio(source.audio or source.video, sample_rate)[:round(length * sample_rate)])
+    return music
 
 
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -92,14 +119,14 @@ def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
         soundfile.write(tmp, audio, sample_rate, subtype="FLOAT")
 
 
-def summary(results: list[ClipEvaluation]) -> dict:
-    """Means over clips, as the paper's Table 1 reports them."""
+def summary(results: list[ClipEvaluation], set_scores: dict | None = None) -> dict:
+    """Means over clips, as the paper's Table 1 reports them, and the scores of the whole set (FAD, KL, CLAP)."""
     return {"clips": len(results),
             "tempo_error_bpm": float(np.mean([r.scores.tempo_error for r in results])),
-            "beat_f1": float(np.mean([r.scores.beat_f1 for r in results]))}
+            "beat_f1": float(np.mean([r.scores.beat_f1 for r in results])), **(set_scores or {})}
 
 
-def format_table(results: list[ClipEvaluation]) -> str:
+def format_table(results: list[ClipEvaluation], set_scores: dict | None = None) -> str:
     lines = [f"{'clip':<24} {'seconds':>7} {'BPM gen':>8} {'BPM ref':>8} {'tempo err':>9} {'beat F1':>7}"]
     for r in results:
         s = r.scores
@@ -107,12 +134,19 @@ def format_table(results: list[ClipEvaluation]) -> str:
                      f"{s.tempo_error:>9.1f} {s.beat_f1:>7.2f}")
     mean = summary(results)
     lines.append(f"{'mean':<24} {'':>7} {'':>8} {'':>8} {mean['tempo_error_bpm']:>9.1f} {mean['beat_f1']:>7.2f}")
+    lines += [f"{SET_SCORES[key] + ' (whole set)':<24} {value:.3f}" for key, value in (set_scores or {}).items()]
     return "\n".join(lines)
 
 
-def write_json(results: list[ClipEvaluation], path: str | os.PathLike, extra: dict) -> None:
-    data = {"summary": summary(results), **extra,
-            "clips": [{"clip": r.clip, "seconds": r.seconds, **asdict(r.scores)} for r in results],
-            "not_computed": "FAD, KL, IS, CLAP and LanguageBind need pretrained weights that cannot be fetched here"}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+SET_SCORES = {"fad": "FAD", "kl": "KL", "clap": "CLAP score"}
+
+
+def write_json(results: list[ClipEvaluation], path: str | os.PathLike, extra: dict,
+               set_scores: dict | None = None) -> None:
+    missing = [name for key, name in SET_SCORES.items() if key not in (set_scores or {})]
+    data = {"summary": summary(results, set_scores), **extra,
+            "clips": [{"clip": r.clip, "seconds": r.seconds, "caption": r.caption, **asdict(r.scores)}
+                      for r in results],
+            "not_computed": ", ".join(missing + ["IS", "LanguageBind"]) + " (FAD and KL need --classifier, "
+                            "CLAP --clap; IS and LanguageBind are not implemented)"}
+    write_json_file(path, data)

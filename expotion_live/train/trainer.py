@@ -59,8 +59,9 @@ class Batch:
     captions: list[str]
 
 
-def make_batch(clips: list[CachedClip], segs: list[Segment], default_caption: str, device) -> Batch:
-    """Stack segments of memory-mapped clips into tensors on `device`."""
+def make_batch(clips: list[CachedClip], segs: list[Segment], default_caption: str, device,
+               captions: bool = True) -> Batch:
+    """Stack segments of memory-mapped clips into tensors on `device`; `captions=False`: all on `default_caption`."""
     def stack(key: str) -> torch.Tensor:
         arrays = [np.asarray(getattr(clips[s.clip], key)[s.start:s.start + s.length]) for s in segs]
         return torch.from_numpy(np.stack(arrays).astype(np.float32)).to(device)
@@ -68,7 +69,7 @@ def make_batch(clips: list[CachedClip], segs: list[Segment], default_caption: st
     codes = np.stack([np.asarray(clips[s.clip].codes[:, s.start:s.start + s.length]) for s in segs])
     return Batch(face=stack("face"), motion=stack("motion"), flow=stack("flow"),
                  codes=torch.from_numpy(codes.astype(np.int64)).to(device),
-                 captions=[clips[s.clip].caption or default_caption for s in segs])
+                 captions=[(captions and clips[s.clip].caption) or default_caption for s in segs])
 
 
 def delayed_cross_entropy(decoder: nn.Module, codes: torch.Tensor, text, adapters) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +257,7 @@ class Trainer:
         return batches[self.dist.rank::self.dist.world]
 
     def _batch(self, clips: list[CachedClip], segs: list[Segment]) -> Batch:
-        return make_batch(clips, segs, self.config.default_caption, self.device)
+        return make_batch(clips, segs, self.config.default_caption, self.device, self.adaptor.config.captions)
 
     @torch.no_grad()
     def validation_loss(self, with_adaptor: bool = True) -> float | None:

@@ -1,0 +1,92 @@
+"""`report`: the `evaluate --json` files of several runs as one table in the paper's layout (Table 1).
+
+One row per configuration (what the adaptor sees, caption or generic prompt), the
+columns of the paper's Table 1 that `evaluate` computes: FAD, KL, CLAP score, tempo
+error, beat F1. Written as markdown and as a PNG, each atomically. Runs scored on
+different clips cannot share a table: the numbers would not be comparable.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..atomic import atomic_path
+
+# (summary key, column heading, digits) in Table 1's order.
+COLUMNS = (("fad", "FAD ↓", 2), ("kl", "KL ↓", 2), ("clap", "CLAP ↑", 2),
+           ("tempo_error_bpm", "Tempo err. (BPM) ↓", 2), ("beat_f1", "Beat F1 ↑", 2))
+
+
+class ReportError(ValueError):
+    """Evaluation files that cannot make one table; the message says which and why."""
+
+
+def read_runs(paths: list[str | os.PathLike]) -> list[dict]:
+    runs = []
+    for path in map(Path, paths):
+        try:
+            run = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ReportError(f"cannot read {path}: {err}") from None
+        if not isinstance(run, dict) or "summary" not in run or "clips" not in run:
+            raise ReportError(f"{path} is not a JSON file written by `expotion-live evaluate --json`")
+        runs.append(run | {"file": path.name})
+    first = runs[0]
+    for run in runs[1:]:
+        if [c["clip"] for c in run["clips"]] != [c["clip"] for c in first["clips"]]:
+            raise ReportError(f"{run['file']} scored other clips than {first['file']} ({run.get('split')} vs "
+                              f"{first.get('split')} split): evaluate every run on the same prepared data and split")
+    return runs
+
+
+def rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Headings and cells: Input, Prompt, then the metrics ("–" where a run did not compute one)."""
+    headings = ["Run", "Input", "Prompt"] + [heading for _, heading, _ in COLUMNS]
+    table = []
+    for run in runs:
+        configuration = run.get("configuration") or {}
+        inputs = configuration.get("inputs") or "MusicGen (text only)"
+        prompt = "Caption" if configuration.get("captions", True) else "Generic"
+        cells = [f"{run['summary'][key]:.{digits}f}" if key in run["summary"] else "–" for key, _, digits in COLUMNS]
+        table.append([Path(run["file"]).stem, inputs, prompt, *cells])
+    return headings, table
+
+
+def markdown(headings: list[str], table: list[list[str]], runs: list[dict]) -> str:
+    lines = ["| " + " | ".join(headings) + " |", "|" + "|".join("---" for _ in headings) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    first = runs[0]
+    lines += ["", f"{first['summary']['clips']} clips of the {first.get('split', '?')} split, "
+                  f"{first['clips'][0]['seconds']:g} s each; FAD, KL and CLAP over the whole set, "
+                  f"tempo error and beat F1 averaged over clips."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(paths: list[str | os.PathLike], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `table.md` and `table.png` into `out_dir`; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = read_runs(paths)
+    headings, table = rows(runs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / "table.md"
+    with atomic_path(md) as tmp:
+        tmp.write_text(markdown(headings, table, runs), encoding="utf-8")
+
+    fig, ax = plt.subplots(figsize=(1.6 * len(headings), 0.5 + 0.35 * (len(table) + 1)), dpi=120)
+    ax.axis("off")
+    grid = ax.table(cellText=table, colLabels=headings, loc="center", cellLoc="center")
+    grid.auto_set_font_size(False)
+    grid.set_fontsize(9)
+    grid.auto_set_column_width(list(range(len(headings))))
+    fig.tight_layout()
+    png = out_dir / "table.png"
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return md, png
