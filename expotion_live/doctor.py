@@ -118,6 +118,21 @@ def check_accelerator() -> list[Check]:
                       "(the engine loops to cover it); a CUDA GPU makes MusicGen small to large live")]
 
 
+def check_decode_backend(settings: Settings) -> list[Check]:
+    """Which decoding step MusicGen will run here (model.device, model.precision): information only."""
+    from .model.generate import decode_backend_name
+
+    model = settings.model
+    try:
+        name = decode_backend_name(model.device, model.precision)
+    except ValueError as err:
+        return [Check("decode backend", False, str(err),
+                      fix="set model.device and model.precision to ones this machine has",
+                      needed_for_show=settings.engine.kind == "musicgen")]
+    return [Check("decode backend", True,
+                  f"{name} (model.device = {model.device}, model.precision = {model.precision})")]
+
+
 def _is_musicgen_dir(path: Path) -> bool:
     """Weights in the loader's layout, and MusicGen's (other models may share checkpoints/)."""
     if not has_weights(path):
@@ -226,7 +241,7 @@ def check_demo_video() -> list[Check]:
 def run_checks(settings: Settings, checkpoints: Path) -> list[Check]:
     return [
         *check_versions(), *check_cameras(settings), *check_audio(settings), *check_trackers(),
-        *check_accelerator(), *check_weights(settings, checkpoints), *check_osc_port(settings),
+        *check_accelerator(), *check_decode_backend(settings), *check_weights(settings, checkpoints), *check_osc_port(settings),
         *check_midi(settings), *check_link(settings),
         *check_display(), *check_demo_video(),
     ]

@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 
+import torch
+
 from expotion_live.capture.sources import list_cameras
 from expotion_live.cli import main
 
@@ -29,6 +31,8 @@ def test_report_says_what_is_missing_and_how_to_fix_it(tmp_path, capsys):
     assert not checks["MusicGen weights"]["ok"]
     assert "expotion-live download small" in checks["MusicGen weights"]["fix"]
     assert checks["demo video"]["ok"]
+    assert checks["decode backend"]["ok"] and checks["decode backend"]["detail"].startswith(
+        "fused-gpu" if torch.cuda.is_available() else "int8-numba")   # the defaults: auto device and precision
     assert checks["camera"]["ok"] == bool(list_cameras()) or not checks["camera"]["ok"]
     if not checks["camera"]["ok"]:
         assert checks["camera"]["fix"] and not report["show_ready"]
