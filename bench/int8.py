@@ -6,7 +6,9 @@ self-attention, q, o of cross-attention, fc1, fc2; 4 LM heads) with random int8 
 and one scale per row, and times one pass over all of them with each kernel, in
 interleaved rounds so that a busy neighbour slows every kernel alike:
 
-- ours: `Int8Linear` as the decoder runs it (numba `cpu_kernels.int8_rows`, fp32 activations);
+- ours: the projections of the "int8-numba" decode backend (`model.backends`), which an
+  int8 decoder on the CPU runs: `cpu_kernels.int8_rows` on numpy views of each
+  `Int8Linear`'s weights (`int8_step.projection_arrays`), fp32 activations;
 - aten: `aten._weight_int8pack_mm`, ATen's weight-only int8 kernel (bf16 activations);
 - fbgemm: `quantized::linear_dynamic`, activations quantized per call (the deprecated
   `quantize_dynamic` path).
@@ -25,6 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from expotion_live.atomic import write_json  # noqa: E402
+from expotion_live.model import cpu_kernels  # noqa: E402
+from expotion_live.model.int8_step import projection_arrays  # noqa: E402
 from expotion_live.model.precision import Int8Linear  # noqa: E402
 
 D, FFN, LAYERS, HEADS, VOCAB = 1024, 4096, 24, 4, 2048   # musicgen-small
@@ -56,7 +61,7 @@ def read_bandwidth(n_bytes: int = 512 << 20) -> float:
     return n_bytes / statistics.median(times)
 
 
-def kernels(projections: list[Int8Linear]) -> dict:
+def kernels(projections: list[Int8Linear], rows: int) -> dict:
     """name -> a function running one step's products on rows x (M, K)."""
     aten = [(p.int8_weight().contiguous(), p.weight_scale.to(torch.bfloat16)) for p in projections]
     with warnings.catch_warnings():
@@ -65,9 +70,14 @@ def kernels(projections: list[Int8Linear]) -> dict:
             w, p.weight_scale.double(), torch.zeros(p.out_features, dtype=torch.long), 0), None)
             for p, (w, _) in zip(projections, aten)]
 
+    arrays = [projection_arrays(p) for p in projections]   # made once, as the backend makes them per placement
+    outs = {n: np.empty((rows, n), np.float32) for n in {p.out_features for p in projections}}
+
     def ours(xs):
-        for p in projections:
-            p(xs[p.in_features])
+        for p, (weight, scale) in zip(projections, arrays):
+            n_blocks, _, block = weight.shape
+            cpu_kernels.int8_rows(xs[p.in_features].numpy().reshape(-1, n_blocks, block), weight, scale,
+                                  outs[p.out_features])
 
     def aten_int8pack(xs):
         for p, (w, s) in zip(projections, aten):
@@ -77,7 +87,7 @@ def kernels(projections: list[Int8Linear]) -> dict:
         for p, packed in zip(projections, fbgemm):
             torch.ops.quantized.linear_dynamic(xs[p.in_features], packed, False)
 
-    return {"ours": ours, "aten _weight_int8pack_mm": aten_int8pack, "fbgemm linear_dynamic": fbgemm_dynamic}
+    return {"ours (int8-numba)": ours, "aten _weight_int8pack_mm": aten_int8pack, "fbgemm linear_dynamic": fbgemm_dynamic}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     projections = step_projections()
     n_bytes = sum(p.weight.numel() for p in projections)
     xs = {k: torch.randn(args.rows, k) for k in (D, FFN)}
-    runs = kernels(projections)
+    runs = kernels(projections, args.rows)
     times: dict[str, list[float]] = {name: [] for name in runs}
     with torch.inference_mode():
         for name, run in runs.items():

@@ -42,7 +42,8 @@ class LayerWeights(NamedTuple):
     fc2: tuple
 
 
-def _projection(linear: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+def projection_arrays(linear: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """An `Int8Linear`'s (int8 weight blocks (K/B, N, B), scales (N,)) as numpy views, as the kernels take them."""
     return linear.weight.detach().numpy(), linear.weight_scale.detach().numpy()
 
 
@@ -59,11 +60,11 @@ class Int8DecodeStep:
 
     def __init__(self, layers: Sequence[nn.Module]):
         self.layers = [LayerWeights(
-            self_norm=_norm(layer.self_attn_layer_norm), q=_projection(layer.self_attn.q_proj),
-            k=_projection(layer.self_attn.k_proj), v=_projection(layer.self_attn.v_proj),
-            o=_projection(layer.self_attn.out_proj), cross_norm=_norm(layer.encoder_attn_layer_norm),
-            cross_q=_projection(layer.encoder_attn.q_proj), cross_o=_projection(layer.encoder_attn.out_proj),
-            ffn_norm=_norm(layer.final_layer_norm), fc1=_projection(layer.fc1), fc2=_projection(layer.fc2))
+            self_norm=_norm(layer.self_attn_layer_norm), q=projection_arrays(layer.self_attn.q_proj),
+            k=projection_arrays(layer.self_attn.k_proj), v=projection_arrays(layer.self_attn.v_proj),
+            o=projection_arrays(layer.self_attn.out_proj), cross_norm=_norm(layer.encoder_attn_layer_norm),
+            cross_q=projection_arrays(layer.encoder_attn.q_proj), cross_o=projection_arrays(layer.encoder_attn.out_proj),
+            ffn_norm=_norm(layer.final_layer_norm), fc1=projection_arrays(layer.fc1), fc2=projection_arrays(layer.fc2))
             for layer in layers]
 
     def __call__(self, x: torch.Tensor, position: torch.Tensor, cache, adapters,
