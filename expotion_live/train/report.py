@@ -84,9 +84,10 @@ def write_report(paths: list[str | os.PathLike], out_dir: str | os.PathLike) -> 
     grid.auto_set_font_size(False)
     grid.set_fontsize(9)
     grid.auto_set_column_width(list(range(len(headings))))
-    fig.tight_layout()
+    bounds = grid.get_window_extent(fig.canvas.get_renderer()).transformed(fig.dpi_scale_trans.inverted())
+    bounds = bounds.padded(0.1)   # the table itself, not the figure's empty margins
     png = out_dir / "table.png"
     with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches=bounds)
     plt.close(fig)
     return md, png
