@@ -88,6 +88,10 @@ def test_evaluate_reports_a_bad_adaptor_in_one_line(tiny_musicgen_dir, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("expotion-live: adaptor checkpoint") and "does not exist" in err
 
+    args = parser.parse_args(["evaluate", str(data), "--model", str(tiny_musicgen_dir), "--quiet"])
+    assert args.handler(args, Settings()) == 1       # the default, the test split, is empty in a one-clip dataset
+    assert capsys.readouterr().err.startswith("expotion-live: no test clips in ")
+
 
 # --- FAD, KL and CLAP: the maths on embeddings made here, the models as tiny random transformers folders ---
 

@@ -187,3 +187,15 @@ def test_the_test_split_is_deterministic_sticky_and_needs_two_clips():
 def test_find_clips_rejects_a_missing_folder(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         find_clips(tmp_path / "nope")
+
+
+def test_too_few_clips_for_a_test_split_are_said_and_trained_on(dataset, musicgen):
+    """Two clips cannot hold out 90 %: prepare says so and records no test split; evaluate's default refuses."""
+    lines: list[str] = []
+    cache = cache_dir_for(dataset)
+    report = prepare_dataset(dataset, musicgen, TrackingSettings(), cache, min_seconds=1.0, test_fraction=0.9,
+                             log=lines.append, progress=False)
+    assert sorted(n for n, _ in report.reused) == ["own_track", "with_wav"]
+    assert "no test split: 2 usable clip(s) cannot be split into training and test clips" in "\n".join(lines)
+    index = read_index(cache)
+    assert index["test"] == [] and training_clips(index) == ["own_track", "with_wav"]

@@ -184,7 +184,11 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
         previous = read_index(cache_dir)
     except DatasetError:
         previous = None
-    test = choose_test_clips([name for name, _ in usable], test_fraction, previous) if usable else []
+    try:
+        test = choose_test_clips([name for name, _ in usable], test_fraction, previous) if usable else []
+    except DatasetError as err:   # too few clips: training still works, and `evaluate` says why it has no test clips
+        log(f"no test split: {err}")
+        test = []
     if previous is not None and previous.get("test_fraction", test_fraction) != test_fraction:
         log("the test split is chosen anew (another --test-fraction): adaptors trained before it may have "
             "trained on its clips")
