@@ -51,9 +51,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from expotion_live.atomic import write_json  # noqa: E402
+from expotion_live.features.schema import FRAME_RATE  # noqa: E402
 from expotion_live.model.precision import PRECISIONS, projection_bytes  # noqa: E402
 
-FRAME_RATE = 50                   # EnCodec frames (decoding steps) per second of audio
 BUDGET_MS = 1000 / FRAME_RATE     # a step must take at most this to keep up with playback
 PROMPT = "warm electronic groove with soft pads"
 CFG = 3.0

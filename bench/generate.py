@@ -36,7 +36,7 @@ model = MusicgenForConditionalGeneration.from_pretrained(model_dir).eval()
 inputs = AutoProcessor.from_pretrained(model_dir)(text=[{prompt!r}], padding=True, return_tensors="pt")
 with torch.no_grad():
     audio = model.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0,
-                           max_new_tokens=round(seconds * 50) + 3)
+                           max_new_tokens=round(seconds * model.config.audio_encoder.frame_rate) + 3)
 soundfile.write(out, audio[0, 0].numpy(), model.config.audio_encoder.sampling_rate)
 """.format(prompt=PROMPT)
 

@@ -112,6 +112,13 @@ def test_text_and_codec_weights_are_checked_too(model_copy):
         MusicGen.load(model_copy, precision="fp32")
 
 
+def test_a_codec_off_the_50_hz_grid_is_a_clear_error(model_copy):
+    """EnCodec 24 kHz (hop 320: 75 frames per second) would put codes off the features' frames."""
+    edit_config(model_copy, lambda c: c["audio_encoder"].update(sampling_rate=24000, upsampling_ratios=[8, 5, 4, 2]))
+    with pytest.raises(CheckpointError, match=r"audio_encoder makes 75 frames per second .* run on EnCodec's 50"):
+        MusicGen.load(model_copy, precision="fp32")
+
+
 def test_missing_tokenizer_is_a_clear_error(model_copy):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (model_copy / name).unlink()

@@ -50,8 +50,9 @@ HAND_SIGNAL_NAMES = ("height", "stroke", "openness", "pinch")
 # the phase into the next one: continuous, never decreasing, so it interpolates).
 CONDUCT_NAMES = ("conducting", "bpm", "beats")
 CONDUCT_DIM = len(CONDUCT_NAMES)
-# The timeline's grid: EnCodec frames per second (engine.source.FRAME_RATE is the same number;
-# it lives here too because features must not import the engine).
+# The timeline's grid: EnCodec frames per second (32 kHz audio, a frame per 640 samples). The one
+# definition, here at the bottom of the data flow: the engine and the model use it, and
+# `model.loading.load_codec` refuses a codec with another frame rate.
 FRAME_RATE = 50
 
 # Vectors the adaptor sees (paper eq. 2 and 4 project these with low-rank matrices).

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .schema import FRAME_RATE
+
 MIN_BPM = 60.0
 MAX_BPM = 180.0
 _BPM_GRID_STEP = 0.25      # candidate tempi are scored every quarter BPM, then refined
@@ -31,7 +33,7 @@ class TempoEstimate:
     confidence: float   # 0-1: normalised autocorrelation at the beat period (0 = no periodicity)
 
 
-def frames_needed(frame_rate: float = 50.0) -> int:
+def frames_needed(frame_rate: float = FRAME_RATE) -> int:
     """Shortest envelope `estimate_tempo` accepts: two periods of the slowest tempo."""
     return int(np.ceil(2 * 60.0 / MIN_BPM * frame_rate)) + 2
 
@@ -91,7 +93,7 @@ def _best_tempo(x: np.ndarray, frame_rate: float) -> tuple[float, float]:
     return float(np.clip(bpm, MIN_BPM, MAX_BPM)), float(scores[best])
 
 
-def estimate_tempo(energy: np.ndarray, frame_rate: float = 50.0, min_std: float = 1e-3) -> TempoEstimate:
+def estimate_tempo(energy: np.ndarray, frame_rate: float = FRAME_RATE, min_std: float = 1e-3) -> TempoEstimate:
     """Most likely beat rate of `energy` (one value per frame) between 60 and 180 BPM.
 
     Two views of the envelope are scored: its level (detrended over one second) and its

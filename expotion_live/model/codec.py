@@ -30,7 +30,7 @@ class Bf16Recurrence(nn.Module):
 
 def fold_weight_norm(module: nn.Module) -> None:
     """Replace weight-norm parametrizations by the weights they compute: a frozen model's weights never
-    change, and recomputing g * v / ||v|| in every forward cost a third of a CPU decode."""
+    change, so recomputing g * v / ||v|| in every forward is work thrown away at every decode."""
     from torch.nn.utils import parametrize
 
     for m in module.modules():

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..features.schema import FRAME_RATE
 from . import backends
 from .attention import Attend, eager_attention, fused_attention
 from .config import DecoderConfig
@@ -248,7 +249,7 @@ class MusicGenDecoder(nn.Module):
         """A cache for `max_length` positions: allocated once per generation, never grown."""
         if max_length > self.config.max_position_embeddings:
             raise ValueError(f"{max_length} positions exceed the model's {self.config.max_position_embeddings} "
-                             f"(about {self.config.max_position_embeddings // 50} s): generate a shorter piece")
+                             f"(about {self.config.max_position_embeddings // FRAME_RATE} s): generate a shorter piece")
         c = self.config
         device = device or self.positions_table.device
         allowed = torch.ones(max_length, max_length, dtype=torch.bool, device=device).tril()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..features.schema import FRAME_RATE
 from .codec import Codec
 from .config import CheckpointError, DecoderConfig
 from .decoder import Adapter, KVCache, MusicGenDecoder
@@ -59,7 +60,7 @@ def _check_finite(decoder: MusicGenDecoder, model_dir) -> None:
 class MusicGen:
     """The frozen base model: our decoder, T5 text encoder and EnCodec, on one device."""
 
-    frame_rate = 50  # EnCodec frames per second (32000 / 640)
+    frame_rate = FRAME_RATE  # EnCodec frames per second: `load_codec` holds the codec to it
 
     def __init__(self, decoder: MusicGenDecoder, text_encoder: TextEncoder, codec: Codec, precision: str = "fp32"):
         self.decoder = decoder
@@ -87,7 +88,7 @@ class MusicGen:
         return self.text_encoder(prompts)
 
     def decode_audio(self, codes: torch.Tensor) -> np.ndarray:
-        """codes (B, 4, T) -> float32 audio (B, T * 640) at `sample_rate`."""
+        """codes (B, 4, T) -> float32 audio (B, T * hop_length) at `sample_rate`."""
         return self.codec.decode(codes)
 
     @torch.no_grad()

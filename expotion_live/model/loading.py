@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..features.schema import FRAME_RATE
 from .config import CheckpointError, DecoderConfig
 from .decoder import MusicGenDecoder
 
@@ -189,12 +190,17 @@ def load_text_encoder(ckpt: Checkpoint, device="cpu"):
 
 
 def load_codec(ckpt: Checkpoint, device="cpu"):
-    """The frozen EnCodec model from a full MusicGen directory."""
+    """The frozen EnCodec model from a full MusicGen directory, whose frames must fall on the timeline's grid."""
     from transformers import EncodecModel
 
     from .codec import Codec
 
     codec_config = _sub_config(ckpt, "audio_encoder", "encodec")
+    rate, hop = codec_config.sampling_rate, codec_config.hop_length
+    if rate != hop * FRAME_RATE:
+        raise CheckpointError(f"{ckpt.model_dir / 'config.json'}: audio_encoder makes {rate / hop:g} frames per "
+                              f"second (sampling_rate {rate} / hop {hop}); the timeline, the adaptor and the engine "
+                              f"run on EnCodec's {FRAME_RATE} (MusicGen's 32 kHz codec)")
     model = EncodecModel(codec_config)
     load_state_exact(model, ckpt, _codec_candidates)
     return Codec(model).to(device)

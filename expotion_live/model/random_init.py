@@ -20,8 +20,10 @@ import json
 import os
 from pathlib import Path
 
+from ..features.schema import FRAME_RATE
+
 SAMPLE_RATE = 32000
-HOP_LENGTH = 640  # 8*5*4*4: EnCodec 32 kHz frames at 50 Hz
+HOP_LENGTH = SAMPLE_RATE // FRAME_RATE  # 640 = 8*5*4*4, the codec's upsampling ratios below
 PAD_TOKEN_ID = 2048  # one past the codebook: MusicGen's pad / decoder start token
 
 # Sentences the tiny tokenizer is trained on: prompt-like words, so encoding a prompt
