@@ -63,8 +63,8 @@ class Int8DecodeStep:
             self_norm=_norm(layer.self_attn_layer_norm), q=projection_arrays(layer.self_attn.q_proj),
             k=projection_arrays(layer.self_attn.k_proj), v=projection_arrays(layer.self_attn.v_proj),
             o=projection_arrays(layer.self_attn.out_proj), cross_norm=_norm(layer.encoder_attn_layer_norm),
-            cross_q=projection_arrays(layer.encoder_attn.q_proj), cross_o=projection_arrays(layer.encoder_attn.out_proj),
-            ffn_norm=_norm(layer.final_layer_norm), fc1=projection_arrays(layer.fc1), fc2=projection_arrays(layer.fc2))
+            cross_q=projection_arrays(layer.encoder_attn.q_proj),
+            cross_o=projection_arrays(layer.encoder_attn.out_proj), ffn_norm=_norm(layer.final_layer_norm), fc1=projection_arrays(layer.fc1), fc2=projection_arrays(layer.fc2))
             for layer in layers]
 
     def __call__(self, x: torch.Tensor, position: torch.Tensor, cache, adapters,
