@@ -247,6 +247,9 @@ def test_a_tiny_run_trained_evaluated_on_its_test_split_and_reported(tiny_musicg
     assert "5 training clips, 1 validation clips (2 test clips held out)" in out
     stored = json.loads((run / "best" / "adaptor.json").read_text())["config"]
     assert stored["inputs"] == "face" and stored["captions"] is False
+    seen = json.loads((run / "best" / "clips.json").read_text())
+    assert len(seen["train"]) == 5 and len(seen["val"]) == 1
+    assert not {"clip03", "clip06"} & set(seen["train"] + seen["val"])
 
     common = ["--model", str(tiny_musicgen_dir), "--seconds", "0.6", "--top-k", "50", "--quiet",
               "--classifier", str(metric_models / "ast"), "--clap", str(metric_models / "clap")]
@@ -280,3 +283,9 @@ def test_a_tiny_run_trained_evaluated_on_its_test_split_and_reported(tiny_musicg
     assert run_in_process("report", str(tmp_path / "base.json"), str(tmp_path / "val.json"),
                           "--out", str(tmp_path / "mixed")) == 1
     assert "scored other clips than base.json (val vs test split)" in capsys.readouterr().err
+
+    # A test split chosen anew after training (another --test-fraction) holds a clip the adaptor saw: refused.
+    write_index(cache, read_index(cache) | {"test": ["clip03", seen["train"][0]]})
+    assert run_in_process("evaluate", str(data), "--model", str(tiny_musicgen_dir), "--quiet",
+                          "--adaptor", str(run / "best")) == 1
+    assert f"was trained or validated on 1 of the test clips ({seen['train'][0]})" in capsys.readouterr().err

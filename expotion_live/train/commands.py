@@ -243,6 +243,7 @@ def _evaluate(args, settings: Settings) -> int:
     from .evaluate import evaluate_clips, format_table, real_music, write_json
     from .metrics import AudioClassifier, Clap, audio_metrics
     from .prepare import test_clips, training_clips
+    from .trainer import seen_clips
 
     try:
         settings = _settings(args, settings)
@@ -259,6 +260,12 @@ def _evaluate(args, settings: Settings) -> int:
                          f"or use --split all")
         musicgen = _load_musicgen(settings)
         adaptor = load_adaptor(args.adaptor, musicgen) if args.adaptor else None
+        if adaptor is not None and args.split == "test":
+            seen = sorted(seen_clips(args.adaptor) & set(names))
+            if seen:
+                return _fail(f"{args.adaptor} was trained or validated on {len(seen)} of the test clips "
+                             f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}): the test split was chosen "
+                             f"anew after it was trained; train again on the prepared data as it is now")
         if adaptor is not None and args.no_captions:
             return _fail(f"--no-captions is for the base model: {args.adaptor} is evaluated as it was trained "
                          f"({'with' if adaptor.config.captions else 'without'} captions, from its adaptor.json)")
@@ -279,7 +286,7 @@ def _evaluate(args, settings: Settings) -> int:
                                musicgen.sample_rate) if classifier is not None else []
             set_scores = audio_metrics(generated, music, [r.caption for r in results], musicgen.sample_rate,
                                        classifier, clap)
-    except (DatasetError, AdaptorError, ValueError, OSError) as err:
+    except (DatasetError, AdaptorError, ValueError, OSError) as err:   # incl. TrainingError, MetricsError
         return _fail(str(err))
     print(format_table(results, set_scores))
     if args.json:

@@ -12,7 +12,9 @@ done, so a kill costs at most the steps since the last save. Data order is a fun
 of (seed, epoch) only, which is what makes skipping exact.
 
 Deliverables in the run folder: `adaptor.safetensors` + `adaptor.json` (the latest
-epoch), `best/` (lowest validation loss) and `curves.png`.
+epoch), `best/` (lowest validation loss) and `curves.png`. Beside each adaptor,
+`clips.json` names the clips it was trained and validated on, so `evaluate` can refuse
+to score it on any of them as test clips.
 
 Multi-GPU: launched by `torchrun`, each process reads RANK / WORLD_SIZE / LOCAL_RANK,
 joins the process group (NCCL on CUDA, gloo on CPU), takes every WORLD_SIZE-th batch,
@@ -21,6 +23,7 @@ and DDP averages the adaptor's gradients. Only rank 0 writes files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -34,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json
 from ..model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor, trainable_share
 from ..model.decoder import fused_attention
 from ..model.delay_pattern import DelayPattern
@@ -44,6 +47,20 @@ from .curves import plot_curves
 from .dataset import CachedClip, Segment, segments
 
 STATE_FILE = "trainer_state.pt"
+CLIPS_FILE = "clips.json"
+
+
+def seen_clips(adaptor_path: str | os.PathLike) -> set[str]:
+    """The clips an adaptor checkpoint was trained or validated on (empty for one saved without `clips.json`)."""
+    path = Path(adaptor_path)
+    folder = path.parent if path.suffix == ".safetensors" else path
+    try:
+        seen = json.loads((folder / CLIPS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return set()
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TrainingError(f"{folder / CLIPS_FILE} cannot be read ({err})") from None
+    return set(seen["train"]) | set(seen["val"])
 
 
 class TrainingError(ValueError):
@@ -364,12 +381,17 @@ class Trainer:
             if history["base_val"] is not None:
                 message += f" (base model {history['base_val']:.4f})"
             if val < best and self.dist.main:
-                save_adaptor(self.adaptor, self.out_dir / "best")
+                self._save_adaptor(self.out_dir / "best")
         self.log(message + f" [{time.monotonic() - started:.1f} s validation]")
         if self.dist.main:
-            save_adaptor(self.adaptor, self.out_dir)
+            self._save_adaptor(self.out_dir)
             plot_curves(history, self.out_dir / "curves.png")
         self._save_state(epochs_done, 0, global_step, history)
+
+    def _save_adaptor(self, folder: Path) -> None:
+        save_adaptor(self.adaptor, folder)
+        write_json(folder / CLIPS_FILE, {"train": [c.name for c in self.train_clips],
+                                         "val": [c.name for c in self.val_clips]})
 
     def _result(self, epoch: int, global_step: int, interrupted: bool, history: dict) -> TrainResult:
         return TrainResult(epochs_done=epoch, global_step=global_step, interrupted=interrupted,
