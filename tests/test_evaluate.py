@@ -164,8 +164,9 @@ def metric_models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("metric_models")
     torch.manual_seed(0)
-    ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                        intermediate_size=64, max_length=100, num_labels=7)).save_pretrained(root / "ast")
+    tagger = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       max_length=100, num_labels=7)
+    ASTForAudioClassification(tagger).save_pretrained(root / "ast")
     ASTFeatureExtractor(max_length=100).save_pretrained(root / "ast")
     tokenizer = _train_tokenizer(200)
     ClapModel(ClapConfig(
