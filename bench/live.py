@@ -85,7 +85,8 @@ def performance(seconds: float, period: float) -> list[FeatureFrame]:
 
 
 def measure(settings: Settings, label: str, seconds: float, tracking: str = "replay") -> Row:
-    from expotion_live.session import LiveSession, build_source
+    from expotion_live.live.session import LiveSession
+    from expotion_live.live.source import build_source
 
     source = build_source(settings)
     if tracking == "video":

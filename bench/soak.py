@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from expotion_live.capture.sources import open_source
     from expotion_live.capture.thread import CaptureThread
-    from expotion_live.session import LiveSession, build_source
+    from expotion_live.live.session import LiveSession
+    from expotion_live.live.source import build_source
 
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model

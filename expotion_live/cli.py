@@ -14,8 +14,9 @@ import sys
 import threading
 from pathlib import Path
 
-from . import __version__, doctor, session, settings as settings_mod
+from . import __version__, doctor, settings as settings_mod
 from .features import commands as features_commands
+from .live import run as live_run
 from .model import commands as model_commands, download as download_commands
 from .train import commands as train_commands, record as record_commands
 from .ui import commands as ui_commands
@@ -28,7 +29,7 @@ DEFAULT_RECORDING = "expotion-live.wav"   # where the main command records when 
 DEFAULT_RECORDING_SECONDS = 30
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 BENCHMARKS = ("decode", "generate", "int8", "live", "vision", "synth", "soak", "stage")
-SUBCOMMAND_MODULES = (doctor, session, features_commands, model_commands, download_commands, ui_commands,
+SUBCOMMAND_MODULES = (doctor, live_run, features_commands, model_commands, download_commands, ui_commands,
                       record_commands, train_commands)
 
 

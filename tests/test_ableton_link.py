@@ -164,7 +164,8 @@ def test_follow_mode_plays_the_synth_at_the_session_tempo():
         from expotion_live.engine.synth import SynthSource
         from expotion_live.features.schema import FeatureFrame
         import contextlib, io
-        from expotion_live.session import LiveSession, RunNotices
+        from expotion_live.live.run import RunNotices
+        from expotion_live.live.session import LiveSession
         from expotion_live.settings import Settings, override
         peer = Peer(90.0)
         settings = override(Settings(), {"link.mode": "follow", "engine.kind": "synth"})

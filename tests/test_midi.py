@@ -82,7 +82,7 @@ def test_missing_backend_or_bad_port_is_one_line_and_off_is_silent():
 
 def test_session_goes_on_without_midi_and_link_it_cannot_have():
     from expotion_live.engine.synth import SynthSource
-    from expotion_live.session import LiveSession
+    from expotion_live.live.session import LiveSession
     from expotion_live.settings import Settings, override
 
     settings = override(Settings(), {"midi.enabled": True, "midi.virtual": False, "midi.port": "no such port here",

@@ -285,12 +285,13 @@ def test_docs_list_every_address():
 
 def test_link_carries_session_status_and_chunk_boundaries(receivers):
     from expotion_live.osc.link import OscLink
+    from expotion_live.osc.schema import MusicState
     from expotion_live.settings import CameraSettings
 
     native, faceosc = receivers(), receivers()
     sender = OscSender(parse_targets([f"127.0.0.1:{native.port}", f"faceosc@127.0.0.1:{faceosc.port}"]))
     link = OscLink(sender, CameraSettings(width=1280, height=720))
-    link.on_status({"playing": True, "tempo": 96.0, "chunk_index": 3, "steering_words": ("slow",), "rtf": 1.2})
+    link.on_status(MusicState(playing=True, tempo=96.0, chunk=3, steering=("slow",)))
     link.on_frame(tracked_frame(), None)                 # features from a tracking recording: no image
     link.on_chunk(4, 200)
     link.on_frame(tracked_frame(), None)

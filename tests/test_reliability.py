@@ -23,7 +23,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from expotion_live import cli, session as session_mod
+from expotion_live import cli
+from expotion_live.live import run as run_mod
 from expotion_live.atomic import AtomicFile
 from expotion_live.audio.output import WavRecorder
 from expotion_live.engine.source import ChunkRequest
@@ -31,7 +32,8 @@ from expotion_live.engine.synth import SynthSource, offline_requests
 from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, UPPER_BODY, FeatureFrame, TimelineWindow
 from expotion_live.osc.control import MAX_PACKET_BYTES, ControlServer
 from expotion_live.osc.targets import OscTargetError, parse_target
-from expotion_live.session import LiveSession, RunNotices, SessionStatus
+from expotion_live.live.run import RunNotices
+from expotion_live.live.session import LiveSession, SessionStatus
 from expotion_live.settings import RANGES, Settings, SettingsError, load, override
 from test_osc import RecordedControls
 from test_train_prepare import blank_video, clicks
@@ -45,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run(argv: list[str], settings: Settings | None = None) -> int:
     """`expotion-live run ...` through its real parser, in this process."""
     parser = argparse.ArgumentParser(prog="expotion-live")
-    session_mod.add_parser(parser.add_subparsers(dest="command"))
+    run_mod.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["run", *argv])
     return args.handler(args, settings or Settings())
 
@@ -130,10 +132,8 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next_start_there(tmp_pat
 
 
 # -- a failed run and a full disk ----------------------------------------------------------
-class FailingSource:
+class FailingSource(SynthSource):
     """A music source whose model fails at once (as an impossible setting once made it)."""
-
-    sample_rate = SR
 
     def render(self, request: ChunkRequest) -> np.ndarray:
         raise MemoryError("cannot allocate 44.2 TiB")

@@ -3,13 +3,13 @@ import argparse
 
 import soundfile as sf
 
-from expotion_live import session
+from expotion_live.live import run as run_mod
 from expotion_live.settings import Settings
 
 
 def run(argv):
     parser = argparse.ArgumentParser(prog="expotion-live")
-    session.add_parser(parser.add_subparsers(dest="command"))
+    run_mod.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["run", *argv])
     return args.handler(args, Settings())
 
@@ -45,7 +45,34 @@ def test_expected_failures_are_one_line_errors(tmp_path, capsys):
 
 
 def test_unknown_output_device_lists_the_devices(null_sink, tmp_path, face_video, capsys):
-    code = run(["--headless", "--video", str(face_video), "--engine", "synth", "--device", "no-such-card",
+    code = run(["--headless", "--video", str(face_video), "--engine", "synth", "--audio-output", "no-such-card",
                 "--duration", "1"])
     err = capsys.readouterr().err
     assert code == 1 and "no output device matches 'no-such-card'; available:" in err and "pulse" in err
+
+
+def test_old_audio_device_flag_is_a_clear_error_naming_the_new_one(tmp_path, face_video, capsys):
+    """`run --device` is the compute device, as for `generate`; a sound card's name there was meant for --audio-output."""
+    assert run(["--headless", "--video", str(face_video), "--engine", "synth", "--device", "pulse"]) == 1
+    assert capsys.readouterr().err.strip() == ("expotion-live run: --device is the compute device (auto, cpu, cuda, "
+                                               "mps), not 'pulse'; the audio output is --audio-output NAME")
+
+
+def test_osc_targets_from_the_command_line_get_tracking_and_the_session_status(tmp_path, face_video, capsys):
+    from test_osc import Receiver, as_dict
+
+    native, faceosc = Receiver(), Receiver()
+    try:
+        code = run(["--headless", "--video", str(face_video), "--engine", "synth", "--file-only",
+                    "--out", str(tmp_path / "show.wav"), "--duration", "2",
+                    "--osc", f"127.0.0.1:{native.port}", "--osc", f"faceosc@127.0.0.1:{faceosc.port}"])
+        assert code == 0, capsys.readouterr().err
+        bundles = [as_dict(packet) for packet in native.wait_for(10)]
+        assert faceosc.wait_for(10) and "/found" in as_dict(faceosc.packets[-1])
+    finally:
+        native.close()
+        faceosc.close()
+    # /music/* comes from the SessionStatus the run polls: the synth's tempo and the chunk playing
+    playing = [b for b in bundles if b["/music/playing"] == [1.0]]
+    assert playing and max(b["/music/tempo"][0] for b in playing) > 0
+    assert max(b["/music/chunk"][0] for b in playing) >= 1

@@ -10,7 +10,8 @@ from expotion_live.capture.thread import CaptureThread
 from expotion_live.engine.musicgen_source import MusicGenSource
 from expotion_live.engine.synth import SynthSource
 from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
-from expotion_live.session import LiveSession, SessionError, build_source
+from expotion_live.live.session import LiveSession, SessionError
+from expotion_live.live.source import build_source
 from expotion_live.settings import Settings, override
 from test_engine_scheduler import join_jumps
 
@@ -98,24 +99,26 @@ def test_session_plays_through_portaudio_on_the_null_sink(null_sink, tmp_path):
     assert len(heard) == 2 * SR and np.abs(heard).max() > 1e-3
 
 
-def test_headless_control_and_presets_change_one_set_of_live_settings(tmp_path):
+def test_control_port_and_presets_change_one_set_of_live_settings(tmp_path):
     """A prompt sent over OSC survives a preset that only sets guidance (and vice versa)."""
     from expotion_live.features.schema import FeatureFrame
-    from expotion_live.session import HeadlessOsc
+    from expotion_live.live.controller import LiveController
 
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "calm.toml").write_text("[generation]\ncfg = 5.0\n")
     settings = override(Settings(), {"engine.kind": "synth", "osc.control_port": 0, "osc.targets": ()})
-    session = LiveSession(settings, build_source(settings), [FeatureFrame(t=0.0)], output="file")
-    osc = HeadlessOsc(session, settings, tmp_path / "presets")
+    controller = LiveController(settings, tmp_path / "presets", notice=print)
+    session = controller.open_session(settings, [FeatureFrame(t=0.0)], output="file")
     try:
-        osc.set_prompt("dark drones")
-        osc.load_preset("calm")
-        osc.set_temperature(0.7)
+        controller.set_prompt("dark drones")
+        controller.load_preset("calm")
+        controller.set_temperature(0.7)
     finally:
-        osc.close()
+        controller.close_session()
+        controller.close()
     params = session.scheduler.params
     assert (params.prompt, params.cfg, params.temperature) == ("dark drones", 5.0, 0.7)
+    assert controller.settings.generation.prompt == "dark drones" and controller.settings.generation.cfg == 5.0
 
 
 def test_a_stream_window_too_short_for_its_context_is_refused_naming_the_keys(tiny_musicgen_dir):

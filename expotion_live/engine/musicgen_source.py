@@ -24,16 +24,19 @@ import torch
 
 from ..features.schema import TimelineWindow
 from ..model.stream import GenerationStream, Sampling
-from .source import FRAME_RATE, ChunkRequest, GenerationParams
+from .source import FRAME_RATE, ChunkRequest, GenerationParams, SourceState
 
 
 class MusicGenSource:
     """Chunks of streamed MusicGen (see module docstring); optional adaptor and prompt steering."""
 
+    takes_adaptor = True
+
     def __init__(self, musicgen, adaptor=None, steering=None, *, context_frames: int = 200,
                  window_frames: int = 500, decode_context_frames: int = 10, steer_prompt: bool = True,
-                 seed: int | None = None):
+                 seed: int | None = None, name: str = "MusicGen"):
         self.musicgen = musicgen
+        self.name = name
         self.sample_rate: int = musicgen.sample_rate
         self.hop = musicgen.sample_rate // FRAME_RATE           # samples per code frame (640)
         self.adaptor = adaptor
@@ -51,6 +54,22 @@ class MusicGenSource:
     def set_adaptor(self, adaptor) -> None:
         """Swap the adaptor (or None); the next chunk uses it."""
         self.adaptor = adaptor
+
+    def load_adaptor(self, path: str | None) -> None:
+        """Load an adaptor checkpoint for this model (None removes it); the next chunk uses it."""
+        adaptor = None
+        if path:
+            from ..model.adaptor import load_adaptor
+
+            adaptor = load_adaptor(path, self.musicgen)
+        self.set_adaptor(adaptor)
+
+    def state(self) -> SourceState:
+        """MusicGen follows the steering tempo only once it has locked (only then is it in the prompt)."""
+        tracker = self.steering.tempo if self.steering is not None else None
+        locked = tracker is not None and tracker.locked
+        return SourceState(tempo=float(tracker.bpm) if locked else 0.0, tempo_locked=locked,
+                           steering_words=self.steering_words, prompt=self.prompt_used)
 
     def _condition_text(self, request: ChunkRequest):
         adaptor = self.adaptor

@@ -42,8 +42,22 @@ class ChunkRequest:
                                     # (time.monotonic() live); None: at the window's end (offline)
 
 
+@dataclass(frozen=True)
+class SourceState:
+    """What a source tells the live session about the music it makes; plain values, read from any thread."""
+
+    tempo: float = 0.0                  # BPM the music follows; 0 = none yet
+    tempo_locked: bool = False          # the tempo has held: it may lead others (MIDI clock, Link conduct)
+    steering_words: tuple[str, ...] = ()  # words the body added to the prompt for the last chunk
+    prompt: str = ""                    # the full prompt of the last chunk; "" = no text (the synth) or none yet
+
+
 class MusicSource(Protocol):
+    """Everything the scheduler and the live session may ask of a source."""
+
     sample_rate: int
+    name: str               # what plays, for the performer: "the built-in gesture synth", "MusicGen from DIR"
+    takes_adaptor: bool     # whether `load_adaptor` can be called (MusicGen); the session says so otherwise
 
     def render(self, request: ChunkRequest) -> np.ndarray:
         """Return float32 mono audio of `overlap_samples + n_frames * sample_rate // FRAME_RATE` samples."""
@@ -52,4 +66,12 @@ class MusicSource(Protocol):
     def prepare_next(self, n_frames: int) -> None:
         """Work the next chunk of `n_frames` would start with, done ahead on the generator thread right
         after a chunk, while the ring is full and nothing waits on it (MusicGen: the stream's slide)."""
+        ...
+
+    def state(self) -> SourceState:
+        """The music's state now; called from status readers' threads, so it only reads plain values."""
+        ...
+
+    def load_adaptor(self, path: str | None) -> None:
+        """Load an adaptor checkpoint (None removes it); the next chunk uses it. Only if `takes_adaptor`."""
         ...

@@ -33,7 +33,7 @@ from ..features.face import EXPRESSION_SCALE
 from ..features.schema import (EXPRESSION_NAMES, FACE_DIM, FACE_FOUND_COLUMN, FLOW_SHAPE, GEOMETRY_DIM,
                                MOTION_DIM, UPPER_BODY, TimelineWindow)
 from ..features.tempo import MIN_BPM, TempoTracker
-from .source import FRAME_RATE, ChunkRequest, GenerationParams
+from .source import FRAME_RATE, ChunkRequest, GenerationParams, SourceState
 from .steering import ENERGY_FULL, conducted_beat, read_mood, track_tempo
 
 STEPS_PER_BEAT = 4                 # sixteenth-note grid
@@ -129,6 +129,9 @@ def _envelope(n: int, sample_rate: int, attack: float, release: float,
 
 class SynthSource:
     """`MusicSource` that synthesises a gesture-driven groove in numpy (no weights needed)."""
+
+    name = "the built-in gesture synth"
+    takes_adaptor = False      # it hears the body directly, not through an adaptor
 
     def __init__(self, sample_rate: int = 32000, seed: int = 0, tonic_midi: int = 45):
         if sample_rate % FRAME_RATE:
@@ -304,6 +307,13 @@ class SynthSource:
         return noise * _envelope(n, sr, 0.0005, 0.01, decay=0.02, sustain=0.0)
 
     # ---- MusicSource -------------------------------------------------------------------
+    def state(self) -> SourceState:
+        """The synth always plays at its tracker's tempo, locked or not."""
+        return SourceState(tempo=float(self.tempo.bpm), tempo_locked=self.tempo.locked)
+
+    def load_adaptor(self, path: str | None) -> None:
+        raise TypeError(f"{self.name} takes no adaptor; load MusicGen weights first")
+
     def prepare_next(self, n_frames: int) -> None:
         """Nothing to do ahead: a chunk is rendered from the window it gets."""
 

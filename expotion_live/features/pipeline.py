@@ -1,14 +1,8 @@
 """The tracking thread: the one thread that runs MediaPipe, from captured frames to the timeline.
 
-Thread map of the visual side:
-- capture thread (`capture.thread.CaptureThread`): owns the camera or file; blocks on
-  the device; hands over the newest frame through a one-slot mailbox.
-- tracking thread (this module): owns the `Tracker` (MediaPipe graphs, filters, flow);
-  blocks only on the mailbox; pushes each `FeatureFrame` into the `FeatureTimeline`
-  (a short lock for a copy) and calls the frame listeners (OSC, UI, DSP controls), which
-  must be quick and must not block.
-- readers (generator, UI): call `timeline.window()` / `timeline.latest()` from their own
-  threads; they never wait on tracking.
+It takes the newest frame from the capture thread's mailbox, pushes each `FeatureFrame`
+into the `FeatureTimeline` and calls the frame listeners, which must not block. Who
+reads what, from which thread: the thread map in `live/session.py`.
 """
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ feature vector per EnCodec frame (50 Hz). The timeline keeps the recent raw fram
 preallocated rings and resamples on demand with the paper's linear interpolation
 (eq. 1 for the face, eq. 3 for the motion; the flow field is treated the same way).
 
-Thread use: the tracking thread pushes, the generator, OSC and UI threads read; one
-lock guards the rings and is held only for copies, never for tracking or generation.
+Thread use: the tracking thread pushes, the scheduler thread reads `window()` (the thread
+map is in `live/session.py`); one lock guards the rings and is held only for copies,
+never for tracking or generation.
 """
 from __future__ import annotations
 

@@ -1,70 +1,88 @@
-"""The live session: the one place where capture, tracking, generation and audio threads are wired.
+"""The live session: threads and hand-offs only. This docstring is THE thread map of the live app.
 
-Thread map (who owns what, what each may block on, what links it to the next):
-- capture thread (`capture.thread.CaptureThread`): owns the camera or video file;
-  blocks on the device; hands the newest frame over through a one-slot mailbox.
-- tracking thread (`features.pipeline.TrackingThread`, or `features.recording.
-  RecordingPlayer` when replaying a recording): owns the Tracker; blocks only on the
-  mailbox; pushes each FeatureFrame into the `FeatureTimeline` (a short lock) and calls
-  the frame listeners: this session's DSP-control writer (two floats, latest wins),
-  then OSC and UI listeners, which must not block.
-- scheduler thread (`engine.scheduler.ChunkScheduler`): owns the chunk joins and the
-  ring's write side; reads `timeline.window()` and the latest params; waits only on a
-  timer and on the generator's future; never holds a lock the callback needs.
+Every thread of a live run (window or headless), what it owns, what it may block on, and
+what links it to the next. Arrows are hand-offs; "latest wins" means a slot that keeps
+only the newest value, so a slow reader skips values rather than queueing them.
+
+Composition (`live/`): `source.build_source` loads the music source, `controller.LiveController`
+owns the live settings, presets, OSC out and the control port and opens the session;
+`run.py` drives it headless, `ui/window.py` + `ui/workers.py` drive it from the window.
+
+- GUI thread (window only): widgets and timers. Edits go to the `LiveController` (a short
+  lock; prompt/guidance/... reach the scheduler latest-wins); start/stop/calibrate go to the
+  session worker as queued Qt signals. The preview timer takes the newest (features, image)
+  from `ui.workers.LatestFrame` (latest wins); the stage timer copies the newest played audio
+  out of `audio.monitor.AudioMonitor` (never waits for its writer). Never waits on the
+  model, the audio or the worker (stop is a request; the worker's `stopped` signal answers).
+- session worker thread (window: `ui.workers.SessionWorker` on a QThread; headless: the main
+  thread in `run.py`): builds the source (loads MusicGen: seconds), opens the camera,
+  starts and stops the session (stop waits for the chunk being rendered), and polls
+  `LiveSession.status()` four times a second; the `SessionStatus` dataclass goes to the
+  controller (OSC /music/*) and, as a queued signal, to the GUI thread.
+- OSC control thread (`osc.control.ControlServer`, `osc-control`): owns the control socket;
+  blocks on it; calls the `LiveController`, which changes the live settings under its lock
+  and hands generation params to the scheduler (latest wins). Start/stop go to the owner:
+  the headless run's stop event, or the window's `ControlBridge`, which emits queued
+  signals onto the GUI thread (as do changed settings, so the widgets show them).
+- capture thread (`capture.thread.CaptureThread`): owns the camera or video file; blocks on
+  the device; hands the newest frame to tracking through a one-slot mailbox (latest wins).
+- tracking thread (`features.pipeline.TrackingThread`, or `features.recording.RecordingPlayer`
+  when replaying a recording): owns the Tracker (MediaPipe); blocks only on the mailbox;
+  pushes each FeatureFrame into the `FeatureTimeline` (a short lock) and calls the frame
+  listeners, which must not block: this session's DSP controls (two floats, latest wins),
+  MIDI control changes (`osc.midi.MidiOut`, the port's lock around a send), OSC out
+  (`osc.link.OscLink` -> `osc.sender.OscSender.send_frame`: one UDP sendto), and in the
+  window the preview's `LatestFrame` and the performance recorder's queue.
+- scheduler thread (`engine.scheduler.ChunkScheduler`): the only reader of
+  `timeline.window()`; owns the chunk joins and the ring's write side; reads the latest
+  params; waits only on a timer and on the generator's future; never holds a lock the
+  callback needs. At each chunk start calls the chunk listeners (OSC /music/chunk, Link
+  conduct, the stage view's chunk marks via a queued signal).
 - generator thread (the scheduler's one-worker executor): owns the model; runs
   `source.render` for one chunk at a time; may take seconds.
-- audio callback (PortAudio's thread, or the file-sink thread without a sound card):
-  owns the ring's read side and the DSP state; copies a block out of the ring, applies
-  the DSP path, and copies the block into the recorder's ring. Never allocates a
-  buffer, locks, logs, or waits on the model.
-- WAV writer thread (`audio.output.WavRecorder`): drains the recorder's ring to disk;
-  the file is renamed into place when the session stops (a full disk stops the recording,
-  never the show; a session that played no music leaves an older file as it was).
-- MIDI clock thread (`osc.midi.MidiOut`, when [midi] clock is on): sends 24 clocks per
-  beat at the tempo the music plays at; shares the MIDI port's lock with the tracking
-  thread's control changes, held only around a send.
-- Ableton Link thread (`osc.ableton_link.AbletonLink`, when [link] mode is not off): the
-  Link peer's asyncio loop; the scheduler reads its tempo and beat for each window
-  (follow) and the chunk listener sets its tempo (conduct), both thread-safe Link calls.
-Status readers (UI, OSC) call `status()` from their own threads; it only reads plain values.
+- audio callback (PortAudio's thread, or the `file-sink` thread without a sound card): owns
+  the ring's read side and the DSP state; copies a block out of the ring, applies the DSP
+  path, and copies the block into the recorder's ring and the `AudioMonitor`. Never
+  allocates a buffer, locks, logs, or waits on the model.
+- WAV writer thread (`audio.output.WavRecorder`, `wav-writer`): drains the recorder's ring
+  to disk; the file is renamed into place when the session stops (a full disk stops the
+  recording, never the show; a session that played no music leaves an older file as it was).
+- performance writer thread (window only, `ui.performance.PerformanceRecorder`): drains the
+  tracking thread's queue, draws the overlay and encodes the video; muxed with the WAV
+  when the session stops.
+- MIDI clock thread (`osc.midi.MidiOut`, when [midi] clock is on): sends 24 clocks per beat
+  at the tempo the music plays at; shares the MIDI port's lock with the tracking thread.
+- Ableton Link thread (`osc.ableton_link.AbletonLink`, when [link] mode is not off): the Link
+  peer's asyncio loop; the scheduler reads its tempo and beat for each window (follow) and
+  the chunk listener sets its tempo (conduct), both thread-safe Link calls.
+Status readers call `status()` from their own threads; it only reads plain values.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
 import threading
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audio.dsp import DspPath, expression_index
-from .audio.monitor import AudioMonitor
-from .audio.output import AudioDeviceError, AudioStream, BlockPlayer, FileSink, WavRecorder
-from .audio.ring_buffer import RingBuffer
-from .engine.scheduler import ChunkScheduler, ChunkTiming
-from .engine.source import GenerationParams, MusicSource
-from .features.schema import FeatureFrame
-from .features.timeline import FeatureTimeline
-from .atomic import OutputPathError, check_output
-from .model.commands import add_model_flags, model_overrides
-from .model.download import has_weights, missing_files
-from . import settings as settings_mod
-from .osc.ableton_link import LinkStatus, open_link
-from .osc.control import ControlError
-from .osc.midi import open_midi
-from .osc.targets import OscTargetError
-from .settings import Settings
+from ..audio.dsp import DspPath, expression_index
+from ..audio.monitor import AudioMonitor
+from ..audio.output import AudioDeviceError, AudioStream, BlockPlayer, FileSink, WavRecorder
+from ..audio.ring_buffer import RingBuffer
+from ..engine.scheduler import ChunkScheduler, ChunkTiming
+from ..engine.source import GenerationParams, MusicSource
+from ..features.schema import FeatureFrame
+from ..features.timeline import FeatureTimeline
+from ..osc.ableton_link import LinkStatus, open_link
+from ..osc.midi import open_midi
+from ..settings import Settings
 
 FrameListener = Callable[[FeatureFrame, object], None]
 ChunkListener = Callable[[int, int], None]
 OUTPUT_MODES = ("auto", "device", "file")
 STATUS_INTERVAL = 0.25      # seconds between status updates to OSC while waiting
-MAX_SECONDS = 7 * 24 * 3600  # longest --duration: a week-long installation
 MONITOR_SECONDS = 2.0       # played audio kept for the stage view (spectrogram, meter)
-STALL_SECONDS = 2.0         # a source silent this long is reported (a camera delivers 15-60 frames a second)
 
 
 class SessionError(RuntimeError):
@@ -145,7 +163,7 @@ class LiveSession:
         self.player.monitor = self.monitor
         # MIDI and Link are extras: one line in `notice` when they cannot be had, and the show goes on.
         self.link, link_notice = open_link(settings.link)
-        self.midi, midi_notice = open_midi(settings.midi, lambda: (self.playing, _tracked_tempo(self.source)))
+        self.midi, midi_notice = open_midi(settings.midi, lambda: (self.playing, self.source.state().tempo))
         if self.midi is not None:
             self.tracking.add_listener(self.midi.on_frame)
         self.notice = "; ".join(line for line in (self.notice, link_notice, midi_notice) if line)
@@ -163,16 +181,16 @@ class LiveSession:
 
     # -- construction ---------------------------------------------------------------------
     def _tracking(self, frames):
-        from .capture.thread import CaptureThread
+        from ..capture.thread import CaptureThread
 
         if isinstance(frames, CaptureThread):
-            from .features.pipeline import TrackingThread
-            from .features.tracker import Tracker
+            from ..features.pipeline import TrackingThread
+            from ..features.tracker import Tracker
 
             self.capture = frames
             self._tracker = Tracker(self.settings.tracking)      # MediaPipe graphs load now, not on stage
             return TrackingThread(frames, self._tracker, self.timeline)
-        from .features.recording import RecordingPlayer
+        from ..features.recording import RecordingPlayer
 
         self.capture = self._tracker = None
         if isinstance(frames, (str, os.PathLike, Sequence)):
@@ -265,14 +283,9 @@ class LiveSession:
 
     def set_adaptor(self, path: str | None) -> None:
         """Load an adaptor checkpoint (or None to remove it); the next chunk uses it."""
-        if not hasattr(self.source, "set_adaptor"):
-            raise SessionError(f"{type(self.source).__name__} takes no adaptor; load MusicGen weights first")
-        adaptor = None
-        if path:
-            from .model.adaptor import load_adaptor
-
-            adaptor = load_adaptor(path, self.source.musicgen)
-        self.source.set_adaptor(adaptor)
+        if not self.source.takes_adaptor:
+            raise SessionError(f"{self.source.name} takes no adaptor; load MusicGen weights first")
+        self.source.load_adaptor(path)
 
     def calibrate(self) -> bool:
         """The next half second of face becomes the neutral face."""
@@ -299,7 +312,8 @@ class LiveSession:
 
     def _on_chunk(self, index: int, start_frame: int) -> None:
         if self.link is not None:
-            self.link.lead(_confident_tempo(self.source), time.monotonic())
+            state = self.source.state()     # conduct mode gives the band a tempo only once it has locked
+            self.link.lead(state.tempo if state.tempo_locked else 0.0, time.monotonic())
         for listener in self._chunk_listeners:
             listener(index, start_frame)
 
@@ -311,6 +325,7 @@ class LiveSession:
         measured = sched.chunks_done > 0
         played_chunk = sched.playing_chunk >= 0
         elapsed = time.monotonic() - self.started_at if self.started_at else 0.0
+        music = self.source.state()
         return SessionStatus(
             playing=self.playing,
             output=getattr(self.output, "device_name", "file" if self.settings.audio.out else "no output"),
@@ -329,293 +344,10 @@ class LiveSession:
             time_to_first_sound=first_sound - self.started_at if first_sound > 0 else None,
             chunk_index=sched.playing_chunk,
             played_seconds=self.player.blocks_played * self.settings.audio.block_size / sr,
-            tempo=float(_tracked_tempo(self.source)),
-            steering_words=tuple(getattr(self.source, "steering_words", ())),
-            prompt=getattr(self.source, "prompt_used", "") or sched.params.prompt,
+            tempo=music.tempo,
+            steering_words=music.steering_words,
+            prompt=music.prompt or sched.params.prompt,
             error="" if sched.error is None else f"{type(sched.error).__name__}: {sched.error}",
             recording_stopped=self.recorder.stopped if self.recorder is not None else "",
             link=self.link.status() if self.link is not None else None,
         )
-
-
-def _tracked_tempo(source) -> float:
-    """The BPM the music follows: the synth plays at its tracker's tempo; MusicGen follows the
-    steering tempo only once it is locked (then it is in the prompt). 0 = no tempo."""
-    own = getattr(source, "tempo", None)
-    if own is not None:
-        return float(own.bpm)
-    steered = getattr(getattr(source, "steering", None), "tempo", None)
-    return float(steered.bpm) if steered is not None and steered.locked else 0.0
-
-
-def _confident_tempo(source) -> float:
-    """The tempo Link's conduct mode may give the band: the tracked one once it has locked, else 0."""
-    tracker = getattr(source, "tempo", None) or getattr(getattr(source, "steering", None), "tempo", None)
-    return float(tracker.bpm) if tracker is not None and tracker.locked else 0.0
-
-
-def build_source(settings: Settings) -> MusicSource:
-    """MusicGen (with adaptor and steering) when weights exist, else the synth; `engine.kind` forces one.
-
-    Loads everything heavy now, before any stream opens, and warms the model up.
-    """
-    kind, model, gen = settings.engine.kind, settings.model, settings.generation
-    if kind not in ("auto", "musicgen", "synth"):
-        raise SessionError(f"engine.kind must be auto, musicgen or synth, got {kind!r}")
-    if kind == "synth" or (kind == "auto" and not has_weights(model.dir)):
-        from .engine.synth import SynthSource
-
-        return SynthSource(sample_rate=settings.audio.sample_rate, seed=max(gen.seed, 0))
-    missing = missing_files(Path(model.dir))
-    if missing and Path(model.dir).is_dir() and any(Path(model.dir).iterdir()):
-        raise SessionError(f"{model.dir} is not a complete MusicGen folder: missing {', '.join(missing)}; "
-                           f"run `expotion-live download small` again (it resumes) or pass --model DIR")
-    if missing:
-        raise SessionError(f"no MusicGen weights in {model.dir}: run `expotion-live download small` "
-                           f"or pass --model DIR (or --engine synth)")
-    if gen.context_seconds + max(gen.chunk_seconds, gen.first_chunk_seconds) + 0.2 > gen.window_seconds:
-        raise SessionError(f"generation.window_seconds ({gen.window_seconds:g}) must exceed context_seconds "
-                           f"({gen.context_seconds:g}) + chunk_seconds ({gen.chunk_seconds:g}) by 0.2 s: the stream "
-                           f"slides to the last context_seconds and then needs room for a chunk")
-    from .engine.musicgen_source import MusicGenSource
-    from .engine.steering import PromptSteerer
-    from .model.generate import MusicGen
-
-    import torch
-
-    torch.set_num_threads(max(1, model.threads))     # the generator shares the CPU with tracking
-    musicgen = MusicGen.load(model.dir, device=model.device, precision=model.precision)
-    adaptor = None
-    if model.adaptor:
-        from .model.adaptor import load_adaptor
-
-        adaptor = load_adaptor(model.adaptor, musicgen)
-    source = MusicGenSource(
-        musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None,
-        context_frames=round(gen.context_seconds * musicgen.frame_rate),
-        window_frames=round(gen.window_seconds * musicgen.frame_rate),
-        decode_context_frames=round(gen.decode_context_seconds * musicgen.frame_rate),
-        steer_prompt=gen.steer_prompt, seed=None if gen.seed < 0 else gen.seed)
-    source.warm_up(GenerationParams.from_settings(gen), FeatureTimeline(seconds=1.0).window(   # zeros: no one yet
-        round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)))
-    return source
-
-
-# -- the `run` subcommand ------------------------------------------------------------------
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "run", help="run the live path with no window: camera or video in, music out (installations, CI)",
-        description="Track a camera or a video file, generate music live and play it; --out records "
-                    "exactly what was played. Without a sound card the file is written alone.")
-    p.add_argument("--headless", action="store_true", help="no window (required: the window is `expotion-live gui`)")
-    p.add_argument("--video", metavar="FILE", help="performance video instead of the camera (settings: camera.source)")
-    p.add_argument("--camera", metavar="SPEC", help="camera index or name (settings: camera.source)")
-    p.add_argument("--out", metavar="WAV", help="record what is played to this WAV file (settings: audio.out)")
-    p.add_argument("--duration", type=settings_mod.number(float, 0.01, MAX_SECONDS), metavar="S",
-                   help="stop after S seconds of audio (default: until Ctrl-C or SIGTERM)")
-    add_model_flags(p)
-    p.add_argument("--engine", choices=("auto", "musicgen", "synth"), help="music source (settings: engine.kind)")
-    p.add_argument("--device", metavar="NAME", help="audio output device, substring of its name (settings: audio.device)")
-    p.add_argument("--file-only", action="store_true", help="do not open a sound card; write --out paced in real time")
-    p.set_defaults(handler=run_live)
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    flags = {"camera.source": args.video or args.camera, "audio.out": args.out, "engine.kind": args.engine,
-             "audio.device": args.device}
-    return {**model_overrides(args), **{key: value for key, value in flags.items() if value is not None}}
-
-
-def _fail(message: str) -> int:
-    print(f"expotion-live run: {message}", file=sys.stderr)
-    return 1
-
-
-def run_live(args: argparse.Namespace, settings: Settings) -> int:
-    """Handler: build the source, open the frames, play for --duration (or until Ctrl-C), report."""
-    from .capture.sources import CaptureError, open_source
-    from .capture.thread import CaptureThread
-    from .presets import presets_dir
-    from .settings import override
-
-    settings = override(settings, _overrides(args))
-    if not (args.headless or settings.engine.headless):
-        return _fail("pass --headless (the window is `expotion-live gui`)")
-    if args.video and not Path(args.video).is_file():
-        return _fail(f"video file {args.video} does not exist")
-    if args.file_only and not settings.audio.out:
-        return _fail("--file-only needs --out WAV")
-    if settings.audio.out:
-        try:
-            check_output(settings.audio.out, (".wav",), "--out")
-        except OutputPathError as err:
-            return _fail(str(err))
-    frames = None
-    try:
-        source = build_source(settings)
-        frames = CaptureThread(open_source(settings.camera.source, settings.camera))
-        session = LiveSession(settings, source, frames, output="file" if args.file_only else "auto",
-                              duration=args.duration)
-    except (SessionError, AudioDeviceError, CaptureError, ValueError, OSError) as err:
-        if frames is not None:
-            frames.stop()     # never started: this only closes the camera or file
-        return _fail(str(err).splitlines()[0])
-    if session.notice:
-        print(f"expotion-live run: {session.notice}", file=sys.stderr)
-    print(f"expotion-live run: {type(source).__name__} -> {session.status().output}"
-          f"{' + ' + settings.audio.out if settings.audio.out else ''}", file=sys.stderr)
-    try:
-        osc = HeadlessOsc(session, settings, presets_dir(getattr(args, "config", None) or settings_mod.default_path()))
-    except OscTargetError as err:
-        frames.stop()
-        return _fail(str(err))
-    try:
-        session.start()
-    except (OSError, RuntimeError) as err:   # e.g. --out in a folder that cannot be written
-        osc.close()
-        return _fail(str(err).splitlines()[0])
-    notices = RunNotices()
-
-    def on_status(status: SessionStatus) -> None:
-        osc.on_status(status)
-        notices.update(status)
-
-    try:
-        ok = session.wait(stop=osc.stop_requested, on_status=on_status)
-    except KeyboardInterrupt:
-        ok = True
-    status = session.status()            # what was played, before teardown
-    written = session.stop()
-    osc.close()
-    recording_stopped = session.recorder.stopped if session.recorder is not None else ""   # may be the last write
-    notices.update(dataclasses.replace(status, recording_stopped=recording_stopped))
-    print(_summary(status, written), file=sys.stderr)
-    if settings.audio.out and written is None:
-        print(f"expotion-live run: no music was played, so {settings.audio.out} was not written", file=sys.stderr)
-    if not ok:
-        return _fail(f"generation failed: {status.error}")
-    return 1 if recording_stopped else 0
-
-
-class RunNotices:
-    """One line on stderr for each change the operator of a headless run must hear of at once:
-    the recording stopped (a full disk), the camera or video ended, failed, or stopped delivering,
-    the number of Ableton Link peers changed."""
-
-    def __init__(self, stall_seconds: float = STALL_SECONDS):
-        self.stall_seconds = stall_seconds
-        self._said: set[str] = set()
-        self._status = "running"
-        self._frames, self._frames_since = 0, time.monotonic()
-        self._stalled = False
-        self._link_peers = 0
-
-    def update(self, status: SessionStatus) -> None:
-        if status.link is not None and status.link.peers != self._link_peers:
-            self._link_peers = status.link.peers
-            print(f"expotion-live run: Ableton Link ({status.link.mode}): {self._link_peers} "
-                  f"peer{'' if self._link_peers == 1 else 's'}, {status.link.tempo:.1f} BPM", file=sys.stderr)
-        if status.recording_stopped:
-            self._say(status.recording_stopped)
-        if status.tracking_status != self._status:
-            self._status = status.tracking_status
-            if self._status not in ("running", "stopped"):
-                self._say(f"tracking {self._status} at {status.played_seconds:.1f} s; "
-                          f"the music goes on from the last features")
-        now = time.monotonic()
-        if status.tracked_frames != self._frames:
-            if self._stalled:
-                print(f"expotion-live run: frames arrive again at {status.played_seconds:.1f} s", file=sys.stderr)
-            self._frames, self._frames_since, self._stalled = status.tracked_frames, now, False
-        elif (not self._stalled and self._frames > 0 and self._status == "running"   # MediaPipe's start is not a stall
-              and now - self._frames_since >= self.stall_seconds):
-            self._stalled = True
-            print(f"expotion-live run: no frames from the camera or video for {self.stall_seconds:g} s "
-                  f"at {status.played_seconds:.1f} s; the music goes on from the last features", file=sys.stderr)
-
-    def _say(self, line: str) -> None:
-        if line not in self._said:
-            self._said.add(line)
-            print(f"expotion-live run: {line}", file=sys.stderr)
-
-
-class HeadlessOsc:
-    """OSC for a session with no window: tracking and music state out, the control port in.
-
-    The control port drives the session directly (`osc.control.Controls`): prompt,
-    guidance and temperature apply at the next chunk, calibrate and presets as in the
-    window; `/expotion/stop` ends the run (the recording is saved), `/expotion/start`
-    is accepted while playing.
-    """
-
-    def __init__(self, session: LiveSession, settings: Settings, presets: Path):
-        from .osc.control import ControlServer
-        from .osc.link import OscLink
-        from .osc.sender import OscSender
-        from .osc.targets import parse_target, parse_targets
-
-        self.session = session
-        self.settings = settings     # the live settings: control messages and presets change them in turn
-        self.presets = presets
-        self.stop_requested = threading.Event()
-        osc = settings.osc
-        self.sender = OscSender(parse_targets(osc.targets, osc.mode),
-                                ableton=parse_target(osc.ableton) if osc.ableton else None)
-        self.link = OscLink(self.sender, settings.camera)
-        session.add_frame_listener(self.link.on_frame)
-        session.add_chunk_listener(self.link.on_chunk)
-        self.server = None
-        if osc.control_port:
-            try:
-                self.server = ControlServer(self, osc.control_port, osc.control_host).start()
-            except ControlError as err:   # the show goes on without remote control
-                print(f"expotion-live run: no OSC control: {err}", file=sys.stderr)
-
-    def on_status(self, status: SessionStatus) -> None:
-        self.link.on_status(dataclasses.asdict(status))
-
-    # osc.control.Controls, called on the control server's thread
-    def start(self) -> None:
-        if not self.session.playing:
-            raise SessionError("a stopped headless run cannot restart; start it again")
-
-    def stop(self) -> None:
-        self.stop_requested.set()
-
-    def _set(self, settings: Settings) -> None:
-        self.settings = settings
-        self.session.set_params(GenerationParams.from_settings(settings.generation))
-
-    def set_prompt(self, prompt: str) -> None:
-        self._set(settings_mod.override(self.settings, {"generation.prompt": prompt}))
-
-    def set_guidance(self, cfg: float) -> None:
-        self._set(settings_mod.override(self.settings, {"generation.cfg": cfg}))
-
-    def set_temperature(self, temperature: float) -> None:
-        self._set(settings_mod.override(self.settings, {"generation.temperature": temperature}))
-
-    def calibrate(self) -> None:
-        self.session.calibrate()
-
-    def load_preset(self, name: str) -> None:
-        from .presets import apply_preset
-
-        self._set(apply_preset(self.settings, self.presets, name))
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-        self.link.on_stopped()
-        self.sender.close()
-
-
-def _summary(status: SessionStatus, written: Path | None) -> str:
-    def seconds(value):
-        return "-" if value is None else f"{value:.2f} s"
-
-    rtf = "-" if status.sustained_rtf is None else f"{status.sustained_rtf:.2f}"
-    return (f"played {status.played_seconds:.1f} s{f' -> {written}' if written else ''}; RTF {rtf}, "
-            f"first sound {seconds(status.time_to_first_sound)}, control latency {seconds(status.control_latency)}, "
-            f"DSP latency {seconds(status.dsp_latency)}, underruns {status.underruns}, "
-            f"stretched {status.stretched_seconds:.1f} s, tracking {status.tracking_rate:.0f} fps over the run")

@@ -1,8 +1,8 @@
 """OSC in: a control port so a phone, a DAW or a show controller can drive the app.
 
-Threads: one server thread (`osc-control`) receives datagrams and calls the `Controls`
-methods in arrival order. The callee decides how to get onto its own thread (the window
-forwards through queued Qt signals; headless mode calls the session directly).
+One server thread (`osc-control`) receives datagrams and calls the `Controls` methods
+(`live.controller.LiveController`) in arrival order; where that leads, see the thread map
+in `live/session.py`.
 Anything malformed, unknown or failing is logged, counted and dropped: a stray packet
 on the network must never stop a performance.
 """

@@ -1,11 +1,11 @@
 """Wires a running session to OSC out: every tracked frame, chunk boundaries, the music state.
 
-Used by the window's worker and usable as is by a headless runner:
+Attached to each session by `live.controller.LiveController`:
 
     link = OscLink(sender, settings.camera)
     session.add_frame_listener(link.on_frame)    # tracking thread
     session.add_chunk_listener(link.on_chunk)    # chunk boundary, right away
-    link.on_status(dataclasses.asdict(session.status()))   # a few times a second
+    link.on_status(music_state(session.status()))   # a few times a second
 
 Each callback only swaps immutable values into the sender (see `sender.py`), so it is
 safe from whichever thread calls it.
@@ -22,12 +22,6 @@ from .schema import MusicState
 from .sender import OscSender
 
 
-def music_state(status: dict) -> MusicState:
-    """The /music/* values from a session status (SessionStatus as a dict)."""
-    return MusicState(playing=bool(status.get("playing", False)), tempo=float(status.get("tempo", 0.0)),
-                      chunk=int(status.get("chunk_index", -1)), steering=tuple(status.get("steering_words", ())))
-
-
 class OscLink:
     def __init__(self, sender: OscSender, camera: CameraSettings):
         self.sender = sender
@@ -41,8 +35,8 @@ class OscLink:
     def on_chunk(self, chunk_index: int, start_frame: int) -> None:
         self.sender.set_music(dataclasses.replace(self.sender.music, chunk=chunk_index))
 
-    def on_status(self, status: dict) -> None:
-        self.sender.set_music(music_state(status))
+    def on_status(self, music: MusicState) -> None:
+        self.sender.set_music(music)
 
     def on_stopped(self) -> None:
         self.sender.set_music(dataclasses.replace(self.sender.music, playing=False))

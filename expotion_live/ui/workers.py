@@ -20,6 +20,7 @@ import numpy as np
 from PyQt6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from ..features.schema import FeatureFrame
+from ..live.controller import music_state
 from ..osc.link import OscLink
 from ..osc.sender import OscSender
 from ..settings import Settings
@@ -95,7 +96,8 @@ class SessionWorker(QObject):
             return
         from ..capture.sources import open_source
         from ..capture.thread import CaptureThread
-        from ..session import LiveSession, build_source
+        from ..live.session import LiveSession
+        from ..live.source import build_source
 
         notice = weights_notice(settings)
         if notice and settings.engine.kind == "musicgen":
@@ -126,8 +128,7 @@ class SessionWorker(QObject):
             self.notice.emit(session.notice)
         self._timer.start()
         self.monitor.emit(session.monitor)
-        engine = f"MusicGen from {settings.model.dir}" if hasattr(source, "musicgen") else "the built-in gesture synth"
-        self.started.emit(f"{engine} -> {session.status().output}")
+        self.started.emit(f"{source.name} -> {session.status().output}")
 
     @pyqtSlot()
     def stop_session(self) -> None:
@@ -159,9 +160,9 @@ class SessionWorker(QObject):
             self._session.calibrate()
 
     def _poll(self) -> None:
-        status = dataclasses.asdict(self._session.status())
-        self._link.on_status(status)
-        self.status.emit(status)
+        status = self._session.status()
+        self._link.on_status(music_state(status))
+        self.status.emit(dataclasses.asdict(status))
 
 
 class WorkerThread:

@@ -1,0 +1,194 @@
+"""The headless `run` command: the live app with no window (installations, CI), driven from the main thread.
+
+It composes the same parts as the window (`LiveController` opens the session and owns
+OSC out and the control port); `/expotion/stop` or Ctrl-C/SIGTERM ends the run with the
+recording saved. Threads: see the map in `live/session.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .. import settings as settings_mod
+from ..atomic import OutputPathError, check_output
+from ..audio.output import AudioDeviceError
+from ..model.commands import add_model_flags, model_overrides
+from ..osc.targets import OscTargetError
+from ..settings import Settings
+from .controller import LiveController, check_osc
+from .session import SessionError, SessionStatus
+
+MAX_SECONDS = 7 * 24 * 3600  # longest --duration: a week-long installation
+STALL_SECONDS = 2.0         # a source silent this long is reported (a camera delivers 15-60 frames a second)
+COMPUTE_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")   # what torch takes; anything else was meant as a sound card
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="run the live path with no window: camera or video in, music out (installations, CI)",
+        description="Track a camera or a video file, generate music live and play it; --out records "
+                    "exactly what was played. Without a sound card the file is written alone.")
+    p.add_argument("--headless", action="store_true", help="no window (required: the window is `expotion-live gui`)")
+    p.add_argument("--video", metavar="FILE", help="performance video instead of the camera (settings: camera.source)")
+    p.add_argument("--camera", metavar="SPEC", help="camera index or name (settings: camera.source)")
+    p.add_argument("--out", metavar="WAV", help="record what is played to this WAV file (settings: audio.out)")
+    p.add_argument("--duration", type=settings_mod.number(float, 0.01, MAX_SECONDS), metavar="S",
+                   help="stop after S seconds of audio (default: until Ctrl-C or SIGTERM)")
+    add_model_flags(p)
+    p.add_argument("--device", help="compute device for MusicGen: auto | cpu | cuda | mps (settings: model.device)")
+    p.add_argument("--engine", choices=("auto", "musicgen", "synth"), help="music source (settings: engine.kind)")
+    p.add_argument("--audio-output", metavar="NAME",
+                   help="audio output device, substring of its name (settings: audio.device)")
+    p.add_argument("--file-only", action="store_true", help="do not open a sound card; write --out paced in real time")
+    p.add_argument("--osc", metavar="[MODE@]HOST:PORT", action="append",
+                   help="OSC destination (repeatable; replaces [osc] targets), e.g. 127.0.0.1:9000, faceosc@127.0.0.1")
+    p.set_defaults(handler=run_live)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    flags = {"camera.source": args.video or args.camera, "audio.out": args.out, "engine.kind": args.engine,
+             "audio.device": args.audio_output, "model.device": args.device,
+             "osc.targets": tuple(args.osc) if args.osc else None}
+    return {**model_overrides(args), **{key: value for key, value in flags.items() if value is not None}}
+
+
+def _fail(message: str) -> int:
+    print(f"expotion-live run: {message}", file=sys.stderr)
+    return 1
+
+
+def run_live(args: argparse.Namespace, settings: Settings) -> int:
+    """Handler: build the source, open the frames, play for --duration (or until Ctrl-C), report."""
+    from ..capture.sources import CaptureError
+    from ..presets import presets_dir
+
+    if args.device is not None and not COMPUTE_DEVICE.fullmatch(args.device):
+        return _fail(f"--device is the compute device (auto, cpu, cuda, mps), not {args.device!r}; "
+                     f"the audio output is --audio-output NAME")
+    settings = settings_mod.override(settings, _overrides(args))
+    if not (args.headless or settings.engine.headless):
+        return _fail("pass --headless (the window is `expotion-live gui`)")
+    if args.video and not Path(args.video).is_file():
+        return _fail(f"video file {args.video} does not exist")
+    if args.file_only and not settings.audio.out:
+        return _fail("--file-only needs --out WAV")
+    try:
+        if settings.audio.out:
+            check_output(settings.audio.out, (".wav",), "--out")
+        check_osc(settings)
+    except (OutputPathError, OscTargetError) as err:
+        return _fail(str(err))
+    controller = LiveController(settings, presets_dir(getattr(args, "config", None) or settings_mod.default_path()),
+                                notice=lambda line: print(f"expotion-live run: {line}", file=sys.stderr))
+    try:
+        return _play(controller, settings, args)
+    except (SessionError, AudioDeviceError, CaptureError, ValueError, OSError) as err:
+        return _fail(str(err).splitlines()[0])
+    finally:
+        controller.close()
+
+
+def _play(controller: LiveController, settings: Settings, args: argparse.Namespace) -> int:
+    """Open, start and wait on the session; the controller is closed by the caller."""
+    controller.set_targets(settings.osc.targets)
+    session = controller.open_session(settings, output="file" if args.file_only else "auto", duration=args.duration)
+    if session.notice:
+        print(f"expotion-live run: {session.notice}", file=sys.stderr)
+    print(f"expotion-live run: {type(session.source).__name__} -> {session.status().output}"
+          f"{' + ' + settings.audio.out if settings.audio.out else ''}", file=sys.stderr)
+    stop_requested = threading.Event()
+
+    def start() -> None:
+        if not session.playing:
+            raise SessionError("a stopped headless run cannot restart; start it again")
+
+    controller.on_start, controller.on_stop = start, stop_requested.set
+    if settings.osc.control_port:
+        where = controller.open_control_port()
+        if controller.control is None:   # the show goes on without remote control
+            print(f"expotion-live run: no OSC control: {where}", file=sys.stderr)
+    try:
+        session.start()
+    except (OSError, RuntimeError) as err:   # e.g. --out in a folder that cannot be written
+        controller.close_session()
+        return _fail(str(err).splitlines()[0])
+    notices = RunNotices()
+
+    def on_status(status: SessionStatus) -> None:
+        controller.on_status(status)
+        notices.update(status)
+
+    try:
+        ok = session.wait(stop=stop_requested, on_status=on_status)
+    except KeyboardInterrupt:
+        ok = True
+    status = session.status()            # what was played, before teardown
+    written = session.stop()
+    controller.close_session()
+    recording_stopped = session.recorder.stopped if session.recorder is not None else ""   # may be the last write
+    notices.update(dataclasses.replace(status, recording_stopped=recording_stopped))
+    print(_summary(status, written), file=sys.stderr)
+    if settings.audio.out and written is None:
+        print(f"expotion-live run: no music was played, so {settings.audio.out} was not written", file=sys.stderr)
+    if not ok:
+        return _fail(f"generation failed: {status.error}")
+    return 1 if recording_stopped else 0
+
+
+class RunNotices:
+    """One line on stderr for each change the operator of a headless run must hear of at once:
+    the recording stopped (a full disk), the camera or video ended, failed, or stopped delivering,
+    the number of Ableton Link peers changed."""
+
+    def __init__(self, stall_seconds: float = STALL_SECONDS):
+        self.stall_seconds = stall_seconds
+        self._said: set[str] = set()
+        self._status = "running"
+        self._frames, self._frames_since = 0, time.monotonic()
+        self._stalled = False
+        self._link_peers = 0
+
+    def update(self, status: SessionStatus) -> None:
+        if status.link is not None and status.link.peers != self._link_peers:
+            self._link_peers = status.link.peers
+            print(f"expotion-live run: Ableton Link ({status.link.mode}): {self._link_peers} "
+                  f"peer{'' if self._link_peers == 1 else 's'}, {status.link.tempo:.1f} BPM", file=sys.stderr)
+        if status.recording_stopped:
+            self._say(status.recording_stopped)
+        if status.tracking_status != self._status:
+            self._status = status.tracking_status
+            if self._status not in ("running", "stopped"):
+                self._say(f"tracking {self._status} at {status.played_seconds:.1f} s; "
+                          f"the music goes on from the last features")
+        now = time.monotonic()
+        if status.tracked_frames != self._frames:
+            if self._stalled:
+                print(f"expotion-live run: frames arrive again at {status.played_seconds:.1f} s", file=sys.stderr)
+            self._frames, self._frames_since, self._stalled = status.tracked_frames, now, False
+        elif (not self._stalled and self._frames > 0 and self._status == "running"   # MediaPipe's start is not a stall
+              and now - self._frames_since >= self.stall_seconds):
+            self._stalled = True
+            print(f"expotion-live run: no frames from the camera or video for {self.stall_seconds:g} s "
+                  f"at {status.played_seconds:.1f} s; the music goes on from the last features", file=sys.stderr)
+
+    def _say(self, line: str) -> None:
+        if line not in self._said:
+            self._said.add(line)
+            print(f"expotion-live run: {line}", file=sys.stderr)
+
+
+
+def _summary(status: SessionStatus, written: Path | None) -> str:
+    def seconds(value):
+        return "-" if value is None else f"{value:.2f} s"
+
+    rtf = "-" if status.sustained_rtf is None else f"{status.sustained_rtf:.2f}"
+    return (f"played {status.played_seconds:.1f} s{f' -> {written}' if written else ''}; RTF {rtf}, "
+            f"first sound {seconds(status.time_to_first_sound)}, control latency {seconds(status.control_latency)}, "
+            f"DSP latency {seconds(status.dsp_latency)}, underruns {status.underruns}, "
+            f"stretched {status.stretched_seconds:.1f} s, tracking {status.tracking_rate:.0f} fps over the run")

@@ -1,0 +1,57 @@
+"""Building the live music source: MusicGen (adaptor, steering) when its weights are there, else the synth."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..engine.source import GenerationParams, MusicSource
+from ..features.timeline import FeatureTimeline
+from ..model.download import has_weights, missing_files
+from ..settings import Settings
+from .session import SessionError
+
+
+def build_source(settings: Settings) -> MusicSource:
+    """MusicGen (with adaptor and steering) when weights exist, else the synth; `engine.kind` forces one.
+
+    Loads everything heavy now, before any stream opens, and warms the model up.
+    """
+    kind, model, gen = settings.engine.kind, settings.model, settings.generation
+    if kind not in ("auto", "musicgen", "synth"):
+        raise SessionError(f"engine.kind must be auto, musicgen or synth, got {kind!r}")
+    if kind == "synth" or (kind == "auto" and not has_weights(model.dir)):
+        from ..engine.synth import SynthSource
+
+        return SynthSource(sample_rate=settings.audio.sample_rate, seed=max(gen.seed, 0))
+    missing = missing_files(Path(model.dir))
+    if missing and Path(model.dir).is_dir() and any(Path(model.dir).iterdir()):
+        raise SessionError(f"{model.dir} is not a complete MusicGen folder: missing {', '.join(missing)}; "
+                           f"run `expotion-live download small` again (it resumes) or pass --model DIR")
+    if missing:
+        raise SessionError(f"no MusicGen weights in {model.dir}: run `expotion-live download small` "
+                           f"or pass --model DIR (or --engine synth)")
+    if gen.context_seconds + max(gen.chunk_seconds, gen.first_chunk_seconds) + 0.2 > gen.window_seconds:
+        raise SessionError(f"generation.window_seconds ({gen.window_seconds:g}) must exceed context_seconds "
+                           f"({gen.context_seconds:g}) + chunk_seconds ({gen.chunk_seconds:g}) by 0.2 s: the stream "
+                           f"slides to the last context_seconds and then needs room for a chunk")
+    from ..engine.musicgen_source import MusicGenSource
+    from ..engine.steering import PromptSteerer
+    from ..model.generate import MusicGen
+
+    import torch
+
+    torch.set_num_threads(max(1, model.threads))     # the generator shares the CPU with tracking
+    musicgen = MusicGen.load(model.dir, device=model.device, precision=model.precision)
+    adaptor = None
+    if model.adaptor:
+        from ..model.adaptor import load_adaptor
+
+        adaptor = load_adaptor(model.adaptor, musicgen)
+    source = MusicGenSource(
+        musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None,
+        context_frames=round(gen.context_seconds * musicgen.frame_rate),
+        window_frames=round(gen.window_seconds * musicgen.frame_rate),
+        decode_context_frames=round(gen.decode_context_seconds * musicgen.frame_rate),
+        steer_prompt=gen.steer_prompt, seed=None if gen.seed < 0 else gen.seed, name=f"MusicGen from {model.dir}")
+    source.warm_up(GenerationParams.from_settings(gen), FeatureTimeline(seconds=1.0).window(   # zeros: no one yet
+        round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)))
+    return source
