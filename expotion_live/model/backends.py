@@ -88,15 +88,21 @@ def preferred(device: torch.device) -> tuple[str, ...]:
     return ("modules",)
 
 
-def choose(decoder: nn.Module, name: str | None = None):
-    """The backend `name` for this decoder, or with None the first of `preferred` that fits it."""
+def choose(decoder: nn.Module, name: str | None = None) -> str:
+    """`name` if that backend can run this decoder (else a ValueError saying why), or with None
+    the first of `preferred` that can."""
     if name is None:
-        name = next(n for n in preferred(decoder.positions_table.device) if _why_not(n, decoder) is None)
-    elif name not in NAMES:
+        return next(n for n in preferred(decoder.positions_table.device) if _why_not(n, decoder) is None)
+    if name not in NAMES:
         raise ValueError(f"unknown decode backend {name!r}; choose one of {', '.join(NAMES)}")
-    elif (why := _why_not(name, decoder)) is not None:
+    if (why := _why_not(name, decoder)) is not None:
         raise ValueError(f"decode backend {name!r} cannot run this decoder "
                          f"({decoder.dtype} on {decoder.positions_table.device}): {why}")
+    return name
+
+
+def build(decoder: nn.Module, name: str):
+    """Backend `name` (one `choose` returned) bound to this decoder's current weights."""
     cuda = decoder.positions_table.device.type == "cuda"
     if name == "int8-numba":
         return Int8DecodeStep(decoder.layers)

@@ -194,7 +194,9 @@ class MusicGenDecoder(nn.Module):
         of this placement's weights. A cache allocated before keeps its memory order;
         allocate one after choosing. An unfitting `name` is a ValueError saying why.
         """
-        self.backend = backends.choose(self, name)
+        name = backends.choose(self, name)   # an unfitting name raises before anything changes
+        self.backend = None                  # the old backend's views and fused weights go before new ones are made
+        self.backend = backends.build(self, name)
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
