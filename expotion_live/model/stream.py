@@ -282,25 +282,25 @@ class GraphSteps:
     def prepare(self) -> None:
         """Capture a graph for every bucket of the window under the current key."""
         stream = self.stream
-        for attend in sorted({stream.attend_length(p) for p in range(stream.window)}):
-            self._graph(attend)
+        for attend_length in sorted({stream.attend_length(p) for p in range(stream.window)}):
+            self._graph(attend_length)
 
     def run(self, steps: int) -> None:
         stream = self.stream
         for i in range(steps):
             self._graph(stream.attend_length(stream.next_position + i)).replay()
 
-    def _graph(self, attend: int) -> torch.cuda.CUDAGraph:
+    def _graph(self, attend_length: int) -> torch.cuda.CUDAGraph:
         key = self._current_key()
         if key != self.key:
             self.graphs.clear()
             self.key = key
-        graph = self.graphs.get(attend)
+        graph = self.graphs.get(attend_length)
         if graph is None:
-            graph = self.graphs[attend] = self._capture(attend)
+            graph = self.graphs[attend_length] = self._capture(attend_length)
         return graph
 
-    def _capture(self, attend: int) -> torch.cuda.CUDAGraph:
+    def _capture(self, attend_length: int) -> torch.cuda.CUDAGraph:
         """Capture one step. The warm-up runs write only the column at `position` of the sequence and
         the cache; both are put back (the cache's column is overwritten by the real step before it is read)."""
         stream = self.stream
@@ -310,13 +310,13 @@ class GraphSteps:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):            # kernels chosen and workspaces allocated outside the capture
-                stream._step(attend)
+                stream._step(attend_length)
                 for own, copy in zip(state, saved):
                     own.copy_(copy)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            stream._step(attend)
+            stream._step(attend_length)
         self.pool = graph.pool()
         for own, copy in zip(state, saved):
             own.copy_(copy)
