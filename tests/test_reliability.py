@@ -174,8 +174,8 @@ def test_disk_full_while_the_window_records_shows_a_banner_and_plays_on(live_win
     window.start()
     assert wait_until(qapp, lambda: "disk full" in window.banner.text(), timeout=30), window.banner.text()
     assert window.banner.text().startswith("disk full: recording stopped at ") and window.running
-    played = window.last_status["played_seconds"]
-    assert wait_until(qapp, lambda: window.last_status["played_seconds"] > played + 1.0)   # the show goes on
+    played = window.last_status.played_seconds
+    assert wait_until(qapp, lambda: window.last_status.played_seconds > played + 1.0)   # the show goes on
     window.start_button.click()
     assert wait_until(qapp, lambda: not window.running)
     assert sf.info(out).frames > 0.3 * SR and temporaries(out.parent) == []

@@ -50,7 +50,7 @@ def test_window_stage_view_follows_a_live_session(live_window, qapp, tmp_path):
     window = live_window(**{"engine.kind": "synth"})
     window.resize(1280, 800)
     window.start_button.click()
-    assert wait_until(qapp, lambda: window.running and window.last_status.get("chunk_index", -1) >= 3, timeout=40), \
+    assert wait_until(qapp, lambda: window.running and window.last_status is not None and window.last_status.chunk_index >= 3, timeout=40), \
         window.banner.text()
     assert wait_until(qapp, lambda: window.stage.meter.rms_db > -50, timeout=10)
     stage = window.stage
@@ -84,7 +84,15 @@ def test_midi_and_link_settings_from_the_window(make_window):
 
 
 def test_link_readout_shows_mode_peers_tempo_and_beat(make_window, qapp):
+    import dataclasses
+
+    from expotion_live.engine.synth import SynthSource
+    from expotion_live.features.schema import FeatureFrame
+    from expotion_live.live.session import LiveSession
+    from expotion_live.osc.ableton_link import LinkStatus
+
     window = make_window()
-    link = {"mode": "follow", "peers": 2, "tempo": 120.0, "beat": 17.5, "phase": 1.5, "quantum": 4.0}
-    window._worker.worker.status.emit({"link": link})          # as the worker's poll sends it
+    idle = LiveSession(window.settings, SynthSource(), [FeatureFrame(t=0.0)], output="file").status()
+    link = LinkStatus(mode="follow", peers=2, tempo=120.0, beat=17.5, phase=1.5, quantum=4.0)
+    window._worker.worker.status.emit(dataclasses.replace(idle, link=link))   # as the worker's poll sends it
     assert wait_until(qapp, lambda: window.link_label.text() == "follow: 2 peers, 120.0 BPM, beat 2.50 of 4")

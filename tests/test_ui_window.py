@@ -158,7 +158,7 @@ def test_window_tracks_the_face_video_plays_and_sends_osc_without_weights(live_w
     window = live_window()
     window.start_button.click()
     assert wait_until(qapp, lambda: window.running and window.video.frames_shown >= 20
-                      and window.last_status.get("chunk_index", -1) >= 1, timeout=30), window.banner.text()
+                      and window.last_status is not None and window.last_status.chunk_index >= 1, timeout=30), window.banner.text()
     # no MusicGen weights: the window says what to download, and the synth plays anyway
     assert "expotion-live download small" in window.banner.text()
     assert "synth" in window.statusBar().currentMessage() and window.start_button.text() == "Stop"
@@ -167,7 +167,7 @@ def test_window_tracks_the_face_video_plays_and_sends_osc_without_weights(live_w
     assert np.sum(np.all(np.abs(shown.astype(int) - CONTOUR_COLOUR) < 50, axis=2)) > 200
     # readouts and meters follow the session
     status = window.last_status
-    assert status["tracking_fps"] > 5 and window.readouts["tracking_fps"].text().endswith("fps")
+    assert status.tracking_fps > 5 and window.readouts["tracking_fps"].text().endswith("fps")
     assert window.readouts["rtf"].text().endswith("×") and window.readouts["underruns"].text().isdigit()
     assert max(window.meters.value(n) for n in window.meters.bars) > 0.05
     # OSC: one bundle per tracked frame, the face found, the music state
@@ -202,6 +202,48 @@ def test_controls_change_the_engine(live_window, qapp):
     window.chunk_seconds.setValue(2.0)
     assert window.settings.generation.chunk_seconds == 2.0
     assert session.settings.generation.chunk_seconds == started_with
+
+
+def test_stop_returns_at_once_and_the_controls_come_back_when_the_worker_has_stopped(live_window, qapp):
+    """Stopping waits for the chunk being rendered (the model cannot be interrupted): on the worker, never
+    on the GUI thread, which goes on turning while the render holds the stop."""
+    import threading
+
+    from expotion_live.engine.synth import SynthSource
+
+    rendering, release = threading.Event(), threading.Event()
+
+    class SlowSynth(SynthSource):
+        """The synth, with its third chunk held as a long MusicGen render is."""
+
+        def render(self, request):
+            if request.index == 2:
+                rendering.set()
+                release.wait()
+            return super().render(request)
+
+    window = live_window(**{"engine.kind": "synth"})
+    window.controller.build_source = lambda settings: SlowSynth(sample_rate=settings.audio.sample_rate)
+    window.start()
+    assert wait_until(qapp, lambda: window.running and rendering.is_set(), timeout=30), window.banner.text()
+    watchdog = threading.Timer(30.0, release.set)      # a GUI thread stuck in stop would be freed here, and fail
+    watchdog.start()
+    try:
+        window.start_button.click()                    # stop while the render is held
+        assert not release.is_set()                    # the click returned with the render still held
+        assert window.start_button.text() == "Stopping…" and not window.start_button.isEnabled()
+        ticks = []
+        timer = QTimer()
+        timer.timeout.connect(lambda: ticks.append(1))
+        timer.start(10)
+        assert wait_until(qapp, lambda: len(ticks) >= 5) and window.running   # the GUI turns; the worker waits
+        timer.stop()
+        assert not release.is_set()
+    finally:
+        release.set()
+        watchdog.cancel()
+    assert wait_until(qapp, lambda: not window.running and window.start_button.isEnabled(), timeout=20)
+    assert window.start_button.text() == "Start" and session_of(window) is None
 
 
 def test_the_window_keeps_turning_while_musicgen_loads(live_window, qapp, tiny_musicgen_dir):
@@ -240,7 +282,7 @@ def test_recording_a_performance_saves_the_overlay_video_with_the_played_audio(l
     window.mirror.setChecked(False)
     window.start()
     assert wait_until(qapp, lambda: window.running, timeout=20), window.banner.text()
-    assert wait_until(qapp, lambda: window.last_status.get("played_seconds", 0) >= 2.0, timeout=20)
+    assert wait_until(qapp, lambda: window.last_status is not None and window.last_status.played_seconds >= 2.0, timeout=20)
     window.stop()
     assert wait_until(qapp, lambda: "performance saved" in window.banner.text(), timeout=30), window.banner.text()
     saved = window.banner.text().split(": ", 1)[1]
@@ -268,3 +310,17 @@ def test_ableton_target_from_settings_gets_tempo_and_transport(make_window, rece
     assert ("/live/song/set/tempo", [128.0]) in messages and ("/live/song/start_playing", []) in messages
     bad = make_window(**{"osc.ableton": "127.0.0.1:port"})
     assert "[osc] ableton" in bad.banner.text() and bad.sender.targets == ()
+
+
+def test_the_window_and_osc_control_take_their_ranges_from_the_settings(make_window):
+    from expotion_live.osc.control import COMMANDS
+    from expotion_live.settings import RANGES
+
+    window = make_window()
+    widgets = {"generation.cfg": window.guidance, "generation.temperature": window.temperature,
+               "generation.top_k": window.top_k, "generation.chunk_seconds": window.chunk_seconds,
+               "generation.context_seconds": window.context_seconds, "midi.channel": window.midi_channel,
+               "midi.note": window.midi_note}
+    assert {key: (w.minimum(), w.maximum()) for key, w in widgets.items()} == {key: RANGES[key] for key in widgets}
+    assert COMMANDS["/expotion/guidance"][2] == RANGES["generation.cfg"]
+    assert COMMANDS["/expotion/temperature"][2] == RANGES["generation.temperature"]

@@ -35,17 +35,14 @@ class Controls(Protocol):
     def load_preset(self, name: str) -> None: ...
 
 
-# The ranges a performer can set, by OSC or in the window (ui.window uses these too): the settings' own.
-GUIDANCE_RANGE = RANGES["generation.cfg"]
-TEMPERATURE_RANGE = RANGES["generation.temperature"]
-
-# address -> (Controls method, argument types, allowed range for a float argument)
+# address -> (Controls method, argument types, allowed range for a float argument: the setting's own,
+# which the window's widgets use too)
 COMMANDS: dict[str, tuple[str, tuple[type, ...], tuple[float, float] | None]] = {
     "/expotion/start": ("start", (), None),
     "/expotion/stop": ("stop", (), None),
     "/expotion/prompt": ("set_prompt", (str,), None),
-    "/expotion/guidance": ("set_guidance", (float,), GUIDANCE_RANGE),
-    "/expotion/temperature": ("set_temperature", (float,), TEMPERATURE_RANGE),
+    "/expotion/guidance": ("set_guidance", (float,), RANGES["generation.cfg"]),
+    "/expotion/temperature": ("set_temperature", (float,), RANGES["generation.temperature"]),
     "/expotion/calibrate": ("calibrate", (), None),
     "/expotion/preset": ("load_preset", (str,), None),
 }

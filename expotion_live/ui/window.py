@@ -1,14 +1,15 @@
 """The performer's window: camera preview with tracking drawn over it, controls, readouts, meters.
 
-Everything here runs on the GUI thread. Work that can take time (loading MusicGen,
-opening the camera, starting or stopping the session) goes to `SessionWorker` as a
-queued signal; results come back as signals with plain values (see `workers.py`).
-The preview is pulled from `LatestFrame` by a timer, so a fast camera can never queue
-up frames behind a busy GUI.
+Widgets and bindings only. The live settings, presets, OSC out and the control port
+belong to `live.controller.LiveController` (the same one the headless run uses); the
+widgets edit it and `ControlBridge` brings its remote changes onto the GUI thread. Work
+that can take time (loading MusicGen, opening the camera, starting or stopping the
+session) goes to `SessionWorker` as a queued signal; results come back as signals
+(see `workers.py`). The thread map is in `live/session.py`.
 
-Settings edits are kept in `self.settings` (saved on close). Prompt, guidance,
-temperature and top-k reach a running session at its next chunk; model, camera,
-audio and chunk-size changes apply at the next Start.
+Prompt, guidance, temperature and top-k reach a running session at its next chunk;
+model, camera, audio and chunk-size changes apply at the next Start. The settings are
+saved on close.
 """
 from __future__ import annotations
 
@@ -21,16 +22,15 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, 
                              QTabWidget, QVBoxLayout, QWidget)
 
 from .. import settings as settings_mod
-from ..engine.source import GenerationParams
 from ..features.schema import EXPRESSION_NAMES
+from ..live.controller import LiveController
+from ..live.session import SessionStatus
 from ..osc.ableton_link import MODES as LINK_MODES
-from ..osc.control import GUIDANCE_RANGE, TEMPERATURE_RANGE, ControlError, ControlServer
-from ..osc.sender import OscSender
-from ..osc.targets import OscTargetError, parse_target, parse_targets
-from ..settings import Settings, SettingsError
+from ..osc.targets import OscTargetError
+from ..presets import PresetError
+from ..settings import RANGES, Settings, SettingsError
 from .overlay import draw_overlay
 from .performance import PerformanceRecorder, new_performance_folder
-from ..presets import PresetError, apply_preset, list_presets, save_preset
 from .stage import StageView
 from .widgets import MeterPanel, VideoView
 from .workers import LatestFrame, SessionWorker, WorkerThread
@@ -41,7 +41,7 @@ SYSTEM_DEFAULT = "(system default)"   # audio picker entry for settings.audio.de
 PREVIEW_INTERVAL_MS = 33         # ~30 Hz: the camera's own rate; faster would redraw the same frame
 STAGE_INTERVAL_MS = 50           # meter and spectrogram refresh: smooth to the eye, light on the CPU (bench/stage.py)
 METER_NAMES = (*EXPRESSION_NAMES, "motion_energy")
-READOUTS = (                      # status key, label, format
+READOUTS = (                      # SessionStatus field, label, format
     ("tracking_fps", "tracking", "{:.1f} fps"),
     ("rtf", "generation RTF", "{:.2f}×"),
     ("buffer_seconds", "buffer", "{:.2f} s"),
@@ -54,32 +54,18 @@ READOUTS = (                      # status key, label, format
 
 
 class ControlBridge(QObject):
-    """`osc.control.Controls` for the window: called on the OSC server thread, it only emits
-    signals, which Qt queues onto the GUI thread."""
+    """The controller's callbacks for the window: called on the control port's thread (or the GUI
+    thread), they only emit signals, which Qt queues onto the GUI thread."""
 
     start_requested = pyqtSignal()
     stop_requested = pyqtSignal()
-    prompt = pyqtSignal(str)
-    guidance = pyqtSignal(float)
-    temperature = pyqtSignal(float)
-    calibrate_requested = pyqtSignal()
-    preset = pyqtSignal(str)
+    changed = pyqtSignal(object, str)     # the live Settings after a remote change or a preset, the preset's name
 
-    def __init__(self, presets_dir: Path):
+    def __init__(self, controller: LiveController):
         super().__init__()
-        self._presets_dir = presets_dir
-
-    def start(self): self.start_requested.emit()
-    def stop(self): self.stop_requested.emit()
-    def set_prompt(self, prompt: str): self.prompt.emit(prompt)
-    def set_guidance(self, cfg: float): self.guidance.emit(cfg)
-    def set_temperature(self, temperature: float): self.temperature.emit(temperature)
-    def calibrate(self): self.calibrate_requested.emit()
-
-    def load_preset(self, name: str) -> None:
-        if name not in list_presets(self._presets_dir):    # fail here so the control port counts it
-            raise PresetError(f"no preset {name!r} in {self._presets_dir}")
-        self.preset.emit(name)
+        controller.on_start = self.start_requested.emit
+        controller.on_stop = self.stop_requested.emit
+        controller.on_change = self.changed.emit
 
 
 def _spin(low: float, high: float, step: float, decimals: int = 2) -> QDoubleSpinBox:
@@ -94,28 +80,33 @@ def _spin(low: float, high: float, step: float, decimals: int = 2) -> QDoubleSpi
 class MainWindow(QMainWindow):
     start_session = pyqtSignal(object, object)   # Settings, PerformanceRecorder | None -> worker
     stop_session = pyqtSignal()
-    params_changed = pyqtSignal(object)    # GenerationParams -> worker
-    calibrate_session = pyqtSignal()
 
     def __init__(self, settings: Settings, settings_path: Path | None = None, presets_dir: Path | None = None,
                  performances_dir: Path | None = None):
         """`settings_path`: saved on close (None = not saved); the folders default to ./presets, ./performances."""
         super().__init__()
         self.setWindowTitle("Expotion Live")
-        self.settings = settings
         self.settings_path = settings_path
         self.presets_dir = presets_dir or Path.cwd() / "presets"
         self.performances_dir = performances_dir or Path.cwd() / "performances"
         self.running = False
-        self.last_status: dict = {}
+        self.last_status: SessionStatus | None = None
         self._preview = LatestFrame()
-        self._build()
-        self.sender = self._make_sender()
+        notices: list[str] = []               # the banner does not exist yet
+        self.controller = LiveController(settings, self.presets_dir, notices.append)
+        self._build(settings)
+        for line in notices:
+            self.show_banner(line)
+        self.bridge = ControlBridge(self.controller)
+        self.bridge.start_requested.connect(self.start)
+        self.bridge.stop_requested.connect(self.stop)
+        self.bridge.changed.connect(self._on_remote_change)
+        self.refresh_devices()
         self._load_settings_into_widgets()
         self._apply_osc_targets()
-        self._worker = WorkerThread(SessionWorker(self._preview, self.sender))
+        self._worker = WorkerThread(SessionWorker(self.controller, self._preview))
         self._connect_worker()
-        self.control = self._start_control_port()
+        self.control_state.setText(self.controller.open_control_port())
         self._preview_timer = QTimer(self)
         self._preview_timer.timeout.connect(self._show_preview)
         self._preview_timer.start(PREVIEW_INTERVAL_MS)
@@ -123,8 +114,22 @@ class MainWindow(QMainWindow):
         self._stage_timer.timeout.connect(self.stage.refresh)
         self._stage_timer.start(STAGE_INTERVAL_MS)
 
+    @property
+    def settings(self) -> Settings:
+        """The live settings (the controller's)."""
+        return self.controller.settings
+
+    @property
+    def sender(self):
+        return self.controller.sender
+
+    @property
+    def control(self):
+        """The control port's server, None when it is off or could not open."""
+        return self.controller.control
+
     # ---- layout -------------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build(self, settings: Settings) -> None:
         self.video = VideoView()
         self.mirror = QCheckBox("Mirror preview")
         self.record_performance = QCheckBox("Record the performance (overlay video + played audio)")
@@ -136,7 +141,7 @@ class MainWindow(QMainWindow):
         self.banner.setStyleSheet("color: #c06000;")
         self.banner.hide()
 
-        self.stage = StageView(self.settings.audio.sample_rate)
+        self.stage = StageView(settings.audio.sample_rate)
         left = QVBoxLayout()
         left.addWidget(self.video, 1)
         left.addWidget(self.stage)
@@ -186,18 +191,18 @@ class MainWindow(QMainWindow):
         self.resize(1180, 720)
 
         self.start_button.clicked.connect(self._toggle_running)
-        self.calibrate_button.clicked.connect(self.calibrate_session.emit)
+        self.calibrate_button.clicked.connect(lambda: self.controller.calibrate())
         self.mirror.toggled.connect(lambda on: self._set("camera.mirror_preview", on))
 
     def _build_play_tab(self) -> QWidget:
         self.prompt = QLineEdit()
-        self.guidance = _spin(*GUIDANCE_RANGE, 0.5)
-        self.temperature = _spin(*TEMPERATURE_RANGE, 0.05)   # the same ranges as OSC control
+        self.guidance = _spin(*RANGES["generation.cfg"], 0.5)      # the settings' ranges, as OSC control's
+        self.temperature = _spin(*RANGES["generation.temperature"], 0.05)
         self.top_k = QSpinBox()
-        self.top_k.setRange(0, 2048)
+        self.top_k.setRange(*RANGES["generation.top_k"])
         self.top_k.setKeyboardTracking(False)
-        self.chunk_seconds = _spin(0.2, 10.0, 0.1)
-        self.context_seconds = _spin(0.0, 30.0, 0.5)
+        self.chunk_seconds = _spin(*RANGES["generation.chunk_seconds"], 0.1)
+        self.context_seconds = _spin(*RANGES["generation.context_seconds"], 0.5)
         self.preset_box = QComboBox()
         self.preset_box.setEditable(True)
         self.load_preset_button = QPushButton("Load")
@@ -217,10 +222,10 @@ class MainWindow(QMainWindow):
         form.addRow("Context (s, next start)", self.context_seconds)
         form.addRow("Presets", presets)
 
-        self.prompt.editingFinished.connect(lambda: self._set_live("generation.prompt", self.prompt.text()))
-        self.guidance.valueChanged.connect(lambda v: self._set_live("generation.cfg", v))
-        self.temperature.valueChanged.connect(lambda v: self._set_live("generation.temperature", v))
-        self.top_k.valueChanged.connect(lambda v: self._set_live("generation.top_k", v))
+        self.prompt.editingFinished.connect(lambda: self._set("generation.prompt", self.prompt.text()))
+        self.guidance.valueChanged.connect(lambda v: self._set("generation.cfg", v))
+        self.temperature.valueChanged.connect(lambda v: self._set("generation.temperature", v))
+        self.top_k.valueChanged.connect(lambda v: self._set("generation.top_k", v))
         self.chunk_seconds.valueChanged.connect(lambda v: self._set("generation.chunk_seconds", v))
         self.context_seconds.valueChanged.connect(lambda v: self._set("generation.context_seconds", v))
         self.load_preset_button.clicked.connect(lambda: self.load_preset(self.preset_box.currentText().strip()))
@@ -284,13 +289,13 @@ class MainWindow(QMainWindow):
         self.midi_port = QLineEdit()
         self.midi_virtual = QCheckBox("Virtual port (else an existing one)")
         self.midi_channel = QSpinBox()
-        self.midi_channel.setRange(1, 16)
+        self.midi_channel.setRange(*RANGES["midi.channel"])
         self.midi_map = QPlainTextEdit()
         self.midi_map.setPlaceholderText("one per line: SIGNAL:CC or SIGNAL:CC/14, e.g. smile:22 (docs/midi.md)")
         self.midi_map.setMaximumHeight(90)
         self.midi_map_apply = QPushButton("Apply map")
         self.midi_note = QSpinBox()
-        self.midi_note.setRange(0, 127)
+        self.midi_note.setRange(*RANGES["midi.note"])
         self.midi_note.setSpecialValueText("off")
         self.midi_clock = QCheckBox("MIDI clock at the music's tempo")
         self.link_mode = QComboBox()
@@ -337,7 +342,14 @@ class MainWindow(QMainWindow):
             self.show_banner(f"MIDI map of {len(lines)} controllers kept; it applies at the next Start")
 
     def _load_settings_into_widgets(self) -> None:
+        """Show the live settings; the widgets' own signals are held, since the values come from there."""
         s = self.settings
+        widgets = (self.prompt, self.guidance, self.temperature, self.top_k, self.chunk_seconds, self.context_seconds,
+                   self.engine_kind, self.model_dir, self.adaptor_dir, self.precision, self.mirror, self.camera,
+                   self.audio_device, self.midi_enabled, self.midi_port, self.midi_virtual, self.midi_channel,
+                   self.midi_note, self.midi_clock, self.link_mode)
+        for widget in widgets:
+            widget.blockSignals(True)
         self.prompt.setText(s.generation.prompt)
         self.guidance.setValue(s.generation.cfg)
         self.temperature.setValue(s.generation.temperature)
@@ -349,6 +361,8 @@ class MainWindow(QMainWindow):
         self.adaptor_dir.setText(s.model.adaptor)
         self.precision.setCurrentText(s.model.precision)
         self.mirror.setChecked(s.camera.mirror_preview)
+        self.camera.setCurrentText(s.camera.source)
+        self.audio_device.setCurrentText(s.audio.device or SYSTEM_DEFAULT)
         self.osc_targets.setPlainText("\n".join(s.osc.targets))
         self.midi_enabled.setChecked(s.midi.enabled)
         self.midi_port.setText(s.midi.port)
@@ -358,9 +372,10 @@ class MainWindow(QMainWindow):
         self.midi_note.setValue(s.midi.note)
         self.midi_clock.setChecked(s.midi.clock)
         self.link_mode.setCurrentText(s.link.mode)
-        self.refresh_devices()
+        for widget in widgets:
+            widget.blockSignals(False)
         self.preset_box.clear()
-        self.preset_box.addItems(list_presets(self.presets_dir))
+        self.preset_box.addItems(self.controller.preset_names())
 
     def refresh_devices(self) -> None:
         """Fill the camera and audio pickers with what is plugged in now, by name."""
@@ -383,100 +398,55 @@ class MainWindow(QMainWindow):
             box.setCurrentText(current)
             box.blockSignals(False)
 
-    # ---- settings -------------------------------------------------------------------------
+    # ---- settings ----------------------------------------------------------------------------
     def _set(self, key: str, value) -> bool:
-        """Validate and keep one setting; a bad value is reported in the banner and changes nothing."""
+        """Keep one setting in the controller; a bad value is reported in the banner and changes nothing."""
         try:
-            self.settings = settings_mod.override(self.settings, {key: value})
+            self.controller.set(key, value)
         except SettingsError as err:
             self.show_banner(str(err))
             return False
         return True
 
-    def _set_live(self, key: str, value) -> None:
-        if self._set(key, value) and self.running:
-            self.params_changed.emit(self.generation_params())
-
-    def set_prompt(self, text: str) -> None:
-        """A prompt from outside the text field (OSC): show it and use it."""
-        self.prompt.setText(text)
-        self._set_live("generation.prompt", text)
-
-    def generation_params(self) -> GenerationParams:
-        return GenerationParams.from_settings(self.settings.generation)
-
     def load_preset(self, name: str) -> None:
         try:
-            self.settings = apply_preset(self.settings, self.presets_dir, name)
+            self.controller.load_preset(name)     # shown by _on_remote_change
         except PresetError as err:
             self.show_banner(str(err))
-            return
+
+    def _on_remote_change(self, settings: Settings, preset: str) -> None:
+        """The control port or a preset changed the live settings: show them."""
         self._load_settings_into_widgets()
-        self.preset_box.setCurrentText(name)
-        if self.running:
-            self.params_changed.emit(self.generation_params())
-        self.show_banner(f"preset {name} loaded")
+        if preset:
+            self.preset_box.setCurrentText(preset)
+            self.show_banner(f"preset {preset} loaded")
 
     def _save_preset(self) -> None:
         name = self.preset_box.currentText().strip()
         try:
-            path = save_preset(self.settings, self.presets_dir, name)
+            path = self.controller.save_preset(name)
         except PresetError as err:
             self.show_banner(str(err))
             return
         self.preset_box.clear()
-        self.preset_box.addItems(list_presets(self.presets_dir))
+        self.preset_box.addItems(self.controller.preset_names())
         self.preset_box.setCurrentText(name)
         self.show_banner(f"saved {path}")
-
-    def _make_sender(self) -> OscSender:
-        """OSC out; a bad AbletonOSC address is reported and Ableton is left out, nothing else changes."""
-        ableton = self.settings.osc.ableton
-        try:
-            return OscSender(ableton=parse_target(ableton) if ableton else None)
-        except OscTargetError as err:
-            self.show_banner(f"[osc] ableton: {err}")
-            return OscSender()
 
     def _apply_osc_targets(self) -> None:
         lines = [line.strip() for line in self.osc_targets.toPlainText().splitlines() if line.strip()]
         try:
-            targets = parse_targets(lines, self.settings.osc.mode)
-            self.sender.set_targets(targets)
+            targets = self.controller.set_targets(lines)
         except OscTargetError as err:
             self.osc_state.setText(f"not applied: {err}")
             return
-        self._set("osc.targets", tuple(lines))
         self.osc_state.setText(", ".join(str(t) for t in targets) or "no targets")
-
-    def _start_control_port(self) -> ControlServer | None:
-        osc = self.settings.osc
-        self.bridge = ControlBridge(self.presets_dir)
-        self.bridge.start_requested.connect(self.start)
-        self.bridge.stop_requested.connect(self.stop)
-        self.bridge.prompt.connect(self.set_prompt)
-        self.bridge.guidance.connect(self.guidance.setValue)
-        self.bridge.temperature.connect(self.temperature.setValue)
-        self.bridge.calibrate_requested.connect(self.calibrate_session.emit)
-        self.bridge.preset.connect(self.load_preset)
-        if osc.control_port == 0:
-            self.control_state.setText("off ([osc] control_port = 0)")
-            return None
-        try:
-            server = ControlServer(self.bridge, osc.control_port, osc.control_host).start()
-        except ControlError as err:
-            self.control_state.setText(str(err))
-            return None
-        self.control_state.setText(f"listening on {osc.control_host}:{server.port}")
-        return server
 
     # ---- session ---------------------------------------------------------------------------
     def _connect_worker(self) -> None:
         worker = self._worker.worker
         self.start_session.connect(worker.start_session)
         self.stop_session.connect(worker.stop_session)
-        self.params_changed.connect(worker.set_params)
-        self.calibrate_session.connect(worker.calibrate)
         worker.started.connect(self._on_started)
         worker.failed.connect(self._on_failed)
         worker.notice.connect(self.show_banner)
@@ -506,8 +476,10 @@ class MainWindow(QMainWindow):
         self.start_session.emit(settings, recorder)
 
     def stop(self) -> None:
-        if self.running:
+        """Ask the worker to stop and return at once; the controls come back when it reports `stopped`."""
+        if self.running and self.start_button.isEnabled():
             self.start_button.setEnabled(False)
+            self.start_button.setText("Stopping…")
             self.stop_session.emit()
 
     def _on_started(self, description: str) -> None:
@@ -529,22 +501,22 @@ class MainWindow(QMainWindow):
         self.start_button.setText("Start")
         self.statusBar().showMessage("stopped")
 
-    def _on_status(self, status: dict) -> None:
+    def _on_status(self, status: SessionStatus) -> None:
         self.last_status = status
         for key, _, fmt in READOUTS:
-            value = status.get(key)
+            value = getattr(status, key)
             if key == "dsp_latency" and value is not None:
                 value *= 1000.0
             if key == "tempo" and not value:
                 value = None                      # 0 BPM = no tempo tracked yet
             self.readouts[key].setText("–" if value is None else fmt.format(value))
-        self.steering_label.setText(" ".join(status.get("steering_words", ())) or "–")
-        link = status.get("link")
+        self.steering_label.setText(" ".join(status.steering_words) or "–")
+        link = status.link
         self.link_label.setText("–" if link is None else (
-            f"{link['mode']}: {link['peers']} peer{'' if link['peers'] == 1 else 's'}, {link['tempo']:.1f} BPM, "
-            f"beat {link['phase'] + 1:.2f} of {link['quantum']:g}"))
-        if status.get("recording_stopped"):       # a full disk: the show goes on, the performer must know
-            self.show_banner(status["recording_stopped"])
+            f"{link.mode}: {link.peers} peer{'' if link.peers == 1 else 's'}, {link.tempo:.1f} BPM, "
+            f"beat {link.phase + 1:.2f} of {link.quantum:g}"))
+        if status.recording_stopped:              # a full disk: the show goes on, the performer must know
+            self.show_banner(status.recording_stopped)
         self.osc_state.setText(f"{', '.join(str(t) for t in self.sender.targets) or 'no targets'}; "
                                f"{self.sender.bundles_sent} bundles, {self.sender.send_errors} errors")
         if self.control is not None:
@@ -580,13 +552,11 @@ class MainWindow(QMainWindow):
         for timer in (self._preview_timer, self._stage_timer):
             if timer.isActive():
                 timer.stop()
-        if self.control is not None:
-            self.control.stop()
-            self.control = None
         if self._worker is not None:
-            if not self._worker.shutdown():
+            if self._worker.shutdown():
+                self._worker = None
+            else:                    # kept referenced: Qt must not destroy a thread that still runs
                 log.warning("the session worker did not stop in time")
-            self._worker = None
-        self.sender.close()
+        self.controller.close()
         if self.settings_path is not None:
             settings_mod.save(self.settings, self.settings_path)

@@ -1,17 +1,11 @@
-"""The window's background work: loading the model, running the session, polling its status.
+"""The window's background work: loading the model, starting and stopping the session, polling its status.
 
-Thread map (the window's part; the session's own threads are in `session.py`):
-- GUI thread: widgets only. Sends requests to the worker as queued signals and never
-  calls into the session, so loading MusicGen or a slow chunk cannot freeze the window.
-- worker thread (`SessionWorker` on a QThread): builds the music source (may take
-  seconds), opens the camera, starts/stops the session, forwards parameter changes,
-  polls `status()` four times a second and emits it as a plain dict.
-- tracking thread (the session's): calls the frame listeners: OSC out (`OscLink`), and
-  `LatestFrame.put`, which keeps only the newest (features, image) for the preview timer.
+The GUI thread sends requests to `SessionWorker` as queued signals and never waits on it,
+so loading MusicGen, a slow chunk or a stop that waits for the chunk being rendered cannot
+freeze the window. Where each thread hands what to whom: the map in `live/session.py`.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -20,9 +14,8 @@ import numpy as np
 from PyQt6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, pyqtSignal, pyqtSlot
 
 from ..features.schema import FeatureFrame
-from ..live.controller import music_state
-from ..osc.link import OscLink
-from ..osc.sender import OscSender
+from ..live.controller import LiveController
+from ..live.session import SessionStatus
 from ..settings import Settings
 from .export import ExportError
 from .performance import PerformanceRecorder
@@ -62,24 +55,23 @@ def weights_notice(settings: Settings) -> str:
 
 
 class SessionWorker(QObject):
-    """Owns the LiveSession; every slot runs on the worker thread."""
+    """Runs the session the `LiveController` opens; every slot runs on the worker thread."""
 
     started = pyqtSignal(str)       # what plays where, e.g. "the built-in gesture synth -> pulse"
     failed = pyqtSignal(str)        # one-line reason the session could not start
     notice = pyqtSignal(str)        # advice that does not stop anything (no weights)
     stopped = pyqtSignal()
-    status = pyqtSignal(dict)       # SessionStatus as plain values
+    status = pyqtSignal(SessionStatus)
     recorded = pyqtSignal(str)      # where the recorded performance was saved
     monitor = pyqtSignal(object)    # the running session's AudioMonitor for the stage view; None when stopped
     chunk_started = pyqtSignal(int, float)   # chunk index, time.monotonic() when it started playing
 
-    def __init__(self, preview: LatestFrame, sender: OscSender):
+    def __init__(self, controller: LiveController, preview: LatestFrame):
         super().__init__()
+        self._controller = controller
         self._preview = preview
-        self._sender = sender
         self._session = None
         self._timer: QTimer | None = None
-        self._link: OscLink | None = None
         self._recorder: PerformanceRecorder | None = None
 
     @pyqtSlot()
@@ -91,28 +83,19 @@ class SessionWorker(QObject):
 
     @pyqtSlot(object, object)
     def start_session(self, settings: Settings, recorder: PerformanceRecorder | None) -> None:
-        """Build the source (may load MusicGen), open the camera, start; `recorder` films the show."""
+        """Open the session (may load MusicGen) and start it; `recorder` films the show."""
         if self._session is not None:
             return
-        from ..capture.sources import open_source
-        from ..capture.thread import CaptureThread
-        from ..live.session import LiveSession
-        from ..live.source import build_source
-
         notice = weights_notice(settings)
         if notice and settings.engine.kind == "musicgen":
             self.failed.emit(notice)
             return
         if notice:
             self.notice.emit(notice)
-        self._link = OscLink(self._sender, settings.camera)
+        session = None
         try:
-            source = build_source(settings)
-            frames = CaptureThread(open_source(settings.camera.source, settings.camera))
-            session = LiveSession(settings, source, frames)
-            session.add_frame_listener(self._link.on_frame)
+            session = self._controller.open_session(settings)
             session.add_frame_listener(self._preview.put)
-            session.add_chunk_listener(self._link.on_chunk)
             session.add_chunk_listener(lambda index, _: self.chunk_started.emit(index, time.monotonic()))
             if recorder is not None:
                 session.add_frame_listener(recorder.on_frame)
@@ -121,6 +104,8 @@ class SessionWorker(QObject):
                 recorder.start(origin=session.started_at)      # the played WAV starts here
         except Exception as err:   # any failure to start is shown in the window, never a crash
             log.exception("session failed to start")
+            if session is not None:
+                self._controller.close_session()
             self.failed.emit(f"could not start: {err}")
             return
         self._session, self._recorder = session, recorder
@@ -128,10 +113,11 @@ class SessionWorker(QObject):
             self.notice.emit(session.notice)
         self._timer.start()
         self.monitor.emit(session.monitor)
-        self.started.emit(f"{source.name} -> {session.status().output}")
+        self.started.emit(f"{session.source.name} -> {session.status().output}")
 
     @pyqtSlot()
     def stop_session(self) -> None:
+        """Waits for the chunk being rendered (the model cannot be interrupted), here, not on the GUI thread."""
         session, self._session = self._session, None
         if session is None:
             return
@@ -140,7 +126,7 @@ class SessionWorker(QObject):
         try:
             played = session.stop()
         finally:
-            self._link.on_stopped()
+            self._controller.close_session()
             self.monitor.emit(None)
             self.stopped.emit()
         if recorder is not None:
@@ -149,20 +135,15 @@ class SessionWorker(QObject):
             except ExportError as err:
                 self.notice.emit(str(err))
 
-    @pyqtSlot(object)
-    def set_params(self, params) -> None:
-        if self._session is not None:
-            self._session.set_params(params)
-
     @pyqtSlot()
-    def calibrate(self) -> None:
-        if self._session is not None:
-            self._session.calibrate()
+    def quit(self) -> None:
+        """End the worker thread's event loop; queued after `stop_session`, so it runs once the session stopped."""
+        self.thread().quit()
 
     def _poll(self) -> None:
         status = self._session.status()
-        self._link.on_status(music_state(status))
-        self.status.emit(dataclasses.asdict(status))
+        self._controller.on_status(status)
+        self.status.emit(status)
 
 
 class WorkerThread:
@@ -177,10 +158,10 @@ class WorkerThread:
         self.thread.start()
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Stop the session on the worker thread (waiting for it), then end the thread.
+        """Ask the worker to stop the session and then end its thread; wait at most `timeout_ms` for that.
 
-        Returns False if the thread did not end within `timeout_ms`.
+        Returns False if the thread did not end in time (a render longer than that is still running).
         """
-        QMetaObject.invokeMethod(self.worker, "stop_session", Qt.ConnectionType.BlockingQueuedConnection)
-        self.thread.quit()
+        QMetaObject.invokeMethod(self.worker, "stop_session", Qt.ConnectionType.QueuedConnection)
+        QMetaObject.invokeMethod(self.worker, "quit", Qt.ConnectionType.QueuedConnection)
         return self.thread.wait(timeout_ms)
