@@ -32,7 +32,7 @@ def test_torchrun_two_processes_match_one_process(tiny_musicgen_dir, tmp_path, c
                          capture_output=True, text=True, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("trainable parameters") == 1          # only rank 0 talks and writes
-    assert "8 training clips, 2 validation clips, 4 steps per epoch" in ddp.stdout
+    assert "8 training clips, 2 validation clips (0 test clips held out), 4 steps per epoch" in ddp.stdout
 
     assert run_in_process(*common, "--out", str(tmp_path / "single"), "--batch-size", "2") == 0
     assert "4 steps per epoch" in capsys.readouterr().out
