@@ -209,3 +209,19 @@ def test_cuda_graph_steps_with_an_adaptor_give_the_eager_steps_tokens(tiny_music
         assert stream.slides == 1
         results.append(torch.cat(chunks, dim=-1).cpu())
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+
+
+def test_a_stream_refuses_a_decoder_cast_after_it_allocated_its_cache(tiny_musicgen_dir):
+    """Its cache was made for the decoder's fp32 numba step; cast to bf16, the decoder would read it wrongly."""
+    from expotion_live.model.generate import MusicGen
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, precision="int8")
+    stream = GenerationStream(musicgen, window=60, context=10, seed=0)
+    stream.set_text(musicgen.encode_text(["warm pads"]))
+    stream.advance(5, GREEDY)
+    musicgen.decoder.to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="moved or cast .* make a new GenerationStream"):
+        stream.advance(5, GREEDY)
+    musicgen.decoder.float()           # back where the cache was made: the stream goes on
+    assert musicgen.decoder.backend.name == "int8-numba"
+    assert stream.advance(5, GREEDY).shape == (1, 4, 5)

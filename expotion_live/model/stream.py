@@ -134,6 +134,12 @@ class GenerationStream:
         if n_frames + self.context + self.K + 1 > self.window:
             raise ValueError(f"{n_frames} frames after {self.context} of context do not fit a stream "
                              f"window of {self.window} positions")
+        decoder = self.decoder
+        if (decoder.positions_table.device != self.cache.self_k.device or decoder.dtype != self.cache.self_k.dtype
+                or (decoder.backend.position_major and not self.cache.position_major)):
+            raise RuntimeError(f"the decoder was moved or cast ({decoder.dtype} on {decoder.positions_table.device}, "
+                               f"decode backend {decoder.backend.name!r}) after this stream allocated its cache: "
+                               f"make a new GenerationStream")
         if self.started and not self.fits(n_frames):
             self.slide()
         start, done = (self.next_position, self.frames_done) if self.started else (1, 0)   # 1: after the start token
@@ -261,8 +267,9 @@ class EagerSteps:
 class GraphSteps:
     """`_step` captured as one CUDA graph per attention bucket and replayed (a backend with `cuda_graphs`).
 
-    A graph bakes in the sampling's shapes (greedy, top-k, top-p), the adaptor's buffers
-    and the text buffers; a change of any of these captures again, which a performer's
+    A graph bakes in the sampling's shapes (greedy, top-k, top-p), the adaptor's buffers,
+    the text buffers and the decoder's backend (its weights' memory, rebuilt when the
+    decoder is moved or cast); a change of any of these captures again, which a performer's
     edits seldom cause: the prompt's text, guidance, temperature and each chunk's prefix
     are rewritten in place. `prepare` captures every bucket ahead (the session's warm-up),
     so no capture lands in the middle of a chunk.
@@ -277,7 +284,7 @@ class GraphSteps:
     def _current_key(self) -> tuple:
         stream = self.stream
         return (stream.sampling.shape_key(stream.vocab_size), stream.text_version, id(stream.adapters),
-                tuple(stream.noise.shape[1:]))
+                tuple(stream.noise.shape[1:]), stream.decoder.backend)   # the object: kept alive, compared by identity
 
     def prepare(self) -> None:
         """Capture a graph for every bucket of the window under the current key."""
