@@ -144,6 +144,18 @@ def test_record_command_reports_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "none.wav does not exist" in err
 
 
+def test_record_old_device_flag_names_the_audio_output_flag(tmp_path, capsys):
+    import argparse
+
+    from expotion_live.train import record
+
+    parser = argparse.ArgumentParser()
+    record.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["record", "--music", "x.wav", "--out", str(tmp_path / "DATA"), "--device", "pulse"])
+    assert args.handler(args, Settings()) == 1
+    assert "--audio-output NAME" in capsys.readouterr().err and not (tmp_path / "DATA").exists()
+
+
 def test_record_through_a_real_portaudio_device(tmp_path, face_video, null_sink):
     """The same take played through PortAudio on the PulseAudio null sink. That sink drains slower
     than real time (DESIGN.md §7), so only the layout is checked here; timing is checked above

@@ -268,7 +268,8 @@ def add_parser(subparsers) -> None:
     record.add_argument("--clip-seconds", type=number(float, 1.0, 3600), default=CLIP_SECONDS, metavar="S",
                         help=f"length of each saved clip (default: {CLIP_SECONDS:g} s, as in the paper)")
     record.add_argument("--caption", default="", help="text description of the music, saved as caption.txt")
-    record.add_argument("--device", metavar="NAME", help="audio output device name (default: [audio] device)")
+    record.add_argument("--audio-output", metavar="NAME", help="audio output device name (default: [audio] device)")
+    record.add_argument("--device", help=argparse.SUPPRESS)   # the old spelling: a clear error, below
     record.add_argument("--file-sink", action="store_true",
                         help="no sound card: pace playback by the clock without playing it")
     record.set_defaults(handler=run_record)
@@ -276,7 +277,11 @@ def add_parser(subparsers) -> None:
 
 def run_record(args: argparse.Namespace, settings: Settings) -> int:
     if args.device is not None:
-        settings = settings_mod.override(settings, {"audio.device": args.device})
+        print("expotion-live: the sound card is --audio-output NAME (--device names the compute device, "
+              "as for generate and run)", file=sys.stderr)
+        return 1
+    if args.audio_output is not None:
+        settings = settings_mod.override(settings, {"audio.device": args.audio_output})
     try:
         clips = record_session(args.music, args.out, settings, camera=args.camera, seconds=args.seconds,
                                clip_seconds=args.clip_seconds, caption=args.caption,
