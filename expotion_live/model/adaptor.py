@@ -18,11 +18,15 @@ The prefix never looks at the music tokens, so it is computed once per condition
 (`ConditionAdaptor.adapters`); the callables it returns do only the fused attention for
 the queries of the current step, a fixed-size computation the decode step can capture.
 
-Prefix masking: the paper applies no causal mask inside the prefix; the authors' code
-did. We follow the paper: the whole window is known when a chunk is generated (offline:
-the clip; live: the features up to now), so a prefix position seeing the whole window
-uses nothing the model will not have at inference. We have no measurement favouring
-the authors' mask (no pretrained base or real dataset to measure on here).
+Look-ahead (`AdaptorConfig.look_ahead`, L frames; None = unlimited, the paper): the code
+at sequence position p attends only to prefix frames up to p's own moment + L. The paper
+masks nothing, so in training a code sees the whole 10 s clip, seconds of movement after
+its own moment; live, the newest code sits at the window's newest frame and nothing
+after it exists yet, so a model that learned to read the beat from later movement finds
+it missing. With a limit the prefix's own self-attention is causal (as in the authors'
+code), so each prefix key carries only frames up to its own moment, and the fused
+attention admits keys up to p + L: the logits at p depend on no frame after p + L,
+exactly. A position before the window's first frame (+ L) gets no prefix term at all.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..features.schema import FACE_DIM, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
+from .decoder import additive_mask
 
 WEIGHTS_FILE = "adaptor.safetensors"
 CONFIG_FILE = "adaptor.json"
@@ -64,10 +69,15 @@ class AdaptorConfig:
     flow_shape: tuple[int, int, int] = FLOW_SHAPE
     inputs: str = "face+motion"         # Table 1's ablations: "face", "motion" (pose and flow) or both
     captions: bool = True               # trained on each clip's caption; False: all on the generic one ("Generic")
+    look_ahead: int | None = 0          # frames after its own a code may see (module docstring); None: all (paper)
 
     def __post_init__(self):
         if self.inputs not in INPUTS:
             raise AdaptorError(f"adaptor inputs {self.inputs!r} unknown; choose one of {', '.join(INPUTS)}")
+        if self.look_ahead is not None and (isinstance(self.look_ahead, bool) or not isinstance(self.look_ahead, int)
+                                            or self.look_ahead < 0):
+            raise AdaptorError(f"adaptor look_ahead {self.look_ahead!r} must be a whole number of frames >= 0, "
+                               f"or None for unlimited")
 
     @property
     def uses_face(self) -> bool:
@@ -92,7 +102,7 @@ class AdaptorConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise AdaptorError(f"unknown adaptor config key {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        data = dict(data)
+        data = {"look_ahead": None} | data     # checkpoints from before the limit saw the whole window (the paper)
         for name in ("flow_channels", "flow_shape"):
             if name in data:
                 data[name] = tuple(data[name])
@@ -146,50 +156,60 @@ class JointVisualEmbedding(nn.Module):
 
 
 class FusedPrefixAttention:
-    """One adapted layer's hook: `g_l * S'_l` with S'_l = Attn(Q_l + Q^p_l, K^p_l, V^p_l), no mask.
+    """One adapted layer's hook: `g_l * S'_l` with S'_l = Attn(Q_l + Q^p_l, K^p_l, V^p_l).
 
     Holds the prefix's per-head queries, keys and values for one window, computed once.
     Called by the decoder with the music queries `q` (B, H, T, Dh) at sequence positions
     `positions` (T,); the prefix query of the same moment is added: prefix frame t sits at
     sequence position `first + t` (0 for a piece generated from its start; a live stream
     sets it so the window's newest frame meets the newest code), and positions outside
-    the window reuse its first or last frame. When the decoder runs classifier-free
-    guidance as a batch of 2B, both halves attend to the same prefix (the authors
-    duplicated it), so guidance amplifies only the text; the halves' queries are stacked
-    against one copy rather than copying the prefix, which the decode step would
-    otherwise read twice per layer.
+    the window reuse its first or last frame. With a `look_ahead` L (not None) the query
+    at frame t attends to prefix frames up to t + L only, and a query with none gets no
+    term (module docstring). When the decoder runs classifier-free guidance as a batch of
+    2B, both halves attend to the same prefix (the authors duplicated it), so guidance
+    amplifies only the text; the halves' queries are stacked against one copy rather
+    than copying the prefix, which the decode step would otherwise read twice per layer.
 
     `buffer(capacity)` makes a hook whose tensors stay where they are while `load` puts
     each new window into them (frames past the window masked): a captured decode step
     reads it without being captured again.
     """
 
-    def __init__(self, q_p: torch.Tensor, k_p: torch.Tensor, v_p: torch.Tensor, gate: torch.Tensor):
+    def __init__(self, q_p: torch.Tensor, k_p: torch.Tensor, v_p: torch.Tensor, gate: torch.Tensor,
+                 look_ahead: int | None = None, first: int = 0):
         self.q_p, self.k_p, self.v_p = q_p, k_p, v_p    # (Bp, H, Tp, Dh) each
         self.gate = gate                                # () scalar g_l
+        self.look_ahead = look_ahead
         device = k_p.device
-        self.first = torch.zeros((), dtype=torch.long, device=device)              # position of prefix frame 0
+        self.first = torch.full((), first, dtype=torch.long, device=device)        # position of prefix frame 0
         self.last = torch.full((), k_p.shape[2] - 1, dtype=torch.long, device=device)  # the newest frame's index
         self.bias: torch.Tensor | None = None           # (1, 1, 1, Tp): 0 inside the window, min past it
+        self.frames = torch.arange(k_p.shape[2], device=device)                    # (Tp,) prefix frame indices
 
     def __call__(self, q: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         B, H, T, Dh = q.shape
         Bp = self.k_p.shape[0]
         halves = B // Bp                                 # 2 under CFG: [conditional; null] share one prefix
-        frames = (positions - self.first).clamp(min=0).minimum(self.last)
-        q_p = self.q_p.index_select(2, frames).to(q.dtype)                          # Q^p at the queries' moments
+        moments = positions - self.first                 # (T,) each query's frame in the window
+        q_p = self.q_p.index_select(2, moments.clamp(min=0).minimum(self.last)).to(q.dtype)  # Q^p at those frames
         q = q.view(halves, Bp, H, T, Dh) + q_p                                       # Q_l + Q^p_l
         q = q.permute(1, 2, 0, 3, 4).reshape(Bp, H, halves * T, Dh)                 # (Bp, H, halves*T, Dh)
-        bias = None if self.bias is None else self.bias.to(q.dtype)
+        if self.look_ahead is None:
+            bias = None if self.bias is None else self.bias.to(q.dtype)
+        else:
+            newest = (moments + self.look_ahead).minimum(self.last)                  # (T,) the last frame each sees
+            bias = additive_mask((self.frames <= newest[:, None]).repeat(halves, 1), q.dtype)  # (halves*T, Tp)
         s_prime = F.scaled_dot_product_attention(q, self.k_p.to(q.dtype), self.v_p.to(q.dtype), attn_mask=bias)
         s_prime = s_prime.view(Bp, H, halves, T, Dh).permute(2, 0, 1, 3, 4).reshape(B, H, T, Dh)
+        if self.look_ahead is not None:                  # a query before the window's first frame sees none
+            s_prime = s_prime * (newest >= 0).to(q.dtype)[:, None]
         return self.gate.to(q.dtype) * s_prime           # (B, H, T, Dh)
 
     def buffer(self, capacity: int) -> "FusedPrefixAttention":
-        """An empty hook of this one's shape and gate, with room for windows of up to `capacity` frames."""
+        """An empty hook of this one's shape, gate and look-ahead, with room for windows of up to `capacity` frames."""
         Bp, H, _, Dh = self.k_p.shape
         q_p, k_p, v_p = (x.new_zeros(Bp, H, capacity, Dh) for x in (self.q_p, self.k_p, self.v_p))
-        hook = FusedPrefixAttention(q_p, k_p, v_p, self.gate)
+        hook = FusedPrefixAttention(q_p, k_p, v_p, self.gate, self.look_ahead)
         hook.bias = k_p.new_zeros(1, 1, 1, capacity)
         return hook
 
@@ -199,6 +219,9 @@ class FusedPrefixAttention:
         if T > self.k_p.shape[2] or window.k_p.shape[:2] != self.k_p.shape[:2]:
             raise AdaptorError(f"a prefix of shape {tuple(window.k_p.shape)} does not fit a buffer of "
                                f"{tuple(self.k_p.shape)}")
+        if window.look_ahead != self.look_ahead:
+            raise AdaptorError(f"a prefix with look-ahead {window.look_ahead} does not fit a buffer made for "
+                               f"{self.look_ahead}; make the buffer from this adaptor's hooks")
         for own, new in ((self.q_p, window.q_p), (self.k_p, window.k_p), (self.v_p, window.v_p)):
             own[:, :, :T].copy_(new)
         self.bias[..., :T] = 0.0
@@ -259,11 +282,13 @@ class ConditionAdaptor(nn.Module):
 
         return self.adapters(batch(window.face), batch(window.motion), batch(window.flow))
 
-    def adapters(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> list[Callable | None]:
+    def adapters(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor,
+                 first: int = 0) -> list[Callable | None]:
         """Run the condition prefix over one window; return one hook per decoder layer (None = unadapted).
 
         face (B, T, face_dim), motion (B, T, motion_dim), flow (B, T, *flow_shape), all on
-        the 50 Hz grid; frame t conditions decoder sequence position t.
+        the 50 Hz grid; frame t conditions decoder sequence position `first` + t (training
+        on live-shaped windows sets `first` as the stream does, `dataset.LiveWindows`).
         """
         self._check_inputs(face, motion, flow)
         face, motion, flow = (x.to(self.prefix_init.dtype) for x in (face, motion, flow))  # e.g. float16 flow
@@ -273,16 +298,17 @@ class ConditionAdaptor(nn.Module):
         h = self.prefix_init[:T].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
 
         hooks: list[Callable | None] = [None] * self.first_layer
+        limited = self.config.look_ahead is not None    # unlimited: no mask (the paper); else causal (docstring)
         for i, layer in enumerate(self.decoder.layers[self.first_layer:]):
             z = self.merge[i](joint) + self.layer_pos[i, :T]           # Z_l = W_e,l^T u + pos_l: (B, T, d)
             x = layer.self_attn_layer_norm(h) + z.to(dtype)            # H_l^p + Z_l, after the first norm
             attn = layer.self_attn
             q_p = attn.split_heads(attn.q_proj(x))                     # Q_l^p, K_l^p, V_l^p: (B, H, T, Dh)
             k_p, v_p = attn.keys_values(x)
-            a = F.scaled_dot_product_attention(q_p, k_p, v_p)          # prefix self-attention, no mask
+            a = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=limited)  # prefix self-attention
             h = h + attn.merge_heads(a)                                # (B, T, d)
             h = h + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(h))))           # frozen feed-forward
-            hooks.append(FusedPrefixAttention(q_p, k_p, v_p, self.gates[i]))
+            hooks.append(FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], self.config.look_ahead, first))
         return hooks
 
     def _check_inputs(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> None:

@@ -77,8 +77,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-captions", action="store_true",
                    help="ablation (paper Table 1, 'Generic'): train every clip on --default-caption instead of "
                         "its caption.txt; stored in the adaptor, so evaluate does the same")
+    p.add_argument("--look-ahead", type=_look_ahead, default=0, metavar="FRAMES|unlimited",
+                   help="frames of video after its own moment a code may attend to (default: %(default)s, as live "
+                        "generation has none; 'unlimited' is the paper's, for offline use); stored in the adaptor")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
+
+
+def _look_ahead(text: str) -> int | None:
+    """--look-ahead: 'unlimited' (None) or a whole number of 50 Hz frames."""
+    return None if text == "unlimited" else number(int, 0, 100_000)(text)
 
     p = subparsers.add_parser(
         "evaluate", help="tempo error and beat F1 of generated vs reference music on prepared clips",
@@ -189,7 +197,7 @@ def _train(args, settings: Settings) -> int:
         segment_seconds=args.segment_seconds, val_fraction=args.val_fraction, seed=args.seed,
         save_every=args.save_every, amp=not args.no_amp, default_caption=args.default_caption)
     adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers, flow_cnn=not args.no_flow_cnn,
-                                   inputs=args.inputs, captions=not args.no_captions)
+                                   inputs=args.inputs, captions=not args.no_captions, look_ahead=args.look_ahead)
     trainer = None
     try:
         settings = _settings(args, settings)
