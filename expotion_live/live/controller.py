@@ -18,7 +18,7 @@ from ..osc.control import ControlError, ControlServer
 from ..osc.link import OscLink
 from ..osc.schema import MusicState
 from ..osc.sender import OscSender
-from ..osc.targets import OscTarget, parse_target, parse_targets
+from ..osc.targets import OscTarget, OscTargetError, parse_target, parse_targets
 from ..presets import apply_preset, list_presets, save_preset
 from ..settings import Settings
 from .session import LiveSession, SessionStatus
@@ -52,7 +52,6 @@ class LiveController:
         self._settings = settings
         self._session: LiveSession | None = None
         self.presets = presets
-        self.notice = notice
         self.on_start: Callable[[], None] = lambda: None
         self.on_stop: Callable[[], None] = lambda: None
         self.on_change: Callable[[Settings, str], None] = lambda settings, preset: None
@@ -61,7 +60,7 @@ class LiveController:
         ableton = None
         try:
             ableton = parse_target(osc.ableton) if osc.ableton else None
-        except ValueError as err:            # OscTargetError: Ableton is left out, nothing else changes
+        except OscTargetError as err:        # Ableton is left out, nothing else changes
             notice(f"[osc] ableton: {err}")
         self.sender = OscSender(ableton=ableton)
         self.link = OscLink(self.sender, settings.camera)
@@ -77,13 +76,12 @@ class LiveController:
         return self._change(lambda settings: settings_mod.override(settings, {key: value}))
 
     def _change(self, change: Callable[[Settings], Settings]) -> Settings:
-        with self._lock:
+        with self._lock:     # held across set_params (a swap) so two changes reach the session in their order
             before = self._settings
             self._settings = after = change(before)
-            session = self._session
-        params = GenerationParams.from_settings(after.generation)
-        if session is not None and params != GenerationParams.from_settings(before.generation):
-            session.set_params(params)
+            params = GenerationParams.from_settings(after.generation)
+            if self._session is not None and params != GenerationParams.from_settings(before.generation):
+                self._session.set_params(params)
         return after
 
     def _remote(self, key: str, value) -> None:
@@ -164,8 +162,7 @@ class LiveController:
         session.add_chunk_listener(self.link.on_chunk)
         with self._lock:
             self._session = session
-            params = GenerationParams.from_settings(self._settings.generation)
-        session.set_params(params)     # what changed while it loaded
+            session.set_params(GenerationParams.from_settings(self._settings.generation))   # changed while it loaded
         return session
 
     def on_status(self, status: SessionStatus) -> None:
