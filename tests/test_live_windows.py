@@ -1,0 +1,71 @@
+"""Training on the window shapes the live engine uses: the shapes are the stream's own, and training takes them.
+
+Oracle: the real `MusicGenSource` (tiny random MusicGen, an adaptor) rendering chunks
+through a slide, with its prefix buffers read after each chunk, against `live_shapes`
+from the same settings. Then a tiny training run on live-shaped windows.
+"""
+import numpy as np
+import pytest
+import torch
+
+from expotion_live.engine.scheduler import ChunkTiming
+from expotion_live.engine.source import ChunkRequest, GenerationParams
+from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
+from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+from expotion_live.settings import GenerationSettings
+from expotion_live.train.dataset import DatasetError, Segment, WindowShape, live_shapes
+
+K = 4
+SMALL = dict(flow_channels=(8,), flow_dim=16)
+# 5-frame first chunk, 10-frame chunks, 20 frames of context, a 50-position stream window
+GENERATION = GenerationSettings(first_chunk_seconds=0.1, chunk_seconds=0.2, context_seconds=0.4,
+                                window_seconds=1.0, crossfade_ms=20)
+
+
+@pytest.fixture(scope="module")
+def musicgen(tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+
+    return MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+
+
+def random_window(n_frames: int, seed: int = 0) -> TimelineWindow:
+    rng = np.random.default_rng(seed)
+    return TimelineWindow(t_end=n_frames / 50, face=rng.normal(size=(n_frames, FACE_DIM)).astype(np.float32),
+                          motion=rng.normal(size=(n_frames, MOTION_DIM)).astype(np.float32),
+                          flow=rng.normal(size=(n_frames, *FLOW_SHAPE)).astype(np.float32))
+
+
+def test_live_shapes_are_the_windows_the_live_stream_loads(musicgen):
+    from expotion_live.engine.musicgen_source import MusicGenSource
+
+    timing = ChunkTiming.from_settings(GENERATION, musicgen.sample_rate)
+    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=24, **SMALL), musicgen.decoder)   # caps context + chunk
+    source = MusicGenSource(musicgen, adaptor, context_frames=timing.context_frames,
+                            window_frames=round(GENERATION.window_seconds * 50), seed=0)
+    params = GenerationParams.from_settings(GENERATION)
+    shapes = live_shapes(timing, round(GENERATION.window_seconds * 50), K, adaptor.config.max_frames)
+    assert [s.codes for s in shapes] == [5, 15, 25, 35, 45, 30, 40]      # a slide to 20 frames after 45
+
+    seen = []
+    for index in range(len(shapes) + 2):          # through the cycle and into its repeat
+        n = timing.first_chunk_frames if index == 0 else timing.chunk_frames
+        request = ChunkRequest(index=index, start_frame=0, n_frames=n, overlap_samples=0,
+                               window=random_window(60, seed=index), params=params)
+        source.render(request)
+        buffer = source.stream.adapters[-1]
+        seen.append(WindowShape(codes=source.stream.frames_done, frames=int(buffer.last) + 1,
+                                first=int(buffer.first)))
+        source.prepare_next(timing.chunk_frames)
+    cycle = shapes[5:]                            # after the first slide the stream repeats these
+    assert seen == shapes + cycle
+
+
+def test_a_shape_is_cut_from_a_piece_with_its_video_where_the_stream_puts_it():
+    old_window = WindowShape(codes=5, frames=24, first=-15)    # the first chunk: video from before the stream
+    cut = old_window.place(Segment(clip=2, start=100, length=60), K)
+    assert (cut.clip, cut.start, cut.length, cut.first) == (2, 115, 5, -15)
+    assert cut.window == slice(100, 124)          # ends K frames after the codes: the newest meets position 5 + K - 1
+    with pytest.raises(DatasetError, match="does not fit a piece of 20"):
+        old_window.place(Segment(0, 0, 20), K)
+    assert Segment(0, 7, 30).window == slice(7, 37)             # the paper's: aligned with the codes
