@@ -229,6 +229,7 @@ class FileSink:
         self.realtime = realtime
         self.max_blocks = None if duration is None else round(duration * sample_rate / block_size)
         self.underflows = 0           # same interface as AudioStream; a sink has no device to run dry
+        self.latency_seconds = 0.0    # nothing is buffered after the player
         self.finished = threading.Event()   # set when `duration` has been played
         self._block = np.zeros(block_size, np.float32)
         self._stop = threading.Event()
@@ -261,3 +262,25 @@ class FileSink:
         if self._thread.is_alive():
             self._thread.join()
 
+
+OUTPUT_MODES = ("auto", "device", "file")
+
+
+def open_output(player: BlockPlayer, audio, mode: str) -> tuple[AudioStream | FileSink, str]:
+    """Where played blocks go, for the live session and `record` alike ([audio] settings).
+
+    "device": the sound card, or AudioDeviceError; "file": no sound card, a wall-clock FileSink;
+    "auto": the sound card, else the file sink unless [audio] device names a card. The string is
+    why auto fell back to the file sink ("" when it did not).
+    """
+    if mode not in OUTPUT_MODES:
+        raise ValueError(f"output must be one of {OUTPUT_MODES}, got {mode!r}")
+    reason = ""
+    if mode != "file":
+        try:
+            return AudioStream(player, audio.device, audio.sample_rate, audio.block_size, audio.latency), ""
+        except AudioDeviceError as err:
+            if mode == "device" or audio.device:
+                raise
+            reason = str(err)
+    return FileSink(player, audio.sample_rate, audio.block_size, realtime=True), reason

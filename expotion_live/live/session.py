@@ -68,7 +68,7 @@ from pathlib import Path
 
 from ..audio.dsp import DspPath, expression_index
 from ..audio.monitor import AudioMonitor
-from ..audio.output import AudioDeviceError, AudioStream, BlockPlayer, FileSink, WavRecorder
+from ..audio.output import BlockPlayer, WavRecorder, open_output
 from ..audio.ring_buffer import RingBuffer
 from ..engine.scheduler import ChunkScheduler, ChunkTiming
 from ..engine.source import GenerationParams, MusicSource
@@ -80,7 +80,6 @@ from ..settings import Settings
 
 FrameListener = Callable[[FeatureFrame, object], None]
 ChunkListener = Callable[[int, int], None]
-OUTPUT_MODES = ("auto", "device", "file")
 STATUS_INTERVAL = 0.25      # seconds between status updates to OSC while waiting
 MONITOR_SECONDS = 2.0       # played audio kept for the stage view (spectrogram, meter)
 
@@ -128,8 +127,6 @@ class LiveSession:
 
     def __init__(self, settings: Settings, source: MusicSource, frames, *, output: str = "auto",
                  duration: float | None = None):
-        if output not in OUTPUT_MODES:
-            raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
         audio = settings.audio
         if source.sample_rate != audio.sample_rate:
             raise SessionError(f"the music source renders at {source.sample_rate} Hz but [audio] sample_rate "
@@ -151,14 +148,17 @@ class LiveSession:
                            smoothing_ms=audio.dsp_smoothing_ms, enabled=audio.dsp)
         self.player = BlockPlayer(self.ring, self.dsp)
         try:
-            self.output = self._open_output(output)
+            self.output, no_card = open_output(self.player, audio, output)
         except BaseException:
             if self._tracker is not None:
                 self._tracker.close()     # MediaPipe graphs are released even when no device opens
             raise
+        if no_card:
+            where = f"writing {audio.out} only" if audio.out else "nothing is heard (pass --out to record)"
+            self.notice = f"no sound card: {no_card}; {where}"
         # The device pulls whole buffers at once (PulseAudio: its latency's worth in a burst),
         # so the ring keeps that much more in hand than the engine's own marks.
-        device_buffer = self.output.latency_seconds if isinstance(self.output, AudioStream) else 0.0
+        device_buffer = self.output.latency_seconds
         self.monitor = AudioMonitor(round(MONITOR_SECONDS * audio.sample_rate))
         self.player.monitor = self.monitor
         # MIDI and Link are extras: one line in `notice` when they cannot be had, and the show goes on.
@@ -197,18 +197,6 @@ class LiveSession:
             return RecordingPlayer(frames, self.timeline, realtime=True, loop=True)
         raise TypeError(f"frames must be a CaptureThread, a recording path or a list of FeatureFrames, "
                         f"got {type(frames).__name__}")
-
-    def _open_output(self, mode: str):
-        audio = self.settings.audio
-        if mode != "file":
-            try:
-                return AudioStream(self.player, audio.device, audio.sample_rate, audio.block_size, audio.latency)
-            except AudioDeviceError as err:
-                if mode == "device" or audio.device:
-                    raise
-                where = f"writing {audio.out} only" if audio.out else "nothing is heard (pass --out to record)"
-                self.notice = f"no sound card: {err}; {where}"
-        return FileSink(self.player, audio.sample_rate, audio.block_size, realtime=True)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:

@@ -85,7 +85,7 @@ class TrackPlayer:
 
     def __init__(self, track: np.ndarray, settings: Settings, file_sink: bool):
         from ..audio.dsp import DspPath
-        from ..audio.output import AudioDeviceError, AudioStream, BlockPlayer, FileSink
+        from ..audio.output import AudioDeviceError, BlockPlayer, open_output
         from ..audio.ring_buffer import RingBuffer
 
         audio = settings.audio
@@ -93,15 +93,11 @@ class TrackPlayer:
         self.ring = RingBuffer(len(track) + audio.block_size)
         self.ring.write(track)
         player = BlockPlayer(self.ring, DspPath(audio.sample_rate, audio.block_size, enabled=False))
-        if file_sink:
-            self.output = FileSink(player, audio.sample_rate, audio.block_size, realtime=True)
-            self.latency = 0.0
-        else:
-            try:
-                self.output = AudioStream(player, audio.device, audio.sample_rate, audio.block_size)
-            except AudioDeviceError as err:
-                raise RecordError(f"{err}; to record without a sound card add --file-sink") from None
-            self.latency = self.output.latency_seconds
+        try:     # the live session's own output choice: the sound card, or a wall-clock sink
+            self.output, _ = open_output(player, audio, "file" if file_sink else "device")
+        except AudioDeviceError as err:
+            raise RecordError(f"{err}; to record without a sound card add --file-sink") from None
+        self.latency = self.output.latency_seconds
 
     def start(self) -> float:
         """Start playing; return `t0`, the monotonic time the track's first sample is heard."""
