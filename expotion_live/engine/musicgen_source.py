@@ -50,6 +50,20 @@ class MusicGenSource:
         self.prompt_used = ""                                   # the full prompt of the last chunk
         self.steering_words: tuple[str, ...] = ()
         self.text_encodings = 0                                 # T5 runs so far (re-encodes only on change)
+        self.last_codes: torch.Tensor | None = None             # (1, K, n) the last chunk's new codes, on the CPU
+
+    @classmethod
+    def from_settings(cls, musicgen, adaptor, steering, generation, name: str = "MusicGen") -> MusicGenSource:
+        """With the stream's context, window and re-decode lengths and the seed of the [generation] settings
+        (settings.GenerationSettings): the live app and the offline render build the same source."""
+        def frames(seconds: float) -> int:
+            return round(seconds * musicgen.frame_rate)
+
+        return cls(musicgen, adaptor, steering, context_frames=frames(generation.context_seconds),
+                   window_frames=frames(generation.window_seconds),
+                   decode_context_frames=frames(generation.decode_context_seconds),
+                   steer_prompt=generation.steer_prompt, seed=None if generation.seed < 0 else generation.seed,
+                   name=name)
 
     def set_adaptor(self, adaptor) -> None:
         """Swap the adaptor (or None); the next chunk uses it."""
@@ -99,6 +113,7 @@ class MusicGenSource:
         adaptor = self._condition_text(request)
         n = request.n_frames
         new = self._advance(adaptor, request.window, n, request.params).cpu()   # (1, K, n)
+        self.last_codes = new
         history = new if self._history is None else torch.cat([self._history, new], dim=-1)
         overlap_frames = -(-request.overlap_samples // self.hop)            # the overlap itself must be re-decoded
         before = min(max(self.decode_context_frames, overlap_frames), history.shape[-1] - n)

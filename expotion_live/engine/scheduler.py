@@ -109,6 +109,10 @@ class ChunkTiming:
     def samples(self, frames: int) -> int:
         return frames * self.sample_rate // FRAME_RATE
 
+    def frames_of(self, index: int) -> int:
+        """Frames of new audio chunk `index` is planned with (live, a conductor may move its end to a beat)."""
+        return self.first_chunk_frames if index == 0 else self.chunk_frames
+
 
 def frames_to_a_beat(window: TimelineWindow, n_frames: int, plays_at: float) -> int:
     """A chunk length near `n_frames` that ends on a beat of the window's conductor (hands or a Link session).
@@ -207,6 +211,28 @@ class ChunkScheduler:
         lead = self.low_water + round(1.25 * render * self.timing.sample_rate)
         return min(max(self.min_lead, lead), self.ring.capacity // 2)
 
+    # -- offline (the calling thread; engine.offline) ---------------------------------------
+    def render_chunk(self) -> ChunkRequest:
+        """Request, render and join the next chunk on the calling thread, then prepare the one after.
+
+        The same plan and join as the scheduler thread, with no clock and no stretching: an
+        offline render (`realtime=False`) goes as fast as the source renders.
+        """
+        if self.realtime:
+            raise RuntimeError("render_chunk is for offline schedulers (realtime=False)")
+        request = self._next_request()
+        started = time.monotonic()
+        audio = self._checked(request, self.source.render(request))
+        self._join(request, audio, time.monotonic() - started)
+        self.source.prepare_next(self.timing.chunk_frames)
+        return request
+
+    def write_tail(self) -> None:
+        """Write the held-back end of the last chunk: offline, no chunk follows to crossfade with it."""
+        if self._tail is not None:
+            self._write_all(self._tail)
+            self._tail = None
+
     # -- scheduler thread -------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -232,7 +258,7 @@ class ChunkScheduler:
 
     def _next_request(self) -> ChunkRequest:
         index = self.chunks_done
-        n_frames = self.timing.first_chunk_frames if index == 0 else self.timing.chunk_frames
+        n_frames = self.timing.frames_of(index)
         window = self.window_fn(max(self.timing.context_frames + n_frames, MIN_WINDOW_FRAMES))
         plays_at = None
         if self.realtime:   # after what is buffered and the held-back tail it will be crossfaded with
@@ -263,6 +289,9 @@ class ChunkScheduler:
                     self._stretch(round(remaining * self.timing.sample_rate) + self.low_water)
         if self._ahead is not None:
             self._ahead.result()      # ran before the render (one worker): raises what it raised
+        return self._checked(request, audio)
+
+    def _checked(self, request: ChunkRequest, audio) -> np.ndarray:
         expected = request.overlap_samples + self.timing.samples(request.n_frames)
         audio = np.asarray(audio, dtype=np.float32)
         if audio.shape != (expected,):

@@ -46,12 +46,8 @@ def build_source(settings: Settings) -> MusicSource:
         from ..model.adaptor import load_adaptor
 
         adaptor = load_adaptor(model.adaptor, musicgen)
-    source = MusicGenSource(
-        musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None,
-        context_frames=round(gen.context_seconds * musicgen.frame_rate),
-        window_frames=round(gen.window_seconds * musicgen.frame_rate),
-        decode_context_frames=round(gen.decode_context_seconds * musicgen.frame_rate),
-        steer_prompt=gen.steer_prompt, seed=None if gen.seed < 0 else gen.seed, name=f"MusicGen from {model.dir}")
+    source = MusicGenSource.from_settings(musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None, gen,
+                                          name=f"MusicGen from {model.dir}")
     source.warm_up(GenerationParams.from_settings(gen), FeatureTimeline(seconds=1.0).window(   # zeros: no one yet
         round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)))
     return source

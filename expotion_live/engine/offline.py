@@ -1,0 +1,92 @@
+"""The live engine run offline: music for a whole video, conditioned all the way through.
+
+The live app's `ChunkScheduler` plans and joins the chunks (first chunk, chunk length,
+40 ms crossfades with a held-back tail) and its source renders them (`MusicGenSource`:
+one streamed generation that slides its window, EnCodec re-decodes at the joins), so a
+video rendered here sounds as if it had been performed through the app. Differences, all
+because the whole video is known in advance:
+- no wall clock and no audio device: `ChunkScheduler.render_chunk` on the calling thread,
+  as fast as the source renders, and nothing is stretched (nothing waits for the music);
+- chunk k's condition window ends at its own last frame in the video (live it ends at
+  "now", a render's lead before the chunk is heard), so each code meets the video frame
+  of its own moment, as in training;
+- a window starts no earlier than the video: the first chunks give the prefix as many
+  frames as the stream holds codes, as training and `evaluate` do (live the timeline
+  holds its oldest frame instead).
+Past the video's last frame its last frame holds, like the live timeline's edge.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import numpy as np
+
+from ..features.schema import FRAME_RATE, TimelineWindow
+from .scheduler import ChunkScheduler, ChunkTiming
+from .source import ChunkRequest, GenerationParams, MusicSource
+
+
+class CollectingRing:
+    """A `scheduler.SampleRing` that keeps everything written: offline nothing plays, so nothing is read."""
+
+    capacity = sys.maxsize
+    read_index = 0
+    last_read_time = 0.0
+
+    def __init__(self):
+        self.write_index = 0
+        self._parts: list[np.ndarray] = []
+
+    def available(self) -> int:
+        return self.write_index
+
+    def space(self) -> int:
+        return self.capacity
+
+    def write(self, samples: np.ndarray) -> int:
+        self._parts.append(np.array(samples, dtype=np.float32))
+        self.write_index += len(samples)
+        return len(samples)
+
+    def audio(self) -> np.ndarray:
+        """(write_index,) float32: everything written, in order."""
+        return np.concatenate(self._parts) if self._parts else np.zeros(0, np.float32)
+
+
+def video_window(features: TimelineWindow, end: int, n_frames: int) -> TimelineWindow:
+    """The 50 Hz grid frames [end - n_frames, end) of a video's `features` (frame 0 at t = 0).
+
+    Starts no earlier than the video's first frame; frames past its last one repeat the last.
+    """
+    first = max(0, end - n_frames)
+    rows = np.minimum(np.arange(first, end), features.n_frames - 1)          # (T,) the edge holds
+    return TimelineWindow(t_end=(end - 1) / FRAME_RATE, face=features.face[rows], motion=features.motion[rows],
+                          flow=features.flow[rows], conduct=features.conduct[rows])
+
+
+def render(source: MusicSource, features: TimelineWindow, params: GenerationParams, timing: ChunkTiming,
+           n_frames: int, on_chunk: Callable[[ChunkRequest], None] | None = None) -> np.ndarray:
+    """(n_frames * samples per frame,) float32 music for a video whose features are `features`.
+
+    `on_chunk(request)` is called after each chunk is joined (progress, the source's codes).
+    The same source, features, params and seed give the same samples.
+    """
+    if n_frames < 1:
+        raise ValueError(f"nothing to render: {n_frames} frames")
+    ring = CollectingRing()
+    scheduler: ChunkScheduler
+
+    def window_fn(wanted: int) -> TimelineWindow:   # called as the next chunk is planned
+        end = scheduler.frames_generated + timing.frames_of(scheduler.chunks_done)
+        return video_window(features, end, wanted)
+
+    scheduler = ChunkScheduler(source, ring, window_fn, params, timing, realtime=False)
+    wanted = timing.samples(n_frames)
+    held = timing.overlap_samples                    # each chunk's last samples wait for the next one
+    while ring.write_index + held < wanted:
+        request = scheduler.render_chunk()
+        if on_chunk is not None:
+            on_chunk(request)
+    scheduler.write_tail()
+    return ring.audio()[:wanted]

@@ -1,0 +1,89 @@
+"""The live engine run offline over a real tracked video longer than one adaptor window (tiny random MusicGen)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from expotion_live.engine import offline
+from expotion_live.engine.musicgen_source import MusicGenSource
+from expotion_live.engine.scheduler import ChunkTiming
+from expotion_live.engine.source import GenerationParams
+from expotion_live.features.schema import TimelineWindow
+from expotion_live.model.generate import MusicGen
+from expotion_live.settings import Settings
+
+GENERATION = dataclasses.replace(Settings().generation, prompt="calm piano", seed=5)
+HOP = 640
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> TimelineWindow:
+    """12 s of the demo face, tracked as `prepare` and `generate` track it: past a 512-frame (10.24 s) window."""
+    from expotion_live.capture.demo import make_face_video
+    from expotion_live.features.offline import extract_video
+
+    video = make_face_video(tmp_path_factory.mktemp("offline") / "take.mp4", seconds=12.0, fps=10.0)
+    window = extract_video(video, Settings().tracking)
+    assert window.n_frames == 596 and window.face[:, 0].std() > 0   # 11.9 s of a face that moves
+    return window
+
+
+@pytest.fixture(scope="module")
+def model(tiny_musicgen_dir):
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, precision="fp32")
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=512), musicgen.decoder).eval()
+    with torch.no_grad():
+        adaptor.gates.fill_(1.0)      # an untrained adaptor (gates 0) would leave the music unchanged
+    return musicgen, adaptor
+
+
+def render(model, features: TimelineWindow, n_frames: int | None = None) -> np.ndarray:
+    musicgen, adaptor = model
+    source = MusicGenSource.from_settings(musicgen, adaptor, None, GENERATION)
+    timing = ChunkTiming.from_settings(GENERATION, musicgen.sample_rate)
+    return offline.render(source, features, GenerationParams.from_settings(GENERATION), timing,
+                          features.n_frames if n_frames is None else n_frames)
+
+
+def changed_from(features: TimelineWindow, frame: int) -> TimelineWindow:
+    """The same video with every frame from `frame` on replaced by another moment's face and motion."""
+    face, motion, flow = features.face.copy(), features.motion.copy(), features.flow.copy()
+    for array in (face, motion, flow):
+        array[frame:] = array[frame:][::-1] * 2.0 + 0.5
+    return TimelineWindow(features.t_end, face, motion, flow, features.conduct)
+
+
+def test_a_video_renders_its_length_and_the_same_for_a_seed(model, features):
+    audio = render(model, features)
+    assert audio.dtype == np.float32 and audio.shape == (596 * HOP,)
+    assert np.abs(audio[-HOP * 50:]).max() > 0                    # music to the last second, no silent tail
+    np.testing.assert_array_equal(audio, render(model, features))
+    assert render(model, features, 30).shape == (30 * HOP,)        # shorter than the first chunk + its held tail
+
+
+def test_late_frames_steer_late_music_only(model, features):
+    """Frames changed from 11.2 s on (past the adaptor's 10.24 s window) change the music there, and
+    nothing before the chunk that first sees them (less its crossfade)."""
+    changed = 560
+    timing = ChunkTiming.from_settings(GENERATION, 32000)
+    first_seeing = changed // timing.chunk_frames * timing.chunk_frames    # 0.5 s chunks: the one holding 560
+    plain, steered = render(model, features), render(model, changed_from(features, changed))
+    untouched = first_seeing * HOP - timing.overlap_samples
+    np.testing.assert_array_equal(plain[:untouched], steered[:untouched])
+    assert not np.array_equal(plain[changed * HOP:], steered[changed * HOP:])
+
+
+def test_windows_start_with_the_video_and_hold_its_last_frame(features):
+    first = offline.video_window(features, 25, 300)
+    assert first.n_frames == 25 and first.t_end == pytest.approx(24 / 50)   # the prefix sees the codes' frames
+    np.testing.assert_array_equal(first.face, features.face[:25])
+    late = offline.video_window(features, 600, 300)                # 4 frames past the video's end
+    assert late.n_frames == 300
+    np.testing.assert_array_equal(late.face[:296], features.face[300:596])
+    np.testing.assert_array_equal(late.face[296:], np.repeat(features.face[-1:], 4, axis=0))
