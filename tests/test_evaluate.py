@@ -243,7 +243,7 @@ def test_a_tiny_run_trained_evaluated_on_its_test_split_and_reported(tiny_musicg
     run = tmp_path / "run"
     assert run_in_process("train", str(data), "--model", str(tiny_musicgen_dir), "--out", str(run), "--device", "cpu",
                           "--epochs", "1", "--batch-size", "2", "--segment-seconds", "0.6", "--val-fraction", "0.2",
-                          "--inputs", "face", "--no-captions", "--quiet") == 0
+                          "--inputs", "face", "--no-captions", "--paper-windows", "--quiet") == 0
     out = capsys.readouterr().out
     assert "5 training clips, 1 validation clips (2 test clips held out)" in out
     stored = json.loads((run / "best" / "adaptor.json").read_text())["config"]

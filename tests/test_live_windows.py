@@ -69,3 +69,39 @@ def test_a_shape_is_cut_from_a_piece_with_its_video_where_the_stream_puts_it():
     with pytest.raises(DatasetError, match="does not fit a piece of 20"):
         old_window.place(Segment(0, 0, 20), K)
     assert Segment(0, 7, 30).window == slice(7, 37)             # the paper's: aligned with the codes
+
+
+def test_training_takes_one_live_shape_per_batch_with_the_video_where_live_puts_it(musicgen, tmp_path):
+    from expotion_live.train.dataset import load_clip, write_clip
+    from expotion_live.train.trainer import TrainConfig, Trainer, TrainingError
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(4):
+        window = random_window(130, seed=10 + i)
+        codes = rng.integers(0, 2048, (K, 130))
+        write_clip(tmp_path / "cache", f"clip{i}", window, codes, caption="", source_stamp={})
+        clips.append(load_clip(tmp_path / "cache", f"clip{i}"))
+    config = TrainConfig(epochs=1, batch_size=2, segment_seconds=1.2, warmup_epochs=0.5)
+    adaptor_config = AdaptorConfig(max_frames=24, **SMALL)
+    trainer = Trainer(musicgen, clips[:3], clips[3:], tmp_path / "run", config, adaptor_config,
+                      progress=False, log=lambda message: None, generation=GENERATION)
+    assert trainer.shapes == live_shapes(ChunkTiming.from_settings(GENERATION, musicgen.sample_rate), 50, K, 24)
+
+    for batch_segments in trainer._epoch_order(0):
+        shape = next(s for s in trainer.shapes if s.codes == batch_segments[0].length
+                     and s.first == batch_segments[0].first)
+        for seg in batch_segments:
+            assert (seg.length, seg.first, seg.frames) == (shape.codes, shape.first, shape.frames)
+        batch = trainer._batch(clips[:3], batch_segments)
+        assert batch.first == shape.first and batch.codes.shape == (2, K, shape.codes)
+        seg = batch_segments[0]
+        # The window's frame at decoder position p is the clip's frame at the code position p (start + p).
+        p = shape.first + 3
+        assert torch.equal(batch.face[0, 3], torch.from_numpy(np.array(clips[seg.clip].face[seg.start + p])))
+    result = trainer.run()
+    assert result.epochs_done == 1 and np.isfinite(result.val_losses[0])
+
+    with pytest.raises(TrainingError, match="raise --segment-seconds to 0.98, or train the paper's way"):
+        Trainer(musicgen, clips[:3], clips[3:], tmp_path / "short", TrainConfig(batch_size=2, segment_seconds=0.9),
+                adaptor_config, progress=False, log=lambda message: None, generation=GENERATION)

@@ -70,7 +70,8 @@ def dataset(tiny_musicgen_dir, tmp_path_factory):
 
 def train_args(data: Path, model: Path, out: Path) -> list[str]:
     return ["train", str(data), "--model", str(model), "--out", str(out), "--device", "cpu", "--epochs", "2",
-            "--batch-size", "1", "--segment-seconds", "0.5", "--save-every", "1", "--val-fraction", "0.2", "--quiet"]
+            "--batch-size", "1", "--segment-seconds", "0.5", "--save-every", "1", "--val-fraction", "0.2", "--paper-windows",
+            "--quiet"]
 
 
 def read_state(out: Path) -> dict | None:

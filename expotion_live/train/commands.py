@@ -56,6 +56,10 @@ def add_parser(subparsers) -> None:
                    help="gradient-norm clip (default: %(default)s)")
     p.add_argument("--segment-seconds", type=number(float, 0.1, 30.0), default=_T.segment_seconds,
                    help="training piece length (default: %(default)s)")
+    p.add_argument("--paper-windows", action="store_true",
+                   help="train on whole pieces with the video aligned to the codes (the paper) instead of the "
+                        "windows live generation gives the adaptor, chunk by chunk as the [generation] settings "
+                        "make them (the default: pieces must hold window_seconds)")
     p.add_argument("--val-fraction", type=number(float, 0.0, 0.99), default=_T.val_fraction,
                    help="share of the non-test clips held out for validation, which picks best/ "
                         "(default: %(default)s)")
@@ -82,11 +86,6 @@ def add_parser(subparsers) -> None:
                         "generation has none; 'unlimited' is the paper's, for offline use); stored in the adaptor")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
-
-
-def _look_ahead(text: str) -> int | None:
-    """--look-ahead: 'unlimited' (None) or a whole number of 50 Hz frames."""
-    return None if text == "unlimited" else number(int, 0, 100_000)(text)
 
     p = subparsers.add_parser(
         "evaluate", help="tempo error and beat F1 of generated vs reference music on prepared clips",
@@ -129,6 +128,11 @@ def _look_ahead(text: str) -> int | None:
     p.add_argument("runs", nargs="+", metavar="JSON", help="files written by `expotion-live evaluate --json`")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for table.md and table.png")
     p.set_defaults(handler=_report)
+
+
+def _look_ahead(text: str) -> int | None:
+    """--look-ahead: 'unlimited' (None) or a whole number of 50 Hz frames."""
+    return None if text == "unlimited" else number(int, 0, 100_000)(text)
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -195,7 +199,8 @@ def _train(args, settings: Settings) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, grad_clip=args.grad_clip,
         segment_seconds=args.segment_seconds, val_fraction=args.val_fraction, seed=args.seed,
-        save_every=args.save_every, amp=not args.no_amp, default_caption=args.default_caption)
+        save_every=args.save_every, amp=not args.no_amp, default_caption=args.default_caption,
+        live_windows=not args.paper_windows)
     adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers, flow_cnn=not args.no_flow_cnn,
                                    inputs=args.inputs, captions=not args.no_captions, look_ahead=args.look_ahead)
     trainer = None
@@ -211,7 +216,8 @@ def _train(args, settings: Settings) -> int:
             return _fail(f"{cache} was prepared with another model's codec; run prepare again with --model "
                          f"{settings.model.dir}")
         trainer = Trainer(musicgen, [load_clip(cache, n) for n in train_names], [load_clip(cache, n) for n in val_names],
-                          args.out, config, adaptor_config, device=musicgen.device, progress=not args.quiet)
+                          args.out, config, adaptor_config, device=musicgen.device, progress=not args.quiet,
+                          generation=settings.generation)
         print(f"{len(train_names)} training clips, {len(val_names)} validation clips "
               f"({len(index['test'])} test clips held out), "
               f"{trainer.steps_per_epoch} steps per epoch", flush=True)

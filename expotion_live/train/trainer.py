@@ -42,9 +42,11 @@ from ..model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor, train
 from ..model.decoder import fused_attention
 from ..model.delay_pattern import DelayPattern
 from ..model.text import TextCondition
+from ..engine.scheduler import ChunkTiming
+from ..settings import GenerationSettings
 from .config import TrainConfig
 from .curves import plot_curves
-from .dataset import CachedClip, Segment, segments
+from .dataset import CachedClip, Segment, live_shapes, segments
 
 STATE_FILE = "trainer_state.pt"
 CLIPS_FILE = "clips.json"
@@ -74,19 +76,21 @@ class Batch:
     flow: torch.Tensor      # (B, T, *FLOW_SHAPE)
     codes: torch.Tensor     # (B, K, T) long
     captions: list[str]
+    first: int = 0          # decoder position of the windows' frame 0 (Segment.first)
 
 
 def make_batch(clips: list[CachedClip], segs: list[Segment], default_caption: str, device,
                captions: bool = True) -> Batch:
     """Stack segments of memory-mapped clips into tensors on `device`; `captions=False`: all on `default_caption`."""
     def stack(key: str) -> torch.Tensor:
-        arrays = [np.asarray(getattr(clips[s.clip], key)[s.start:s.start + s.length]) for s in segs]
+        arrays = [np.asarray(getattr(clips[s.clip], key)[s.window]) for s in segs]
         return torch.from_numpy(np.stack(arrays).astype(np.float32)).to(device)
 
     codes = np.stack([np.asarray(clips[s.clip].codes[:, s.start:s.start + s.length]) for s in segs])
     return Batch(face=stack("face"), motion=stack("motion"), flow=stack("flow"),
                  codes=torch.from_numpy(codes.astype(np.int64)).to(device),
-                 captions=[(captions and clips[s.clip].caption) or default_caption for s in segs])
+                 captions=[(captions and clips[s.clip].caption) or default_caption for s in segs],
+                 first=segs[0].first)
 
 
 def delayed_cross_entropy(decoder: nn.Module, codes: torch.Tensor, text, adapters) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +117,7 @@ class AdaptedLoss(nn.Module):
         self.adaptor = adaptor
 
     def forward(self, batch: Batch, text) -> tuple[torch.Tensor, torch.Tensor]:
-        adapters = self.adaptor.adapters(batch.face, batch.motion, batch.flow)
+        adapters = self.adaptor.adapters(batch.face, batch.motion, batch.flow, first=batch.first)
         return delayed_cross_entropy(self.adaptor.decoder, batch.codes, text, adapters)
 
 
@@ -173,7 +177,9 @@ class Trainer:
 
     def __init__(self, musicgen, train_clips: list[CachedClip], val_clips: list[CachedClip], out_dir: str | os.PathLike,
                  config: TrainConfig = TrainConfig(), adaptor_config: AdaptorConfig = AdaptorConfig(),
-                 device="cpu", log: Callable[[str], None] = print, progress: bool = True):
+                 device="cpu", log: Callable[[str], None] = print, progress: bool = True,
+                 generation: GenerationSettings | None = None):
+        """`generation`: the live settings whose chunk shapes `config.live_windows` trains on (None: defaults)."""
         self.musicgen = musicgen
         self.decoder = musicgen.decoder.eval().requires_grad_(False)
         self.config = config
@@ -199,7 +205,9 @@ class Trainer:
         self.state = self._load_state()
         if self.state is not None:
             adaptor_config = AdaptorConfig.from_json(self.state["adaptor_config"])
-        if adaptor_config.max_frames < self.segment_frames:
+        self.shapes = (self._live_shapes(generation or GenerationSettings(), adaptor_config)
+                       if config.live_windows else None)
+        if self.shapes is None and adaptor_config.max_frames < self.segment_frames:
             raise TrainingError(f"segments of {self.segment_frames} frames exceed the adaptor's window of "
                                 f"{adaptor_config.max_frames} frames: lower --segment-seconds")
         torch.manual_seed(config.seed)
@@ -264,14 +272,35 @@ class Trainer:
         mask = torch.stack([F.pad(m, (0, width - m.shape[0])) for m in masks])            # (B, S)
         return TextCondition(hidden.to(self.device), mask.to(self.device))
 
+    def _live_shapes(self, generation: GenerationSettings, adaptor_config: AdaptorConfig):
+        """The live engine's chunk shapes under `generation` (dataset.live_shapes), checked to fit the pieces."""
+        rate, K = self.musicgen.frame_rate, self.decoder.config.num_codebooks
+        shapes = live_shapes(ChunkTiming.from_settings(generation, self.musicgen.sample_rate),
+                             round(generation.window_seconds * rate), K, adaptor_config.max_frames)
+        need = max(shape.footprint(K) for shape in shapes)
+        if need > self.segment_frames:
+            raise TrainingError(f"live-shaped windows (generation.window_seconds {generation.window_seconds:g}, "
+                                f"context_seconds {generation.context_seconds:g}) need pieces of {need / rate:g} s: "
+                                f"raise --segment-seconds to {need / rate:g}, or train the paper's way "
+                                f"with --paper-windows")
+        return shapes
+
+    def _shaped(self, batches: list[list[Segment]], picks) -> list[list[Segment]]:
+        """With live windows, batch j cut to live shape picks[j] (one shape per batch: one window offset)."""
+        if self.shapes is None:
+            return batches
+        K = self.decoder.config.num_codebooks
+        return [[self.shapes[i].place(s, K) for s in batch] for batch, i in zip(batches, picks)]
+
     def _epoch_order(self, epoch: int) -> list[list[Segment]]:
-        """This process's batches for `epoch`: a permutation fixed by (seed, epoch), split across ranks."""
+        """This process's batches for `epoch`: order and live shapes fixed by (seed, epoch), split across ranks."""
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         order = torch.randperm(len(self.train_segments), generator=generator).tolist()
         B = self.config.batch_size
         batches = [[self.train_segments[i] for i in order[j * B:(j + 1) * B]]
                    for j in range(self.steps_per_epoch * self.dist.world)]
-        return batches[self.dist.rank::self.dist.world]
+        picks = torch.randint(len(self.shapes or [None]), (len(batches),), generator=generator).tolist()
+        return self._shaped(batches, picks)[self.dist.rank::self.dist.world]
 
     def _batch(self, clips: list[CachedClip], segs: list[Segment]) -> Batch:
         return make_batch(clips, segs, self.config.default_caption, self.device, self.adaptor.config.captions)
@@ -285,10 +314,12 @@ class Trainer:
         count = torch.zeros((), dtype=torch.float64, device=self.device)
         B = self.config.batch_size
         mine = self.val_segments[self.dist.rank::self.dist.world]
-        for j in range(0, len(mine), B):
-            batch = self._batch(self.val_clips, mine[j:j + B])
+        batches = [mine[j:j + B] for j in range(0, len(mine), B)]
+        for segs in self._shaped(batches, [j % len(self.shapes or [None]) for j in range(len(batches))]):
+            batch = self._batch(self.val_clips, segs)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
-                adapters = self.adaptor.adapters(batch.face, batch.motion, batch.flow) if with_adaptor else None
+                adapters = (self.adaptor.adapters(batch.face, batch.motion, batch.flow, first=batch.first)
+                            if with_adaptor else None)
                 loss, n = delayed_cross_entropy(self.decoder, batch.codes, self._text(batch.captions), adapters)
             total += loss.double()
             count += n.double()
