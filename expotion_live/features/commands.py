@@ -64,7 +64,6 @@ def run_track(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import TrackingThread
     from .recording import RecordingError, TrackingRecorder
     from .timeline import FeatureTimeline
-    from .tracker import Tracker
 
     settings = override(settings, _overrides(args))
     if args.record and not args.record.endswith(".npz"):
@@ -77,26 +76,26 @@ def run_track(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     recorder = TrackingRecorder()
     capture = CaptureThread(source)
-    with Tracker(settings.tracking) as tracker:
-        tracking = TrackingThread(capture, tracker, FeatureTimeline(settings.tracking.timeline_seconds),
-                                  on_frame=[recorder] if args.record else [])
-        if args.calibrate:
-            tracking.calibrate()
-        print(f"tracking {source.description} (Ctrl-C to stop)", file=sys.stderr)
-        capture.start()
-        tracking.start()
-        began = time.monotonic()
-        try:
-            while tracking.status == "running":
-                if args.seconds is not None and time.monotonic() - began >= args.seconds:
-                    break
-                time.sleep(STATUS_INTERVAL)
-                print(_status_line(tracking.stats(), tracking.timeline.latest()), flush=True)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            tracking.stop()
-            capture.stop()
+    tracking = TrackingThread.open(capture, settings.tracking, FeatureTimeline(settings.tracking.timeline_seconds),
+                                   on_frame=[recorder] if args.record else [])
+    if args.calibrate:
+        tracking.calibrate()
+    print(f"tracking {source.description} (Ctrl-C to stop)", file=sys.stderr)
+    capture.start()
+    tracking.start()
+    began = time.monotonic()
+    try:
+        while tracking.status == "running":
+            if args.seconds is not None and time.monotonic() - began >= args.seconds:
+                break
+            time.sleep(STATUS_INTERVAL)
+            print(_status_line(tracking.stats(), tracking.timeline.latest()), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tracking.stop()
+        capture.stop()
+        tracking.close()
     failure = capture.error or tracking.error
     if args.record:
         try:

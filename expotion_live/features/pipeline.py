@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..capture.thread import CaptureThread
+from ..settings import TrackingSettings
 from .schema import FeatureFrame
 from .timeline import FeatureTimeline
 from .tracker import Tracker
@@ -94,6 +95,9 @@ class FeatureThread(abc.ABC):
         """Wait for the thread to end by itself (a file or recording that ended)."""
         self._thread.join(timeout)
 
+    def close(self) -> None:
+        """Release what the thread's work holds, after `stop` or when it never started (a recording: nothing)."""
+
     @abc.abstractmethod
     def _run(self) -> None:
         """The thread's loop: feed frames until `_stop` is set or the input ends."""
@@ -111,6 +115,16 @@ class TrackingThread(FeatureThread):
         self._tracking_ms = 0.0
         self._processed = 0
         self.error: Exception | None = None
+
+    @classmethod
+    def open(cls, capture_thread: CaptureThread, settings: TrackingSettings, timeline: FeatureTimeline,
+             on_frame: Iterable[FrameListener] = ()) -> TrackingThread:
+        """With its own Tracker: the MediaPipe graphs load now, before anything starts; `close` releases them.
+        The live session and `track` open tracking this one way."""
+        return cls(capture_thread, Tracker(settings), timeline, on_frame)
+
+    def close(self) -> None:
+        self.tracker.close()
 
     def calibrate(self) -> bool:
         """The next half second of face becomes the neutral face (callable from any thread)."""

@@ -150,8 +150,7 @@ class LiveSession:
         try:
             self.output, no_card = open_output(self.player, audio, output)
         except BaseException:
-            if self._tracker is not None:
-                self._tracker.close()     # MediaPipe graphs are released even when no device opens
+            self.tracking.close()     # MediaPipe graphs are released even when no device opens
             raise
         if no_card:
             where = f"writing {audio.out} only" if audio.out else "nothing is heard (pass --out to record)"
@@ -185,14 +184,12 @@ class LiveSession:
 
         if isinstance(frames, CaptureThread):
             from ..features.pipeline import TrackingThread
-            from ..features.tracker import Tracker
 
             self.capture = frames
-            self._tracker = Tracker(self.settings.tracking)      # MediaPipe graphs load now, not on stage
-            return TrackingThread(frames, self._tracker, self.timeline)
+            return TrackingThread.open(frames, self.settings.tracking, self.timeline)   # MediaPipe loads now, not on stage
         from ..features.recording import RecordingPlayer
 
-        self.capture = self._tracker = None
+        self.capture = None
         if isinstance(frames, (str, os.PathLike, Sequence)):
             return RecordingPlayer(frames, self.timeline, realtime=True, loop=True)
         raise TypeError(f"frames must be a CaptureThread, a recording path or a list of FeatureFrames, "
@@ -255,8 +252,7 @@ class LiveSession:
                 extra.close()
         if self.capture is not None:
             self.capture.stop()
-        if self._tracker is not None:
-            self._tracker.close()
+        self.tracking.close()
         if self.recorder is None:
             return None
         if self.ring.read_index == 0:     # no music was played: an older file is worth more than silence
