@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 
@@ -55,27 +56,49 @@ def test_expected_failures_are_one_line(tiny_musicgen_dir, tmp_path, capsys, arg
 
 
 def test_generate_from_a_video_through_an_adaptor(tiny_musicgen_dir, tmp_path):
+    """A video longer than the adaptor's window renders its whole length through the live engine run
+    offline (the engine, given the same features and settings, is the oracle), muxed onto the video."""
     from expotion_live.capture.demo import make_face_video
-    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
+    from expotion_live.engine import offline
+    from expotion_live.engine.musicgen_source import MusicGenSource
+    from expotion_live.engine.scheduler import ChunkTiming
+    from expotion_live.engine.source import GenerationParams
+    from expotion_live.features.offline import extract_video
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, load_adaptor, save_adaptor
 
-    video = make_face_video(tmp_path / "take.mp4", seconds=1.0, fps=10.0)
+    video = make_face_video(tmp_path / "take.mp4", seconds=12.0, fps=10.0)
     musicgen = MusicGen.load(tiny_musicgen_dir, precision="fp32")
     adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), musicgen.decoder)
     with torch.no_grad():
         adaptor.gates.fill_(1.0)  # an untrained adaptor (gates 0) would leave the music unchanged
     save_adaptor(adaptor, tmp_path / "adaptor")
 
-    common = ["--model", str(tiny_musicgen_dir), "--prompt", "calm piano", "--greedy", "--precision", "fp32"]
-    assert run([*common, "--adaptor", str(tmp_path / "adaptor"), "--video", str(video), "--video-out",
+    assert run(["--model", str(tiny_musicgen_dir), "--prompt", "calm piano", "--seed", "7", "--precision", "fp32",
+                "--adaptor", str(tmp_path / "adaptor"), "--video", str(video), "--video-out",
                 str(tmp_path / "muxed.mp4"), "--out", str(tmp_path / "steered.wav"),
                 "--codes-out", str(tmp_path / "steered.npy")]) == 0
-    steered = np.load(tmp_path / "steered.npy")
-    assert steered.shape[1] == 46  # the video's length: 10 frames at 10 fps span 0.9 s = 45 grid steps + 1
-    assert run([*common, "--seconds", str(46 / 50), "--out", str(tmp_path / "plain.wav"),
-                "--codes-out", str(tmp_path / "plain.npy")]) == 0
-    assert not np.array_equal(steered, np.load(tmp_path / "plain.npy"))
+    audio, rate = sf.read(tmp_path / "steered.wav", dtype="float32")
+    assert rate == 32000 and audio.shape == (596 * 640,)  # 120 frames at 10 fps span 11.9 s = 595 grid steps + 1
+    assert np.load(tmp_path / "steered.npy").shape == (4, 596)
 
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "json",
+    generation = dataclasses.replace(Settings().generation, prompt="calm piano", seed=7)
+    source = MusicGenSource.from_settings(musicgen, load_adaptor(tmp_path / "adaptor", musicgen), None, generation)
+    expected = offline.render(source, extract_video(video, Settings().tracking),
+                              GenerationParams.from_settings(generation),
+                              ChunkTiming.from_settings(generation, musicgen.sample_rate), 596)
+    np.testing.assert_array_equal(audio, expected)
+
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,duration", "-of", "json",
                             str(tmp_path / "muxed.mp4")], capture_output=True, text=True, check=True)
-    kinds = sorted(s["codec_type"] for s in json.loads(probe.stdout)["streams"])
-    assert kinds == ["audio", "video"]
+    streams = {s["codec_type"]: float(s["duration"]) for s in json.loads(probe.stdout)["streams"]}
+    assert sorted(streams) == ["audio", "video"]
+    assert streams["audio"] == pytest.approx(596 / 50, abs=0.1)
+
+
+def test_video_out_without_ffmpeg_fails_before_loading(tiny_musicgen_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))   # a machine without ffmpeg
+    assert run(["--model", str(tiny_musicgen_dir), "--adaptor", "runs/me", "--video", "take.mp4",
+                "--video-out", str(tmp_path / "o.mp4"), "--out", str(tmp_path / "o.wav")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ffmpeg is not installed" in err
+    assert list(tmp_path.iterdir()) == []

@@ -101,3 +101,33 @@ def test_an_encoder_that_cannot_start_leaves_no_temporary_file(tmp_path, monkeyp
     with pytest.raises(ExportError, match="ffmpeg is not installed"):
         VideoEncoder(tmp_path / "out" / "show.mp4", (64, 48), 30.0)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_mux_puts_the_audio_on_the_video_as_it_is(performance, tmp_path):
+    from expotion_live.media import mux
+
+    folder, _ = performance
+    out = mux(folder / "camera.mp4", folder / "played.wav", tmp_path / "out" / "muxed.mp4")
+    streams = probe(out)
+    assert streams["video"]["codec_name"] == probe(folder / "camera.mp4")["video"]["codec_name"]   # copied
+    assert streams["audio"]["codec_name"] == "aac"
+    assert float(streams["audio"]["duration"]) == pytest.approx(SECONDS, abs=0.1)
+    assert [p.name for p in out.parent.iterdir()] == ["muxed.mp4"]
+
+
+def test_mux_errors_are_clear_and_leave_nothing(performance, tmp_path, monkeypatch):
+    from expotion_live.media import MediaError, mux
+
+    folder, _ = performance
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(MediaError, match="cannot read video .*broken.mp4"):
+        mux(tmp_path / "broken.mp4", folder / "played.wav", tmp_path / "x.mp4")
+    with pytest.raises(MediaError, match="missing.mp4 does not exist"):
+        mux(tmp_path / "missing.mp4", folder / "played.wav", tmp_path / "x.mp4")
+    (tmp_path / "noise.wav").write_bytes(b"RIFF-not-really")
+    with pytest.raises(MediaError, match="ffmpeg could not mux"):
+        mux(folder / "camera.mp4", tmp_path / "noise.wav", tmp_path / "x.mp4")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))   # a machine without ffmpeg
+    with pytest.raises(MediaError, match="ffmpeg is not installed"):
+        mux(folder / "camera.mp4", folder / "played.wav", tmp_path / "x.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4", "noise.wav"]

@@ -3,31 +3,29 @@
     expotion-live generate --model checkpoints/musicgen-small --prompt "warm pads" --seconds 8 --out out.wav
     expotion-live generate --adaptor runs/me --video take.mp4 --video-out take_music.mp4 --out take.wav
 
-Flags that mirror settings (`--model`, `--prompt`, `--cfg`, ...) override the settings
-file; every expected failure is one line on stderr and a non-zero exit code.
+With a video, the music is rendered by the live engine run offline (`engine.offline`):
+chunk after chunk of one streamed generation, each conditioned on the video up to its own
+moment, so a video of any length is conditioned all the way through. Flags that mirror
+settings (`--model`, `--prompt`, `--cfg`, ...) override the settings file; every expected
+failure is one line on stderr and a non-zero exit code.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
+import dataclasses
 import sys
 from pathlib import Path
 
 from ..atomic import atomic_path, check_output
+from ..media import VIDEO_OUT_SUFFIXES, MediaError, ffmpeg, mux
 from ..settings import flag, number
 
 DEFAULT_SECONDS = 10.0  # without --video, the length of the piece
-VIDEO_OUT_SUFFIXES = (".mp4", ".mov", ".mkv")   # containers that take the video stream as it is plus AAC
 
 
 # flag dest -> the setting it overrides: the model options `generate` and `run` share
 MODEL_FLAGS = {"model": "model.dir", "adaptor": "model.adaptor", "prompt": "generation.prompt",
                "precision": "model.precision"}
-
-
-class MuxError(RuntimeError):
-    """ffmpeg failed to put the music on the video; the message is ffmpeg's last line."""
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -82,7 +80,7 @@ def run_generate(args: argparse.Namespace, settings) -> int:
     settings = override(settings, _overrides(args))
     try:
         return _generate(args, settings)
-    except (ValueError, OSError, CaptureError, MuxError) as err:  # incl. CheckpointError, AdaptorError
+    except (ValueError, OSError, CaptureError, MediaError) as err:  # incl. CheckpointError, AdaptorError
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
 
@@ -90,19 +88,18 @@ def run_generate(args: argparse.Namespace, settings) -> int:
 def _generate(args: argparse.Namespace, settings) -> int:
     import numpy as np
     import soundfile as sf
-    from tqdm import tqdm
 
     from .generate import MusicGen
 
-    model_cfg, gen = settings.model, settings.generation
+    model_cfg = settings.model
     if args.adaptor and not args.video:
         raise ValueError("--adaptor needs --video (the performance whose face and motion steer the music)")
     if args.video and not model_cfg.adaptor:
         raise ValueError("--video needs --adaptor (a trained condition adaptor) to steer the music")
     if args.video_out and not args.video:
         raise ValueError("--video-out needs --video (the video to put the music on)")
-    if args.video_out and shutil.which("ffmpeg") is None:
-        raise ValueError("--video-out needs ffmpeg on the PATH (apt-get install ffmpeg)")
+    if args.video_out:
+        ffmpeg()                                   # missing: say so before the model loads
     if args.video and not Path(args.video).is_file():
         raise ValueError(f"video file {args.video} does not exist")
     check_output(args.out, (".wav",), "--out")
@@ -112,41 +109,70 @@ def _generate(args: argparse.Namespace, settings) -> int:
         check_output(args.video_out, VIDEO_OUT_SUFFIXES, "--video-out")
 
     musicgen = MusicGen.load(model_cfg.dir, device=model_cfg.device, precision=model_cfg.precision)
-    window = _video_features(args.video, settings) if args.video else None
-    seconds = args.seconds if args.seconds is not None else (
-        window.n_frames / musicgen.frame_rate if window is not None else DEFAULT_SECONDS)
-    n_frames = round(seconds * musicgen.frame_rate)
-    longest = musicgen.decoder.config.max_position_embeddings - musicgen.decoder.config.num_codebooks
-    if not 1 <= n_frames <= longest:
-        raise ValueError(f"--seconds {seconds:g} is out of range: this model makes "
-                         f"{1 / musicgen.frame_rate:g} to {longest / musicgen.frame_rate:g} s in one piece")
-    adapters = _adapters(model_cfg.adaptor, musicgen, window, n_frames) if window is not None else None
-
-    text = musicgen.encode_text([gen.prompt])
-    with tqdm(unit="step", desc="generating", file=sys.stderr) as bar:
-        codes = musicgen.generate(text, n_frames, cfg=gen.cfg, temperature=gen.temperature, top_k=gen.top_k,
-                                  top_p=gen.top_p, greedy=args.greedy, seed=None if gen.seed < 0 else gen.seed,
-                                  adapters=adapters, progress=_bar_progress(bar))
-    audio = musicgen.decode_audio(codes)[0]
+    codes, audio = (_from_video if args.video else _from_prompt)(args, settings, musicgen)
     with atomic_path(args.out) as tmp:
         sf.write(tmp, audio, musicgen.sample_rate, subtype="FLOAT", format="WAV")
     if args.codes_out:
         with atomic_path(args.codes_out) as tmp:
             np.save(tmp, codes[0].cpu().numpy())  # [4, frames]
     if args.video_out:
-        _mux(args.video, args.out, args.video_out)
+        mux(args.video, args.out, args.video_out)
     where = f" and {args.video_out}" if args.video_out else ""
     print(f"wrote {len(audio) / musicgen.sample_rate:.2f} s of music to {args.out}{where}", file=sys.stderr)
     return 0
 
 
-def _video_features(video: str, settings):
+def _from_prompt(args: argparse.Namespace, settings, musicgen):
+    """(codes (1, K, n), audio): one piece from the prompt alone, at most the model's positions long."""
     from tqdm import tqdm
 
-    from ..features.offline import extract_video
+    gen = settings.generation
+    seconds = args.seconds if args.seconds is not None else DEFAULT_SECONDS
+    n_frames = round(seconds * musicgen.frame_rate)
+    longest = musicgen.decoder.config.max_position_embeddings - musicgen.decoder.config.num_codebooks
+    if not 1 <= n_frames <= longest:
+        raise ValueError(f"--seconds {seconds:g} is out of range: this model makes "
+                         f"{1 / musicgen.frame_rate:g} to {longest / musicgen.frame_rate:g} s in one piece "
+                         f"(a --video of any length is rendered chunk by chunk)")
+    text = musicgen.encode_text([gen.prompt])
+    with tqdm(unit="step", desc="generating", file=sys.stderr) as bar:
+        codes = musicgen.generate(text, n_frames, cfg=gen.cfg, temperature=gen.temperature, top_k=gen.top_k,
+                                  top_p=gen.top_p, greedy=args.greedy, seed=None if gen.seed < 0 else gen.seed,
+                                  progress=_bar_progress(bar))
+    return codes, musicgen.decode_audio(codes)[0]
 
+
+def _from_video(args: argparse.Namespace, settings, musicgen):
+    """(codes (1, K, n), audio): the video's length (or --seconds) rendered by the live engine offline,
+    conditioned on the video's face and motion through the adaptor all the way through."""
+    import torch
+    from tqdm import tqdm
+
+    from ..engine import offline
+    from ..engine.musicgen_source import MusicGenSource
+    from ..engine.scheduler import ChunkTiming
+    from ..engine.source import GenerationParams
+    from ..features.offline import extract_video
+    from .adaptor import load_adaptor
+
+    gen = settings.generation
+    adaptor = load_adaptor(settings.model.adaptor, musicgen).eval()
     with tqdm(unit="frame", desc="tracking", file=sys.stderr) as bar:
-        return extract_video(video, settings.tracking, progress=_bar_progress(bar))
+        features = extract_video(args.video, settings.tracking, progress=_bar_progress(bar))
+    n_frames = round(args.seconds * musicgen.frame_rate) if args.seconds is not None else features.n_frames
+    params = GenerationParams.from_settings(gen)
+    if args.greedy:           # the most likely token: the only one left to draw from
+        params = dataclasses.replace(params, top_k=1, top_p=0.0)
+    source = MusicGenSource.from_settings(musicgen, adaptor, None, gen)
+    timing = ChunkTiming.from_settings(gen, musicgen.sample_rate)
+    chunks = []
+    with tqdm(total=n_frames, unit="frame", desc="generating", file=sys.stderr) as bar:
+        def on_chunk(request) -> None:
+            chunks.append(source.last_codes)
+            bar.update(min(request.n_frames, n_frames - bar.n))
+
+        audio = offline.render(source, features, params, timing, n_frames, on_chunk)
+    return torch.cat(chunks, dim=-1)[:, :, :n_frames], audio
 
 
 def _bar_progress(bar):
@@ -156,26 +182,3 @@ def _bar_progress(bar):
         bar.update(done - bar.n)
 
     return progress
-
-
-def _adapters(adaptor_path: str, musicgen, window, n_frames: int):
-    """Load the adaptor and run its prefix over the video's features (first frames, up to its window)."""
-    import torch
-
-    from .adaptor import load_adaptor
-
-    adaptor = load_adaptor(adaptor_path, musicgen).eval()
-    with torch.no_grad():   # the sequence runs over the delay pattern: K positions more than frames
-        return adaptor.window_adapters(window, n_frames + musicgen.decoder.config.num_codebooks)
-
-
-def _mux(video: str, wav: str, video_out: str) -> None:
-    """Copy the video stream and encode the WAV as its AAC sound, atomically."""
-    with atomic_path(video_out) as tmp:
-        result = subprocess.run(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", video, "-i", wav,
-             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-shortest", str(tmp)],
-            capture_output=True, text=True)
-        if result.returncode != 0:
-            raise MuxError(f"ffmpeg could not mux {wav} onto {video}: "
-                               f"{(result.stderr.strip().splitlines() or ['unknown error'])[-1]}")

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..features.schema import FeatureFrame
-from .export import ExportError, VideoEncoder, mux
+from ..media import VideoEncoder, mux
+from .export import ExportError
 from .overlay import draw_overlay
 
 log = logging.getLogger(__name__)
