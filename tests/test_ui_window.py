@@ -246,6 +246,37 @@ def test_stop_returns_at_once_and_the_controls_come_back_when_the_worker_has_sto
     assert window.start_button.text() == "Start" and session_of(window) is None
 
 
+def test_closing_during_a_held_render_waits_only_up_to_the_timeout(live_window, qapp):
+    """Teardown: stop, quit, wait with a timeout; a render that holds on past it is left to finish."""
+    import threading
+
+    from expotion_live.engine.synth import SynthSource
+
+    rendering, release = threading.Event(), threading.Event()
+
+    class SlowSynth(SynthSource):
+        def render(self, request):
+            if request.index == 2:
+                rendering.set()
+                release.wait()
+            return super().render(request)
+
+    window = live_window(**{"engine.kind": "synth"})
+    window.controller.build_source = lambda settings: SlowSynth(sample_rate=settings.audio.sample_rate)
+    window.start()
+    assert wait_until(qapp, lambda: window.running and rendering.is_set(), timeout=30), window.banner.text()
+    worker = window._worker
+    watchdog = threading.Timer(30.0, release.set)       # a teardown without a timeout would be freed here, and fail
+    watchdog.start()
+    try:
+        assert worker.shutdown(timeout_ms=200) is False and not release.is_set()
+    finally:
+        release.set()
+        watchdog.cancel()
+    assert worker.thread.wait(20000)                     # the render ended: the stop and the quit ran after it
+    assert session_of(window) is None
+
+
 def test_the_window_keeps_turning_while_musicgen_loads(live_window, qapp, tiny_musicgen_dir):
     window = live_window(**{"engine.kind": "musicgen", "model.dir": str(tiny_musicgen_dir)})
     ticks = []
