@@ -105,3 +105,44 @@ def test_training_takes_one_live_shape_per_batch_with_the_video_where_live_puts_
     with pytest.raises(TrainingError, match="raise --segment-seconds to 0.98, or train the paper's way"):
         Trainer(musicgen, clips[:3], clips[3:], tmp_path / "short", TrainConfig(batch_size=2, segment_seconds=0.9),
                 adaptor_config, progress=False, log=lambda message: None, generation=GENERATION)
+
+
+def test_a_30_s_context_conditions_the_chunk_with_the_newest_frames_at_the_newest_positions(musicgen):
+    """Context + chunk (1525 frames) beyond the adaptor's 512: its newest 512 frames end at the chunk's last position.
+
+    The live path (`MusicGenSource._advance`: `window_adapters(newest=True)` into the stream after 30 s of
+    context) against a straight generation continuing the same context, its prefix placed by hand.
+    """
+    from expotion_live.model.stream import GenerationStream, Sampling
+
+    context, n = 1500, 25
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(**SMALL), musicgen.decoder)      # max_frames 512
+    with torch.no_grad():
+        adaptor.gates.fill_(4.0)
+    window = random_window(context + n + 40)      # the timeline holds more than context + chunk
+    text = musicgen.encode_text(["warm pads"])
+    prompt = torch.randint(0, 2048, (1, K, context), generator=torch.Generator().manual_seed(1))
+
+    stream = GenerationStream(musicgen, window=context + n + K + 1, context=context, seed=0)
+    stream.set_text(text)
+    stream.restart(prompt)                        # where a slide leaves a stream with 30 s of context
+    hooks = adaptor.window_adapters(window, context + n, newest=True)
+    with torch.no_grad():
+        live = stream.advance(n, Sampling(cfg=3.0, greedy=True), hooks, adaptor.config.max_frames)
+
+    def straight(first):
+        newest = [torch.from_numpy(np.array(x[-512:], dtype=np.float32))[None]
+                  for x in (window.face, window.motion, window.flow)]
+        with torch.no_grad():
+            placed = adaptor.adapters(*newest, first=first)
+            # The stream prefilled the context before any prefix was loaded: no prefix term up to position `context`.
+            after_context = [None if h is None else (lambda q, p, h=h: h(q, p) * (p > context).to(q.dtype)[:, None])
+                             for h in placed]
+            return musicgen.generate(text, n + K, prompt_codes=prompt, cfg=3.0, greedy=True,
+                                     adapters=after_context)[..., :n]
+
+    last = context + n + K - 1                    # the chunk's last position: its last frame's last codebook
+    expected = straight(first=last - 512 + 1)
+    torch.testing.assert_close(live, expected, rtol=0, atol=0)
+    assert not torch.equal(expected, straight(first=0))        # where the frames sit matters: the test can fail

@@ -10,9 +10,10 @@ Two parts, both trainable, while every MusicGen weight stays frozen:
    frozen decoder layers beside the music. At each adapted layer the joint embedding is
    fused to the model width (`W_e`, one per layer as in the authors' code) plus a
    per-layer positional table and added after the layer's first LayerNorm; the prefix
-   then goes through the layer's frozen self-attention (no mask) and feed-forward, but
-   not the text cross-attention. The music stream's queries attend to the prefix keys
-   and values through a zero-initialised gate, so an untrained adaptor is the base model.
+   then goes through the layer's frozen self-attention (unmasked, or causal under a
+   look-ahead limit, below) and feed-forward, but not the text cross-attention. The
+   music stream's queries attend to the prefix keys and values through a
+   zero-initialised gate, so an untrained adaptor is the base model.
 
 The prefix never looks at the music tokens, so it is computed once per condition window
 (`ConditionAdaptor.adapters`); the callables it returns do only the fused attention for
