@@ -8,6 +8,8 @@ Two threads live here:
   take seconds on a CPU, and right after each chunk `source.prepare_next` (work the next
   chunk would start with, done while the ring is full); nothing waits on it but the
   scheduler thread.
+Offline (`engine.offline`) neither runs: `render_chunk` does one chunk's plan, render and
+join on the caller's thread.
 
 How far ahead: the next chunk is requested when the buffered audio falls to the
 *target lead*, which adapts to the measured render cost: the low-water mark plus 1.25 x

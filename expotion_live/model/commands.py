@@ -46,7 +46,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "generate", help="generate music from a text prompt (optionally a video through an adaptor) to a WAV file",
         description="Generate music offline with MusicGen; --adaptor and --video condition it on a "
-                    "performance video, --video-out muxes the music onto that video.")
+                    "performance video of any length (the live engine, chunk by chunk), --video-out muxes "
+                    "the music onto that video.")
     add_model_flags(p)
     p.add_argument("--seconds", type=number(float, 0.02, 3600), metavar="S",
                    help=f"length of the music (default: the video's length, else {DEFAULT_SECONDS:g})")
