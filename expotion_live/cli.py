@@ -17,7 +17,8 @@ from pathlib import Path
 from . import __version__, doctor, settings as settings_mod
 from .features import commands as features_commands
 from .live import run as live_run
-from .model import commands as model_commands, download as download_commands
+from .engine import commands as generate_commands
+from .model import download as download_commands
 from .train import commands as train_commands, record as record_commands
 from .ui import commands as ui_commands
 from .settings import SettingsError
@@ -29,7 +30,7 @@ DEFAULT_RECORDING = "expotion-live.wav"   # where the main command records when 
 DEFAULT_RECORDING_SECONDS = 30
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 BENCHMARKS = ("decode", "generate", "int8", "live", "vision", "synth", "soak", "stage")
-SUBCOMMAND_MODULES = (doctor, live_run, features_commands, model_commands, download_commands, ui_commands,
+SUBCOMMAND_MODULES = (doctor, live_run, features_commands, generate_commands, download_commands, ui_commands,
                       record_commands, train_commands)
 
 

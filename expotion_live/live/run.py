@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import settings as settings_mod
 from ..atomic import OutputPathError, check_output
 from ..audio.output import AudioDeviceError
-from ..model.commands import add_model_flags, model_overrides
+from ..engine.commands import add_model_flags, model_overrides
 from ..osc.targets import OscTargetError
 from ..settings import Settings
 from .controller import LiveController, check_osc

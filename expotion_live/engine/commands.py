@@ -5,7 +5,8 @@
 
 With a video, the music is rendered by the live engine run offline (`engine.offline`):
 chunk after chunk of one streamed generation, each conditioned on the video up to its own
-moment, so a video of any length is conditioned all the way through. Flags that mirror
+moment, so a video of any length is conditioned all the way through (hence this command
+lives in engine/, after the model and features it uses). Flags that mirror
 settings (`--model`, `--prompt`, `--cfg`, ...) override the settings file; every expected
 failure is one line on stderr and a non-zero exit code.
 """
@@ -90,7 +91,7 @@ def _generate(args: argparse.Namespace, settings) -> int:
     import numpy as np
     import soundfile as sf
 
-    from .generate import MusicGen
+    from ..model.generate import MusicGen
 
     model_cfg = settings.model
     if args.adaptor and not args.video:
@@ -149,12 +150,12 @@ def _from_video(args: argparse.Namespace, settings, musicgen):
     import torch
     from tqdm import tqdm
 
-    from ..engine import offline
-    from ..engine.musicgen_source import MusicGenSource
-    from ..engine.scheduler import ChunkTiming
-    from ..engine.source import GenerationParams
     from ..features.offline import extract_video
-    from .adaptor import load_adaptor
+    from ..model.adaptor import load_adaptor
+    from . import offline
+    from .musicgen_source import MusicGenSource
+    from .scheduler import ChunkTiming
+    from .source import GenerationParams
 
     gen = settings.generation
     adaptor = load_adaptor(settings.model.adaptor, musicgen).eval()
