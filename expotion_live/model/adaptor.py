@@ -199,7 +199,8 @@ class FusedPrefixAttention:
             bias = None if self.bias is None else self.bias.to(q.dtype)
         else:
             newest = (moments + self.look_ahead).minimum(self.last)                  # (T,) the last frame each sees
-            bias = additive_mask((self.frames <= newest[:, None]).repeat(halves, 1), q.dtype)  # (halves*T, Tp)
+            seen = self.frames <= newest.clamp(min=0)[:, None]   # a row that sees none keeps frame 0: no NaN in fp16
+            bias = additive_mask(seen.repeat(halves, 1), q.dtype)                    # (halves*T, Tp)
         s_prime = F.scaled_dot_product_attention(q, self.k_p.to(q.dtype), self.v_p.to(q.dtype), attn_mask=bias)
         s_prime = s_prime.view(Bp, H, halves, T, Dh).permute(2, 0, 1, 3, 4).reshape(B, H, T, Dh)
         if self.look_ahead is not None:                  # a query before the window's first frame sees none
