@@ -38,11 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_path, write_json
+from ..engine.scheduler import ChunkTiming
 from ..model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor, trainable_share
 from ..model.decoder import fused_attention
 from ..model.delay_pattern import DelayPattern
 from ..model.text import TextCondition
-from ..engine.scheduler import ChunkTiming
 from ..settings import GenerationSettings
 from .config import TrainConfig
 from .curves import plot_curves
@@ -285,12 +285,15 @@ class Trainer:
                                 f"with --paper-windows")
         return shapes
 
-    def _shaped(self, batches: list[list[Segment]], picks) -> list[list[Segment]]:
-        """With live windows, batch j cut to live shape picks[j] (one shape per batch: one window offset)."""
+    def _shaped(self, batches: list[list[Segment]], generator: torch.Generator | None = None) -> list[list[Segment]]:
+        """With live windows, each batch cut to one live shape (one window offset per batch), drawn with
+        `generator`, or without one in turn (validation: the same shapes every time)."""
         if self.shapes is None:
             return batches
-        K = self.decoder.config.num_codebooks
-        return [[self.shapes[i].place(s, K) for s in batch] for batch, i in zip(batches, picks)]
+        K, n = self.decoder.config.num_codebooks, len(self.shapes)
+        picks = (range(len(batches)) if generator is None
+                 else torch.randint(n, (len(batches),), generator=generator).tolist())
+        return [[self.shapes[i % n].place(s, K) for s in batch] for batch, i in zip(batches, picks)]
 
     def _epoch_order(self, epoch: int) -> list[list[Segment]]:
         """This process's batches for `epoch`: order and live shapes fixed by (seed, epoch), split across ranks."""
@@ -299,8 +302,7 @@ class Trainer:
         B = self.config.batch_size
         batches = [[self.train_segments[i] for i in order[j * B:(j + 1) * B]]
                    for j in range(self.steps_per_epoch * self.dist.world)]
-        picks = torch.randint(len(self.shapes or [None]), (len(batches),), generator=generator).tolist()
-        return self._shaped(batches, picks)[self.dist.rank::self.dist.world]
+        return self._shaped(batches, generator)[self.dist.rank::self.dist.world]
 
     def _batch(self, clips: list[CachedClip], segs: list[Segment]) -> Batch:
         return make_batch(clips, segs, self.config.default_caption, self.device, self.adaptor.config.captions)
@@ -315,7 +317,7 @@ class Trainer:
         B = self.config.batch_size
         mine = self.val_segments[self.dist.rank::self.dist.world]
         batches = [mine[j:j + B] for j in range(0, len(mine), B)]
-        for segs in self._shaped(batches, [j % len(self.shapes or [None]) for j in range(len(batches))]):
+        for segs in self._shaped(batches):
             batch = self._batch(self.val_clips, segs)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
                 adapters = (self.adaptor.adapters(batch.face, batch.motion, batch.flow, first=batch.first)
