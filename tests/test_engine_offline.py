@@ -79,11 +79,34 @@ def test_late_frames_steer_late_music_only(model, features):
     assert not np.array_equal(plain[changed * HOP:], steered[changed * HOP:])
 
 
-def test_windows_start_with_the_video_and_hold_its_last_frame(features):
+def test_windows_hold_the_video_edges(features):
     first = offline.video_window(features, 25, 300)
-    assert first.n_frames == 25 and first.t_end == pytest.approx(24 / 50)   # the prefix sees the codes' frames
-    np.testing.assert_array_equal(first.face, features.face[:25])
+    assert first.n_frames == 300 and first.t_end == pytest.approx(24 / 50)
+    np.testing.assert_array_equal(first.face[-25:], features.face[:25])
+    np.testing.assert_array_equal(first.face[:-25], np.repeat(features.face[:1], 275, axis=0))
     late = offline.video_window(features, 600, 300)                # 4 frames past the video's end
-    assert late.n_frames == 300
     np.testing.assert_array_equal(late.face[:296], features.face[300:596])
     np.testing.assert_array_equal(late.face[296:], np.repeat(features.face[-1:], 4, axis=0))
+
+
+def test_the_prefix_gets_the_frames_training_gives_it(model, features):
+    """Every chunk's prefix is as long as the live-shaped training window of the same chunk."""
+    from expotion_live.train.dataset import live_shapes
+
+    musicgen, adaptor = model
+    lengths = []
+
+    class Recording:      # the real adaptor; records the prefix length of each chunk's hooks
+        config = adaptor.config
+
+        def window_adapters(self, *args, **kwargs):
+            hooks = adaptor.window_adapters(*args, **kwargs)
+            lengths.append(next(h for h in hooks if h is not None).k_p.shape[2])
+            return hooks
+
+    timing = ChunkTiming.from_settings(GENERATION, musicgen.sample_rate)
+    source = MusicGenSource.from_settings(musicgen, Recording(), None, GENERATION)
+    offline.render(source, features, GenerationParams.from_settings(GENERATION), timing, 596)
+    shapes = live_shapes(timing, source.stream.window, 4, adaptor.config.max_frames)
+    assert len(lengths) == 24                                     # 12 s of 0.5 s chunks
+    assert lengths == [shape.frames for shape in shapes][:24]     # from the first chunk on, not only once filled

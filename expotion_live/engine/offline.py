@@ -9,11 +9,10 @@ because the whole video is known in advance:
   as fast as the source renders, and nothing is stretched (nothing waits for the music);
 - chunk k's condition window ends at its own last frame in the video (live it ends at
   "now", a render's lead before the chunk is heard), so each code meets the video frame
-  of its own moment, as in training;
-- a window starts no earlier than the video: the first chunks give the prefix as many
-  frames as the stream holds codes, as training and `evaluate` do (live the timeline
-  holds its oldest frame instead).
-Past the video's last frame its last frame holds, like the live timeline's edge.
+  of its own moment, as training's live-shaped windows place it.
+The prefix gets the context + chunk frames (at most the adaptor's window) that live and
+training give it (`train.dataset.live_shapes`); before the video's first frame and after
+its last, the edge frame holds, as the live timeline's window does at a session's start.
 """
 from __future__ import annotations
 
@@ -55,12 +54,9 @@ class CollectingRing:
 
 
 def video_window(features: TimelineWindow, end: int, n_frames: int) -> TimelineWindow:
-    """The 50 Hz grid frames [end - n_frames, end) of a video's `features` (frame 0 at t = 0).
-
-    Starts no earlier than the video's first frame; frames past its last one repeat the last.
-    """
-    first = max(0, end - n_frames)
-    rows = np.minimum(np.arange(first, end), features.n_frames - 1)          # (T,) the edge holds
+    """The 50 Hz grid frames [end - n_frames, end) of a video's `features` (frame 0 at t = 0);
+    outside the video its first or last frame holds."""
+    rows = np.clip(np.arange(end - n_frames, end), 0, features.n_frames - 1)   # (T,) the edges hold
     return TimelineWindow(t_end=(end - 1) / FRAME_RATE, face=features.face[rows], motion=features.motion[rows],
                           flow=features.flow[rows], conduct=features.conduct[rows])
 
