@@ -132,3 +132,12 @@ def test_train_errors_are_one_line(dataset, tiny_musicgen_dir, tmp_path, capsys)
     assert run_in_process(*train_args(dataset, tiny_musicgen_dir, tmp_path / "r"), "--batch-size", "500") == 1
     err = capsys.readouterr().err
     assert err.startswith("expotion-live: ") and "lower --batch-size" in err and len(err.splitlines()) == 1
+
+
+def test_save_every_zero_saves_at_epoch_ends_only(dataset, tiny_musicgen_dir, tmp_path):
+    out = tmp_path / "epochs"
+    args = [*train_args(dataset, tiny_musicgen_dir, out), "--epochs", "1", "--save-every", "0"]
+    assert run_in_process(*args) == 0
+    state = read_state(out)
+    assert state["epoch"] == 1 and state["step_in_epoch"] == 0
+    assert (out / "adaptor.safetensors").is_file()

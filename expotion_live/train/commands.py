@@ -66,7 +66,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=_T.seed,
                    help="split, initialisation, data order (default: %(default)s)")
     p.add_argument("--save-every", type=number(int, 0, 10**9), default=_T.save_every,
-                   help="steps between resumable checkpoints within an epoch (default: %(default)s)")
+                   help="steps between resumable checkpoints within an epoch; 0 = only at epoch ends (default: %(default)s)")
     p.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 instead of fp16 autocast")
     p.add_argument("--default-caption", default=_T.default_caption,
                    help="caption for clips without caption.txt (default: %(default)r)")

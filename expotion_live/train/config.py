@@ -17,6 +17,6 @@ class TrainConfig:
     live_windows: bool = True           # each batch shaped as one live chunk (dataset.live_shapes); off: the paper's
     val_fraction: float = 0.1           # share of clips held out for the validation loss
     seed: int = 0                       # split, initialisation and data order
-    save_every: int = 50                # steps between resumable checkpoints inside an epoch
+    save_every: int = 50                # steps between resumable checkpoints inside an epoch; 0 = epoch ends only
     amp: bool = True                    # fp16 autocast + loss scaling on CUDA (ignored on CPU)
     default_caption: str = "music with catchy melody"  # for clips without caption.txt (paper's generic prompt)

@@ -393,7 +393,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{history['train'][-1][1]:.3f}", lr=f"{lr:.2e}")
             done = step_in_epoch + 1
-            if self._stop_signal is not None or (done % self.config.save_every == 0 and done < len(batches)):
+            if self._stop_signal is not None or (self.config.save_every and done % self.config.save_every == 0 and done < len(batches)):
                 self._save_state(epoch, done, global_step, history)
             if self._stop_signal is not None:
                 self.log(f"stopped by signal {self._stop_signal} after step {done} of epoch {epoch + 1}; "
