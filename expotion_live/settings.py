@@ -42,6 +42,7 @@ class TrackingSettings:
     timeline_seconds: float = 30.0  # how much 50 Hz feature history the timeline keeps
     hands: bool = True            # hand tracking and conductor gestures (beats, tempo); off saves the hand model's cost
     hand_model: str = "lite"      # lite | full: MediaPipe's hand landmark model (full: steadier left/right, costlier: bench vision)
+    calibrate_at_start: bool = True  # the first frames with a face become the neutral face, as `prepare` does per take
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class ModelSettings:
     adaptor: str = ""             # adaptor checkpoint directory; "" = none
     precision: str = "auto"       # auto | fp32 | bf16 | int8
     device: str = "auto"          # auto | cpu | cuda | mps
-    threads: int = 1              # torch CPU threads for generation: tracking needs the other core, and
-                                  # two threads on busy cores were 3-8x slower per step (bench decode)
+    threads: int = 1              # torch CPU threads for generation: tracking needs another core, and threads
+                                  # that share busy cores wait on each other every step (bench decode --threads)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class GenerationSettings:
     top_k: int = 250
     top_p: float = 0.0            # 0 = off
     seed: int = -1                # -1 = a fresh seed per run
-    chunk_seconds: float = 0.5    # audio produced per generator step; bench/live.py: 0.5 s halves control latency vs 1 s (tiny: 0.55 vs 1.1-1.7 s)
+    chunk_seconds: float = 0.5    # audio produced per generator step: shorter follows the performer sooner (bench/live.py)
     context_seconds: float = 4.0  # recent codes prefilled when the stream slides (its window is full)
     window_seconds: float = 10.0  # the streamed KV cache's length: longer slides less often, attends over more
     crossfade_ms: float = 40.0    # equal-power crossfade at chunk joins

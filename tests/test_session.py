@@ -58,6 +58,20 @@ def test_headless_session_on_face_video_plays_smoothly_and_records_exactly(tmp_p
     assert at_joins <= elsewhere                                     # no join makes a bigger step than the music
 
 
+@pytest.mark.parametrize("at_start", [True, False])
+def test_the_session_takes_the_neutral_face_at_start_as_prepare_does_per_take(tmp_path, face_video, at_start):
+    settings = override(Settings(), {"camera.source": str(face_video), "engine.kind": "synth",
+                                     "tracking.calibrate_at_start": at_start})
+    session = LiveSession(settings, build_source(settings), CaptureThread(open_source(str(face_video), settings.camera)),
+                          output="file", duration=1.0)
+    session.start()
+    assert session.wait(timeout=30)
+    session.stop()
+    tracker = session.tracking.tracker
+    assert not tracker.calibrating
+    assert (tracker.neutral is not None) == at_start
+
+
 def test_build_source_falls_back_to_the_synth_without_weights(tmp_path):
     settings = override(Settings(), {"model.dir": str(tmp_path / "empty")})
     assert isinstance(build_source(settings), SynthSource)

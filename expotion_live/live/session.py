@@ -207,6 +207,8 @@ class LiveSession:
                 self.player.tap = self.recorder
             if self.capture is not None:
                 self.capture.start()
+            if self.settings.tracking.calibrate_at_start:
+                self.tracking.calibrate()   # neutral face as each training take had it (train/prepare.py)
             self.tracking.start()
             self.started_at = time.monotonic()
             self.scheduler.start()
