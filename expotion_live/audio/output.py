@@ -230,6 +230,7 @@ class FileSink:
         self.max_blocks = None if duration is None else round(duration * sample_rate / block_size)
         self.underflows = 0           # same interface as AudioStream; a sink has no device to run dry
         self.latency_seconds = 0.0    # nothing is buffered after the player
+        self.device_name = ""         # no sound card: the session names the file (or nothing) instead
         self.finished = threading.Event()   # set when `duration` has been played
         self._block = np.zeros(block_size, np.float32)
         self._stop = threading.Event()

@@ -314,7 +314,7 @@ class LiveSession:
         music = self.source.state()
         return SessionStatus(
             playing=self.playing,
-            output=getattr(self.output, "device_name", "file" if self.settings.audio.out else "no output"),
+            output=self.output.device_name or ("file" if self.settings.audio.out else "no output"),
             tracking_fps=float(tracking.fps),
             tracking_rate=tracking.processed / elapsed if elapsed > 0 else 0.0,
             tracked_frames=tracking.processed,
