@@ -57,6 +57,7 @@ class Row:
     precision: str
     chunk_seconds: float
     context_seconds: float
+    window_seconds: float
     first_sound_s: float | None
     control_latency_s: float | None      # mean over the steps heard
     control_latency_max_s: float | None
@@ -129,6 +130,7 @@ def measure(settings: Settings, label: str, seconds: float, tracking: str = "rep
         model=label, device=settings.model.device, tracking=tracking, precision=settings.model.precision,
         chunk_seconds=settings.generation.chunk_seconds,
         context_seconds=settings.generation.context_seconds,
+        window_seconds=settings.generation.window_seconds,
         first_sound_s=status.time_to_first_sound,
         control_latency_s=statistics.mean(latencies) if latencies else None,
         control_latency_max_s=max(latencies) if latencies else None, control_steps=len(latencies),
@@ -145,7 +147,7 @@ def print_table(rows: list[Row], block_size: int) -> None:
 
     print(f"\nlive engine, wall-clock paced file sink, block {block_size} samples; "
           f"real time = RTF >= 1 (20 ms of render per 20 ms frame)")
-    header = (f"{'model':<8}{'dev':<5}{'track':<7}{'prec':<6}{'chunk s':>8}{'context s':>10}{'first sound s':>14}"
+    header = (f"{'model':<8}{'dev':<5}{'track':<7}{'prec':<6}{'chunk s':>8}{'context s':>10}{'window s':>9}{'first sound s':>14}"
               f"{'control s mean/max (n)':>24}{'DSP ms':>8}"
               f"{'RTF':>7}{'ms/frame':>10}{'underruns':>10}{'stretched s (after 2 s)':>24}{'chunks':>7}{'slides':>7}")
     print(header)
@@ -153,7 +155,7 @@ def print_table(rows: list[Row], block_size: int) -> None:
     for r in rows:
         control = f"{fmt(r.control_latency_s, '.2f')}/{fmt(r.control_latency_max_s, '.2f')} ({r.control_steps})"
         stretched = f"{r.stretched_s:.1f} ({r.stretched_after_warmup_s:.1f})"
-        print(f"{r.model:<8}{r.device:<5}{r.tracking:<7}{r.precision:<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}"
+        print(f"{r.model:<8}{r.device:<5}{r.tracking:<7}{r.precision:<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}{r.window_seconds:>9.1f}"
               f"{fmt(r.first_sound_s, '.2f'):>14}"
               f"{control:>24}{fmt(r.dsp_latency_ms, '.1f'):>8}{r.rtf:>7.2f}"
               f"{r.ms_per_frame:>10.1f}{r.underruns:>10d}{stretched:>24}{r.chunks:>7d}{r.slides:>7d}")
