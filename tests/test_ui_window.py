@@ -4,6 +4,7 @@ tiny MusicGen, PortAudio on a PulseAudio null sink, OSC out to a real python-osc
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import tomllib
 
@@ -204,18 +205,13 @@ def test_controls_change_the_engine(live_window, qapp):
     assert session.settings.generation.chunk_seconds == started_with
 
 
-def test_stop_returns_at_once_and_the_controls_come_back_when_the_worker_has_stopped(live_window, qapp):
-    """Stopping waits for the chunk being rendered (the model cannot be interrupted): on the worker, never
-    on the GUI thread, which goes on turning while the render holds the stop."""
-    import threading
-
+def window_in_a_held_render(live_window, qapp):
+    """A playing window whose synth holds its third chunk, as a long MusicGen render does, until `release` is set."""
     from expotion_live.engine.synth import SynthSource
 
     rendering, release = threading.Event(), threading.Event()
 
     class SlowSynth(SynthSource):
-        """The synth, with its third chunk held as a long MusicGen render is."""
-
         def render(self, request):
             if request.index == 2:
                 rendering.set()
@@ -226,6 +222,13 @@ def test_stop_returns_at_once_and_the_controls_come_back_when_the_worker_has_sto
     window.controller.build_source = lambda settings: SlowSynth(sample_rate=settings.audio.sample_rate)
     window.start()
     assert wait_until(qapp, lambda: window.running and rendering.is_set(), timeout=30), window.banner.text()
+    return window, release
+
+
+def test_stop_returns_at_once_and_the_controls_come_back_when_the_worker_has_stopped(live_window, qapp):
+    """Stopping waits for the chunk being rendered (the model cannot be interrupted): on the worker, never
+    on the GUI thread, which goes on turning while the render holds the stop."""
+    window, release = window_in_a_held_render(live_window, qapp)
     watchdog = threading.Timer(30.0, release.set)      # a GUI thread stuck in stop would be freed here, and fail
     watchdog.start()
     try:
@@ -248,23 +251,7 @@ def test_stop_returns_at_once_and_the_controls_come_back_when_the_worker_has_sto
 
 def test_closing_during_a_held_render_waits_only_up_to_the_timeout(live_window, qapp):
     """Teardown: stop, quit, wait with a timeout; a render that holds on past it is left to finish."""
-    import threading
-
-    from expotion_live.engine.synth import SynthSource
-
-    rendering, release = threading.Event(), threading.Event()
-
-    class SlowSynth(SynthSource):
-        def render(self, request):
-            if request.index == 2:
-                rendering.set()
-                release.wait()
-            return super().render(request)
-
-    window = live_window(**{"engine.kind": "synth"})
-    window.controller.build_source = lambda settings: SlowSynth(sample_rate=settings.audio.sample_rate)
-    window.start()
-    assert wait_until(qapp, lambda: window.running and rendering.is_set(), timeout=30), window.banner.text()
+    window, release = window_in_a_held_render(live_window, qapp)
     worker = window._worker
     watchdog = threading.Timer(30.0, release.set)       # a teardown without a timeout would be freed here, and fail
     watchdog.start()
