@@ -54,6 +54,7 @@ class Row:
     model: str
     device: str
     tracking: str
+    hands: bool
     precision: str
     chunk_seconds: float
     context_seconds: float
@@ -127,7 +128,8 @@ def measure(settings: Settings, label: str, seconds: float, tracking: str = "rep
     frames = scheduler.frames_generated
     stream = getattr(source, "stream", None)
     return Row(
-        model=label, device=settings.model.device, tracking=tracking, precision=settings.model.precision,
+        model=label, device=settings.model.device, tracking=tracking, hands=settings.tracking.hands,
+        precision=settings.model.precision,
         chunk_seconds=settings.generation.chunk_seconds,
         context_seconds=settings.generation.context_seconds,
         window_seconds=settings.generation.window_seconds,
@@ -147,7 +149,7 @@ def print_table(rows: list[Row], block_size: int) -> None:
 
     print(f"\nlive engine, wall-clock paced file sink, block {block_size} samples; "
           f"real time = RTF >= 1 (20 ms of render per 20 ms frame)")
-    header = (f"{'model':<8}{'dev':<5}{'track':<7}{'prec':<6}{'chunk s':>8}{'context s':>10}{'window s':>9}{'first sound s':>14}"
+    header = (f"{'model':<8}{'dev':<5}{'track':<7}{'hands':<6}{'prec':<6}{'chunk s':>8}{'context s':>10}{'window s':>9}{'first sound s':>14}"
               f"{'control s mean/max (n)':>24}{'DSP ms':>8}"
               f"{'RTF':>7}{'ms/frame':>10}{'underruns':>10}{'stretched s (after 2 s)':>24}{'chunks':>7}{'slides':>7}")
     print(header)
@@ -155,7 +157,7 @@ def print_table(rows: list[Row], block_size: int) -> None:
     for r in rows:
         control = f"{fmt(r.control_latency_s, '.2f')}/{fmt(r.control_latency_max_s, '.2f')} ({r.control_steps})"
         stretched = f"{r.stretched_s:.1f} ({r.stretched_after_warmup_s:.1f})"
-        print(f"{r.model:<8}{r.device:<5}{r.tracking:<7}{r.precision:<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}{r.window_seconds:>9.1f}"
+        print(f"{r.model:<8}{r.device:<5}{r.tracking:<7}{'on' if r.hands else 'off':<6}{r.precision:<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}{r.window_seconds:>9.1f}"
               f"{fmt(r.first_sound_s, '.2f'):>14}"
               f"{control:>24}{fmt(r.dsp_latency_ms, '.1f'):>8}{r.rtf:>7.2f}"
               f"{r.ms_per_frame:>10.1f}{r.underruns:>10d}{stretched:>24}{r.chunks:>7d}{r.slides:>7d}")
@@ -169,6 +171,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where MusicGen runs")
     parser.add_argument("--tracking", default="replay", choices=("replay", "video"),
                         help="a replayed performance, or real tracking of the bundled demo video")
+    parser.add_argument("--hands", default="", help="comma list of on,off: hand tracking in --tracking video "
+                        "(default: the settings')")
     parser.add_argument("--windows", default="", help="comma list of window_seconds (default: the settings')")
     parser.add_argument("--precisions", default="fp32,bf16,int8", help="comma list: fp32, bf16, int8")
     parser.add_argument("--chunks", default="", help="comma list of chunk_seconds (default: the settings')")
@@ -189,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     chunks = [float(c) for c in args.chunks.split(",") if c] or [base.generation.chunk_seconds]
     contexts = [float(c) for c in args.contexts.split(",") if c] or [base.generation.context_seconds]
     windows = [float(c) for c in args.windows.split(",") if c] or [base.generation.window_seconds]
+    hands = [h == "on" for h in args.hands.split(",") if h] or [base.tracking.hands]
+    if any(h not in ("on", "off") for h in args.hands.split(",") if h):
+        raise SystemExit(f"--hands takes on and/or off, got {args.hands!r}")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         cache = args.model_cache or Path(tmp)
@@ -200,14 +207,15 @@ def main(argv: list[str] | None = None) -> int:
                 save_random_musicgen(model_dir, preset=preset, seed=0, dtype=torch.bfloat16 if on_gpu else None,
                                      device=args.device)
             for precision in args.precisions.split(","):
-                for chunk, context, window in itertools.product(chunks, contexts, windows):
+                for chunk, context, window, hand in itertools.product(chunks, contexts, windows, hands):
                     settings = override(base, {
                         "model.dir": str(model_dir), "model.precision": precision, "model.device": args.device,
                         "engine.kind": "musicgen", "generation.seed": 0, "generation.chunk_seconds": chunk,
                         "generation.context_seconds": context, "generation.window_seconds": window,
+                        "tracking.hands": hand,
                         "generation.first_chunk_seconds": min(base.generation.first_chunk_seconds, chunk)})
                     print(f"{preset} {args.device} {precision} chunk {chunk:g} s context {context:g} s "
-                          f"window {window:g} s: playing {args.seconds:g} s ...", flush=True)
+                          f"window {window:g} s, hands {'on' if hand else 'off'}: playing {args.seconds:g} s ...", flush=True)
                     rows.append(measure(settings, preset, args.seconds, args.tracking))
                     print(f"  {rows[-1]}", flush=True)
     print_table(rows, base.audio.block_size)

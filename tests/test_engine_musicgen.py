@@ -46,6 +46,22 @@ def test_text_is_encoded_only_when_the_prompt_changes(musicgen):
     assert source.text_encodings == 2 and source.prompt_used == "dark drums"
 
 
+def test_a_prompt_seen_recently_is_not_encoded_again_and_conditions_as_before(musicgen):
+    """Steering moves between a few prompts: T5 runs once for each, and a prompt coming back
+    sets the same cross-attention keys and values a fresh encoding would."""
+    source = MusicGenSource(musicgen, context_frames=25, seed=0)
+    other = GenerationParams(prompt="dark drums", cfg=3.0, temperature=1.0, top_k=250, top_p=0.0)
+    source.render(request(0, 0, n_frames=5))
+    first_k = source.stream.cache.cross_k.clone()
+    source.render(request(1, 5, n_frames=5, params=other))
+    assert not torch.equal(source.stream.cache.cross_k, first_k)
+    source.render(request(2, 10, n_frames=5))
+    source.render(request(3, 15, n_frames=5, params=other))
+    source.render(request(4, 20, n_frames=5))
+    assert source.text_encodings == 2 and source.prompt_used == request(0, 0, 1).params.prompt
+    assert torch.equal(source.stream.cache.cross_k, first_k)
+
+
 def test_untrained_adaptor_reproduces_the_base_model_and_swaps_at_the_next_chunk(musicgen):
     from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
 

@@ -2,8 +2,8 @@
 
 Per chunk:
 1. Text: the prompt (plus steering words when no adaptor is loaded) goes through T5
-   only when it changed since the last chunk, and then only the cross-attention keys
-   and values of the stream are rewritten.
+   once per prompt among the last `RECENT_PROMPTS`; when it changed since the last
+   chunk, only the cross-attention keys and values of the stream are rewritten.
 2. Visual condition: the latest window goes through the adaptor (`adaptor.window_adapters`),
    which returns one hook per decoder layer; the stream aligns the window's newest frame
    (the performer now) with the newest code of the chunk.
@@ -19,12 +19,17 @@ Per chunk:
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
 from ..features.schema import TimelineWindow
 from ..model.stream import GenerationStream, Sampling
+from ..model.text import TextCondition
 from .source import FRAME_RATE, ChunkRequest, GenerationParams, SourceState
+
+RECENT_PROMPTS = 16    # T5 outputs kept: a few KB each, and steering's prompts recur
 
 
 class MusicGenSource:
@@ -47,9 +52,10 @@ class MusicGenSource:
         self.stream = GenerationStream(musicgen, window=window_frames, context=context_frames, seed=seed)
         self._history: torch.Tensor | None = None               # (1, K, <= kept) the last codes, for EnCodec
         self._text_prompt: str | None = None
+        self._encoded: OrderedDict[str, TextCondition] = OrderedDict()   # recent prompts' T5 outputs, newest last
         self.prompt_used = ""                                   # the full prompt of the last chunk
         self.steering_words: tuple[str, ...] = ()
-        self.text_encodings = 0                                 # T5 runs so far (re-encodes only on change)
+        self.text_encodings = 0                                 # T5 runs so far (once per recent prompt)
         self.last_codes: torch.Tensor | None = None             # (1, K, n) the last chunk's new codes, on the CPU
 
     @classmethod
@@ -93,11 +99,22 @@ class MusicGenSource:
             prompt, words = self.steering.steer(prompt, request.window)
         self.steering_words = words
         if prompt != self._text_prompt:
-            self.stream.set_text(self.musicgen.encode_text([prompt]))
+            self.stream.set_text(self._encode(prompt))
             self._text_prompt = prompt
-            self.text_encodings += 1
         self.prompt_used = prompt
         return adaptor
+
+    def _encode(self, prompt: str) -> TextCondition:
+        """T5 once per prompt among the last few: steering moves between a handful of prompts
+        (mood words, tempo steps), and each T5 run delays the chunk it starts."""
+        text = self._encoded.pop(prompt, None)
+        if text is None:
+            text = self.musicgen.encode_text([prompt])
+            self.text_encodings += 1
+        self._encoded[prompt] = text
+        if len(self._encoded) > RECENT_PROMPTS:
+            self._encoded.popitem(last=False)
+        return text
 
     def _advance(self, adaptor, window: TimelineWindow, n_frames: int, params: GenerationParams) -> torch.Tensor:
         """The stream's next `n_frames` (1, K, n), conditioned on the adaptor's hooks over the newest
