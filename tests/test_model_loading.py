@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -42,6 +43,26 @@ def test_saved_random_model_loads_and_generates(tiny_musicgen_dir):
     codes = musicgen.generate(musicgen.encode_text(["soft pads"]), 8, seed=0)
     assert codes.shape == (1, 4, 8) and int(codes.min()) >= 0 and int(codes.max()) < 2048
     assert musicgen.decode_audio(codes).shape == (1, 8 * 640)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_a_checkpoint_saved_in_half_precision_loads_and_plays(dtype, tmp_path):
+    """Fine-tunes are often shared after `.to(torch.bfloat16)`: the decoder, T5 (and its
+    projection) and EnCodec all load from the file's dtype and run together."""
+    from expotion_live.model.random_init import save_random_musicgen
+
+    model_dir = save_random_musicgen(tmp_path / "half", preset="tiny", seed=0, dtype=dtype)
+    reference = MusicgenForConditionalGeneration.from_pretrained(model_dir, torch_dtype=dtype)
+    assert reference.decoder.lm_heads[0].weight.dtype == dtype            # the file really holds half floats
+    musicgen = MusicGen.load(model_dir, precision="fp32")
+    ours = dict(musicgen.decoder.named_parameters())
+    assert torch.equal(ours["lm_heads.3.weight"], reference.decoder.lm_heads[3].weight.float())
+    codes = musicgen.generate(musicgen.encode_text(["soft pads"]), 8, seed=0)
+    assert codes.shape == (1, 4, 8) and int(codes.min()) >= 0 and int(codes.max()) < 2048
+    audio = musicgen.decode_audio(codes)
+    assert audio.shape == (1, 8 * 640) and np.isfinite(audio).all()
+    default = MusicGen.load(model_dir)                                      # this CPU's default precision
+    assert default.generate(default.encode_text(["soft pads"]), 8, seed=0).shape == (1, 4, 8)
 
 
 def test_sharded_checkpoint_loads_the_same_weights(tiny_musicgen_dir, tmp_path):
