@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from expotion_live.atomic import atomic_path, write_json  # noqa: E402
-from expotion_live.engine.source import FRAME_RATE  # noqa: E402
+from expotion_live.features.schema import FRAME_RATE  # noqa: E402
 from expotion_live.engine.synth import SynthSource, offline_requests, synthetic_performance  # noqa: E402
 from expotion_live.features.schema import TimelineWindow  # noqa: E402
 

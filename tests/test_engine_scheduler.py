@@ -14,7 +14,8 @@ from expotion_live.audio.output import BlockPlayer, FileSink, WavRecorder
 from expotion_live.audio.ring_buffer import RingBuffer
 from expotion_live.engine.crossfade import aligned_start, crossfade, equal_power_curves
 from expotion_live.engine.scheduler import ChunkScheduler, ChunkTiming
-from expotion_live.engine.source import FRAME_RATE, ChunkRequest, GenerationParams
+from expotion_live.engine.source import ChunkRequest, GenerationParams
+from expotion_live.features.schema import FRAME_RATE
 from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
 from expotion_live.settings import GenerationSettings
 

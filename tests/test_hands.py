@@ -222,7 +222,6 @@ def test_the_synth_is_on_the_conducted_beat_when_its_chunk_is_heard(tracked):
 
 def test_the_synths_bar_starts_on_the_conductors_downbeat():
     """Beats counted from a downbeat (the hands' first, a Link session's bar of 4): the synth's bar follows."""
-    params = GenerationParams(prompt="", cfg=1.0, temperature=1.0, top_k=0, top_p=0.0)
     window = synthetic_performance(8.0, bpm=120.0, level=0.6)
     conduct = np.zeros_like(window.conduct)
     conduct[:, 0], conduct[:, 1] = 1.0, 120.0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from expotion_live.engine.crossfade import crossfade, equal_power_curves
-from expotion_live.engine.source import FRAME_RATE, ChunkRequest, GenerationParams
+from expotion_live.engine.source import ChunkRequest, GenerationParams
+from expotion_live.features.schema import FRAME_RATE
 from expotion_live.engine.synth import (SynthSource, offline_requests, render_offline,
                                         synthetic_performance)
 from expotion_live.features.schema import EXPRESSION_NAMES, GEOMETRY_DIM, TimelineWindow

@@ -24,10 +24,10 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..features.schema import TimelineWindow
+from ..features.schema import FRAME_RATE, TimelineWindow
 from ..model.stream import GenerationStream, Sampling
 from ..model.text import TextCondition
-from .source import FRAME_RATE, ChunkRequest, GenerationParams, SourceState
+from .source import ChunkRequest, GenerationParams, SourceState
 
 RECENT_PROMPTS = 16    # T5 outputs kept: a few KB each, and steering's prompts recur
 

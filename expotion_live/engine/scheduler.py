@@ -44,9 +44,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..features.schema import TimelineWindow
+from ..features.schema import FRAME_RATE, TimelineWindow
 from .crossfade import aligned_start, crossfade, equal_power_curves
-from .source import FRAME_RATE, ChunkRequest, GenerationParams, MusicSource
+from .source import ChunkRequest, GenerationParams, MusicSource
 from .steering import conducted_beat
 
 POLL_SECONDS = 0.005   # how often the scheduler looks at the ring while waiting

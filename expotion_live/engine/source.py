@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..features.schema import FRAME_RATE, TimelineWindow
+from ..features.schema import TimelineWindow
 
 
 @dataclass(frozen=True)

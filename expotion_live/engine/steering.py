@@ -17,7 +17,7 @@ import numpy as np
 from ..features.face import EXPRESSION_SCALE
 from ..features.schema import CONDUCT_NAMES, EXPRESSION_NAMES, FACE_FOUND_COLUMN, TimelineWindow
 from ..features.tempo import TempoTracker, estimate_tempo, frames_needed
-from .source import FRAME_RATE
+from ..features.schema import FRAME_RATE
 
 MOOD_SECONDS = 1.0        # expression and energy are averaged over the most recent second
 TEMPO_SECONDS = 6.0       # tempo is read from the most recent seconds: long enough for 60 BPM, short enough to follow

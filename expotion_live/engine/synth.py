@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..features.face import EXPRESSION_SCALE
-from ..features.schema import (EXPRESSION_NAMES, FACE_DIM, FACE_FOUND_COLUMN, FLOW_SHAPE, GEOMETRY_DIM,
+from ..features.schema import (EXPRESSION_NAMES, FACE_DIM, FACE_FOUND_COLUMN, FLOW_SHAPE, FRAME_RATE, GEOMETRY_DIM,
                                MOTION_DIM, UPPER_BODY, TimelineWindow)
 from ..features.tempo import MIN_BPM, TempoTracker
-from .source import FRAME_RATE, ChunkRequest, GenerationParams, SourceState
+from .source import ChunkRequest, GenerationParams, SourceState
 from .steering import ENERGY_FULL, conducted_beat, read_mood, track_tempo
 
 STEPS_PER_BEAT = 4                 # sixteenth-note grid
@@ -302,7 +302,6 @@ class SynthSource:
     def _hat(self, rng: np.random.Generator) -> np.ndarray:
         sr = self.sample_rate
         n = int(0.08 * sr)
-        t = np.arange(n) / sr
         noise = np.diff(rng.standard_normal(n + 2), n=2) / 4.0    # second difference: only the sizzle
         return noise * _envelope(n, sr, 0.0005, 0.01, decay=0.02, sustain=0.0)
 
