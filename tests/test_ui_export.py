@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from expotion_live.media import MediaError
 from expotion_live.settings import Settings
-from expotion_live.ui.export import ExportError, export_performance
+from expotion_live.ui.export import export_performance
 from expotion_live.ui.overlay import CONTOUR_COLOUR
 
 SECONDS = 2.0
@@ -69,13 +70,13 @@ def test_export_draws_the_overlay_and_carries_the_audio(performance):
 
 def test_export_errors_are_clear_and_leave_nothing(performance, tmp_path):
     folder, _ = performance
-    with pytest.raises(ExportError, match="does not exist"):
+    with pytest.raises(MediaError, match="does not exist"):
         export_performance(folder / "missing.mp4", folder / "played.wav", tmp_path / "x.mp4", Settings().tracking)
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
-    with pytest.raises(ExportError, match="cannot read video"):
+    with pytest.raises(MediaError, match="cannot read video"):
         export_performance(tmp_path / "broken.mp4", folder / "played.wav", tmp_path / "x.mp4", Settings().tracking)
     (tmp_path / "noise.wav").write_bytes(b"RIFF-not-really")
-    with pytest.raises(ExportError, match="ffmpeg could not export"):
+    with pytest.raises(MediaError, match="ffmpeg could not export"):
         export_performance(folder / "camera.mp4", tmp_path / "noise.wav", tmp_path / "x.mp4", Settings().tracking)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4", "noise.wav"]
 
@@ -98,7 +99,7 @@ def test_an_encoder_that_cannot_start_leaves_no_temporary_file(tmp_path, monkeyp
     from expotion_live.ui.export import VideoEncoder
 
     monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))   # a machine without ffmpeg
-    with pytest.raises(ExportError, match="ffmpeg is not installed"):
+    with pytest.raises(MediaError, match="ffmpeg is not installed"):
         VideoEncoder(tmp_path / "out" / "show.mp4", (64, 48), 30.0)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 

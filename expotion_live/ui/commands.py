@@ -103,11 +103,12 @@ def save_screenshot(window, path: Path) -> Path:
 
 
 def run_export(args, settings: Settings) -> int:
-    from .export import ExportError, export_performance
+    from ..media import MediaError
+    from .export import export_performance
 
     try:
         out = export_performance(args.video, args.audio, args.out, settings.tracking, mirror=args.mirror)
-    except ExportError as err:
+    except MediaError as err:
         return _fail(str(err))
     print(f"wrote {out}")
     return 0

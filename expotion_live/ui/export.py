@@ -19,9 +19,6 @@ from ..media import MediaError, VideoEncoder, ffmpeg
 from ..settings import TrackingSettings
 from .overlay import draw_overlay
 
-ExportError = MediaError   # the export's failures are the media module's: one type for callers to catch
-
-
 def export_performance(video: str | Path, audio: str | Path, out: str | Path, tracking: TrackingSettings,
                        mirror: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
     """Write `out` (.mp4): `video` with face mesh, pose and flow drawn on, and `audio` as its sound."""
@@ -31,10 +28,10 @@ def export_performance(video: str | Path, audio: str | Path, out: str | Path, tr
     ffmpeg()
     for path, what in ((video, "video"), (audio, "audio")):
         if not path.is_file():
-            raise ExportError(f"{what} file {path} does not exist")
+            raise MediaError(f"{what} file {path} does not exist")
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
-        raise ExportError(f"cannot read video {video} (not a video file OpenCV can decode)")
+        raise MediaError(f"cannot read video {video} (not a video file OpenCV can decode)")
     try:
         fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
         size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))

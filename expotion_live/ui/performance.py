@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..features.schema import FeatureFrame
-from ..media import VideoEncoder, mux
-from .export import ExportError
+from ..media import MediaError, VideoEncoder, mux
 from .overlay import draw_overlay
 
 log = logging.getLogger(__name__)
@@ -100,9 +99,9 @@ class PerformanceRecorder:
             self._queue.put(None)
             self._thread.join()
         if self._error is not None:
-            raise ExportError(f"recording the performance failed: {self._error}")
+            raise MediaError(f"recording the performance failed: {self._error}")
         if self._encoder is None:
-            raise ExportError("no camera frame was recorded")
+            raise MediaError("no camera frame was recorded")
         video = self._encoder.close()
         if played_wav is None or not Path(played_wav).is_file():
             return video

@@ -16,8 +16,8 @@ from PyQt6.QtCore import QMetaObject, QObject, Qt, QThread, QTimer, pyqtSignal, 
 from ..features.schema import FeatureFrame
 from ..live.controller import LiveController
 from ..live.session import SessionStatus
+from ..media import MediaError
 from ..settings import Settings
-from .export import ExportError
 from .performance import PerformanceRecorder
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class SessionWorker(QObject):
         if recorder is not None:
             try:
                 self.recorded.emit(str(recorder.finish(played)))
-            except ExportError as err:
+            except MediaError as err:
                 self.notice.emit(str(err))
 
     @pyqtSlot()
