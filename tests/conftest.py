@@ -4,6 +4,8 @@
   saved in the transformers on-disk format, built once per session.
 - `face_video`: the bundled demo video of a real face that MediaPipe tracks.
 - `null_sink`: a PulseAudio null sink, so PortAudio has a real output device.
+- `jack_server`: a JACK server on the dummy driver (no sound card) under a private name,
+  for JACK audio and JACK MIDI read back by JACK's own tools.
 - `qapp`: a QApplication on the offscreen platform.
 """
 from __future__ import annotations
@@ -75,6 +77,46 @@ def null_sink() -> str:
         pytest.fail("pulseaudio is not installed: run bash scripts/install --test")
     assert _pulse_running(), "the PulseAudio null sink did not start (see tests/conftest.py)"
     return "pulse"
+
+
+JACK_SERVER = f"expotion-test-{os.getpid()}"   # private: never a performer's running server
+JACK_RATE = 48000                              # an audio interface's usual rate, not the model's 32 kHz
+
+
+@pytest.fixture(scope="session")
+def jack_server():
+    """The name of a JACK server on the dummy driver at JACK_RATE, started for this test session.
+
+    JACK clients find it through JACK_DEFAULT_SERVER, which is set while it runs.
+    """
+    if shutil.which("jackd") is None:
+        pytest.fail("jackd is not installed: run bash scripts/install --test")
+    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
+    server = subprocess.Popen(["jackd", "--no-realtime", "-n", JACK_SERVER, "-d", "dummy",
+                               "-r", str(JACK_RATE), "-p", "256"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    previous = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = JACK_SERVER
+    try:
+        for _ in range(100):
+            if subprocess.run(["jack_lsp", "-s", JACK_SERVER], capture_output=True).returncode == 0:
+                break
+            if server.poll() is not None:
+                pytest.fail(f"jackd exited: {server.stderr.read().decode(errors='replace')[-500:]}")
+            time.sleep(0.1)
+        else:
+            pytest.fail("the JACK dummy server did not start within 10 s")
+        yield JACK_SERVER
+    finally:
+        if previous is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = previous
+        server.terminate()
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 @pytest.fixture(scope="session")
