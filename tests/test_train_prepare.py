@@ -11,7 +11,6 @@ import soundfile
 
 from expotion_live.capture.sources import open_source
 from expotion_live.capture.thread import CaptureThread
-from expotion_live.features.offline import calibrated_neutral, extract_video
 from expotion_live.features.pipeline import TrackingThread
 from expotion_live.features.schema import (EXPRESSION_NAMES, FACE_DIM, FLOW_SHAPE, GEOMETRY_DIM, HEAD_NAMES,
                                            MOTION_DIM)
@@ -137,34 +136,30 @@ def test_prepared_features_are_the_live_pipelines_after_calibration(dataset, mus
     prepared = load_clip(cache, "with_wav")
     video = dataset / "with_wav" / "take.mp4"
 
-    def live(tracker: Tracker, calibrate: bool) -> tuple[FeatureTimeline, float]:
+    def live(calibrate: bool) -> tuple[FeatureTimeline, float]:
         capture = CaptureThread(open_source(str(video), CameraSettings(realtime=False, loop=False))).start()
         timeline, first_t = FeatureTimeline(10.0), []
-        tracking = TrackingThread(capture, tracker, timeline, on_frame=[lambda frame, image: first_t.append(frame.t)])
+        tracking = TrackingThread(capture, Tracker(TrackingSettings()), timeline,
+                                  on_frame=[lambda frame, image: first_t.append(frame.t)])
         if calibrate:
-            tracking.calibrate()             # the window's Calibrate button, pressed before the take
+            tracking.calibrate()             # what LiveSession.start does with [tracking] calibrate_at_start
         tracking.start()
         tracking.join(timeout=60)
         capture.stop()
-        tracker.close()
+        tracking.close()
         assert tracking.stats().status == "ended"
         return timeline, first_t[0]
 
-    calibrating = Tracker(TrackingSettings())
-    live(calibrating, calibrate=True)
-    neutral = calibrating.neutral
-    offline = calibrated_neutral(video, TrackingSettings())
-    np.testing.assert_array_equal(neutral.raw_expression, offline.raw_expression)
-    np.testing.assert_array_equal(neutral.head, offline.head)
-
-    timeline, first_t = live(Tracker(TrackingSettings(), neutral=neutral), calibrate=False)
     T = prepared.n_frames
+    timeline, first_t = live(calibrate=True)
     window = timeline.window(T, t_end=first_t + (T - 1) / 50)
     np.testing.assert_allclose(window.face, prepared.face, atol=1e-4)
     np.testing.assert_allclose(window.motion, prepared.motion, atol=1e-4)
+    # The test can fail: the same take tracked without calibration differs where calibration acts.
+    timeline, first_t = live(calibrate=False)
+    uncalibrated = timeline.window(T, t_end=first_t + (T - 1) / 50)
     expression = slice(GEOMETRY_DIM, GEOMETRY_DIM + len(EXPRESSION_NAMES) + len(HEAD_NAMES))
-    uncalibrated = extract_video(video, TrackingSettings())
-    assert np.abs(uncalibrated.face[:T, expression] - prepared.face[:, expression]).max() > 0.01
+    assert np.abs(uncalibrated.face[:, expression] - prepared.face[:, expression]).max() > 0.01
 
 
 def test_the_test_split_is_deterministic_sticky_and_needs_two_clips():

@@ -160,7 +160,8 @@ def _from_video(args: argparse.Namespace, settings, musicgen):
     gen = settings.generation
     adaptor = load_adaptor(settings.model.adaptor, musicgen).eval()
     with tqdm(unit="frame", desc="tracking", file=sys.stderr) as bar:
-        features = extract_video(args.video, settings.tracking, progress=_bar_progress(bar))
+        features = extract_video(args.video, settings.tracking, progress=_bar_progress(bar),
+                                 calibrate=settings.tracking.calibrate_at_start)   # as `run` and `prepare` track it
     n_frames = round(args.seconds * musicgen.frame_rate) if args.seconds is not None else features.n_frames
     params = GenerationParams.from_settings(gen)
     if args.greedy:           # the most likely token: the only one left to draw from

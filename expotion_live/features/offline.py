@@ -4,7 +4,10 @@ It runs the live path's parts in a plain loop: every frame of the file through t
 `Tracker.process`, stamped with its position in the file (seconds from 0), pushed into
 the same `FeatureTimeline` and resampled by the same `window()`. So a clip played
 through the live app gives the features it was trained on (tests check this).
-`calibrated_neutral` takes the neutral face with the live app's own calibration.
+With `calibrate`, the clip starts the way a live session with `[tracking] calibrate_at_start`
+does: the tracker's own calibration takes the first frames with a face as the neutral face, and
+the frames before it completes are as live plays them (not yet relative to it), so one rule
+makes both.
 """
 from __future__ import annotations
 
@@ -14,33 +17,14 @@ from collections.abc import Callable
 
 from ..capture.sources import VideoFileSource
 from ..settings import TrackingSettings
-from .face import Neutral
 from .schema import FRAME_RATE, TimelineWindow
 from .timeline import FeatureTimeline
 from .tracker import Tracker
 
 
-def calibrated_neutral(path: str | os.PathLike, tracking_settings: TrackingSettings) -> Neutral | None:
-    """The neutral face the live app's Calibrate would take at the start of the clip, or None without a face.
-
-    It is the live rule itself (`Tracker.calibrate`: the first frames with a face, averaged),
-    run over the clip's first frames, so training features are relative to a neutral face as
-    live features are.
-    """
-    source = VideoFileSource(path, realtime=False, loop=False, start_time=0.0)
-    try:
-        with Tracker(tracking_settings) as tracker:
-            tracker.calibrate()
-            while tracker.calibrating and (captured := source.read()) is not None:
-                tracker.process(captured.image_bgr, captured.t)
-            return tracker.neutral
-    finally:
-        source.close()
-
-
 def extract_video(path: str | os.PathLike, tracking_settings: TrackingSettings,
                   progress: Callable[[int, int], None] | None = None,
-                  neutral: Neutral | None = None) -> TimelineWindow:
+                  calibrate: bool = False) -> TimelineWindow:
     """The clip on the 50 Hz grid: T = floor(t_last * 50) + 1 frames from the first video frame (t = 0)
     to the last one (t_last); `t_end` is the time of the last grid frame in seconds into the clip.
 
@@ -51,7 +35,9 @@ def extract_video(path: str | os.PathLike, tracking_settings: TrackingSettings,
     source = VideoFileSource(path, realtime=False, loop=False, start_time=0.0)
     frames = []
     try:
-        with Tracker(tracking_settings, neutral=neutral) as tracker:
+        with Tracker(tracking_settings) as tracker:
+            if calibrate:
+                tracker.calibrate()               # as LiveSession.start does before the first frame
             while (captured := source.read()) is not None:
                 frame = tracker.process(captured.image_bgr, captured.t)
                 frame.landmarks = None            # for drawing only; a long clip need not hold them

@@ -9,8 +9,8 @@ files are not redone, so an interrupted `prepare` continues where it stopped. Th
 is no part of that check: editing caption.txt rewrites the caption, not the tracking.
 
 Expression and head features are relative to the performer's neutral face, taken by the
-live app's own calibration (`features.offline.calibrated_neutral`) from the start of
-each clip: a take begins at rest, as a performance begins after pressing Calibrate.
+tracker's own calibration at the start of each clip (`extract_video(calibrate=True)`), as a
+live session with `[tracking] calibrate_at_start` takes it: a take begins at rest.
 
 The test split is chosen here and recorded in index.json, so `train` never sees it (nor
 picks `best/` with it) and `evaluate` scores it. It is sticky: clips already recorded
@@ -33,7 +33,7 @@ from ..features.schema import FACE_FOUND_COLUMN
 from .dataset import (AUDIO_SUFFIXES, CACHE_VERSION, ClipSource, DatasetError, find_clips, load_clip, read_index,
                       read_meta, set_caption, write_clip, write_index)
 
-FEATURES = "calibrated-1"   # how the cached features were made: a change redoes every clip
+FEATURES = "calibrated-2"   # how the cached features were made: a change redoes every clip
 TEST_FRACTION = 0.1         # share of clips held out as the test split
 
 class AudioReadError(RuntimeError):
@@ -130,7 +130,7 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
     """Extract features and codes for every clip in `data_dir` into `cache_dir`; return what happened."""
     from tqdm import tqdm
 
-    from ..features.offline import calibrated_neutral, extract_video
+    from ..features.offline import extract_video
 
     clips, problems = find_clips(data_dir)
     report = PrepareReport(skipped=list(problems))
@@ -155,9 +155,7 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
             audio = read_audio(clip.audio or clip.video, musicgen.sample_rate)
             frames = len(audio) // musicgen.codec.hop_length
             # tracking is the costly step: music too short for a clip skips it
-            window = (extract_video(clip.video, tracking_settings,
-                                    neutral=calibrated_neutral(clip.video, tracking_settings))
-                      if frames >= min_frames else None)
+            window = extract_video(clip.video, tracking_settings, calibrate=True) if frames >= min_frames else None
         except NoAudioTrack:
             report.skipped.append((clip.name, f"no music: no audio file ({', '.join(AUDIO_SUFFIXES)}) beside "
                                               f"{clip.video.name}, and it has no sound track"))
