@@ -83,7 +83,7 @@ def test_generate_from_a_video_through_an_adaptor(tiny_musicgen_dir, tmp_path):
 
     generation = dataclasses.replace(Settings().generation, prompt="calm piano", seed=7)
     source = MusicGenSource.from_settings(musicgen, load_adaptor(tmp_path / "adaptor", musicgen), None, generation)
-    expected = offline.render(source, extract_video(video, Settings().tracking),
+    expected = offline.render(source, extract_video(video, Settings().tracking, calibrate=True),   # as run tracks it
                               GenerationParams.from_settings(generation),
                               ChunkTiming.from_settings(generation, musicgen.sample_rate), 596)
     np.testing.assert_array_equal(audio, expected)
