@@ -122,9 +122,10 @@ def measure(settings: Settings, label: str, seconds: float, tracking: str = "rep
     scheduler = session.scheduler
     latencies = []
     for step in steps:
-        heard = [m for m in scheduler.marks if m.t_end >= step and m.played_at > 0]
+        # the first code conditioned on the step's frame (ChunkMark: code j <- t_condition + j / 50)
+        heard = [m for m in scheduler.marks if m.t_condition + (m.n_frames - 1) / 50 >= step and m.played_at > 0]
         if heard:
-            latencies.append(heard[0].played_at - step)
+            latencies.append(heard[0].played_at + max(0.0, step - heard[0].t_condition) - step)
     frames = scheduler.frames_generated
     stream = getattr(source, "stream", None)
     return Row(

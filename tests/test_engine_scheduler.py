@@ -43,6 +43,9 @@ class ToneSource:
     def prepare_next(self, n_frames):
         self.prepared = n_frames
 
+    def condition_lag_frames(self, n_frames):
+        return 0
+
 
 class SlowToneSource(ToneSource):
     """Renders at a fixed real-time factor by sleeping: a model too slow for real time."""

@@ -147,11 +147,11 @@ def _from_prompt(args: argparse.Namespace, settings, musicgen):
 def _from_video(args: argparse.Namespace, settings, musicgen):
     """(codes (1, K, n), audio): the video's length (or --seconds) rendered by the live engine offline,
     conditioned on the video's face and motion through the adaptor all the way through."""
-    import torch
     from tqdm import tqdm
 
-    from ..features.offline import extract_video
+    from ..features.offline import calibrated_neutral, extract_video
     from ..model.adaptor import load_adaptor
+    from ..model.conditioning import differences_warning, setting_differences
     from . import offline
     from .musicgen_source import MusicGenSource
     from .scheduler import ChunkTiming
@@ -159,22 +159,22 @@ def _from_video(args: argparse.Namespace, settings, musicgen):
 
     gen = settings.generation
     adaptor = load_adaptor(settings.model.adaptor, musicgen).eval()
+    for line in filter(None, [differences_warning("generate", setting_differences(
+            adaptor.trained, gen, settings.tracking, windows=adaptor.trained.get("windows") != "paper"))]):
+        print(line, file=sys.stderr)
     with tqdm(unit="frame", desc="tracking", file=sys.stderr) as bar:
-        features = extract_video(args.video, settings.tracking, progress=_bar_progress(bar))
+        features = extract_video(args.video, settings.tracking, progress=_bar_progress(bar),
+                                 neutral=calibrated_neutral(args.video, settings.tracking))   # as prepare takes them
     n_frames = round(args.seconds * musicgen.frame_rate) if args.seconds is not None else features.n_frames
     params = GenerationParams.from_settings(gen)
     if args.greedy:           # the most likely token: the only one left to draw from
         params = dataclasses.replace(params, top_k=1, top_p=0.0)
     source = MusicGenSource.from_settings(musicgen, adaptor, None, gen)
     timing = ChunkTiming.from_settings(gen, musicgen.sample_rate)
-    chunks = []
     with tqdm(total=n_frames, unit="frame", desc="generating", file=sys.stderr) as bar:
-        def on_chunk(request) -> None:
-            chunks.append(source.last_codes)
-            bar.update(min(request.n_frames, n_frames - bar.n))
-
-        audio = offline.render(source, features, params, timing, n_frames, on_chunk)
-    return torch.cat(chunks, dim=-1)[:, :, :n_frames], audio
+        rendered = offline.render_codes(source, features, params, timing, n_frames,
+                                        lambda request: bar.update(min(request.n_frames, n_frames - bar.n)))
+    return rendered.codes, rendered.audio
 
 
 def _bar_progress(bar):

@@ -4,13 +4,15 @@ Per chunk:
 1. Text: the prompt (plus steering words when no adaptor is loaded) goes through T5
    once per prompt among the last `RECENT_PROMPTS`; when it changed since the last
    chunk, only the cross-attention keys and values of the stream are rewritten.
-2. Visual condition: the latest window goes through the adaptor (`adaptor.window_adapters`),
-   which returns one hook per decoder layer; the stream aligns the window's newest frame
-   (the performer now) with the newest code of the chunk.
+2. Visual condition: the stream says where the chunk's condition window sits
+   (`GenerationStream.next_window`, the conditioning contract); the newest frames of the
+   latest window (the performer now at its newest position) go through the adaptor
+   (`ConditionAdaptor.prefix`), whose prefix the stream loads there.
 3. Codes: the `GenerationStream` decodes the chunk's frames, continuing the delay pattern
    and the KV cache where the last chunk left them (no re-prefill); when its window is
    full it slides, prefilling the last `context_frames` codes once, right after the chunk
-   before (`prepare_next`: while the ring is full), so the chunk that follows does not wait for it.
+   before (`prepare_next`: while the ring is full), so the chunk that follows does not wait for it;
+   with an adaptor, under the prefix the contract gives those positions (`StreamLayout.slide_window`).
 4. Audio: EnCodec is not causal, so the last samples of a decode (no future context)
    differ from what the same codes sound like once more codes follow. Each chunk
    therefore re-decodes `decode_context_frames` earlier codes with the new ones and
@@ -25,6 +27,8 @@ import numpy as np
 import torch
 
 from ..features.schema import FRAME_RATE, TimelineWindow
+from ..model.adaptor import AdaptorError, load_adaptor
+from ..model.conditioning import chunk_window
 from ..model.stream import GenerationStream, Sampling
 from ..model.text import TextCondition
 from .source import ChunkRequest, GenerationParams, SourceState
@@ -44,12 +48,13 @@ class MusicGenSource:
         self.name = name
         self.sample_rate: int = musicgen.sample_rate
         self.hop = musicgen.sample_rate // FRAME_RATE           # samples per code frame (640)
-        self.adaptor = adaptor
+        self.adaptor = None
         self.steering = steering
         self.steer_prompt = steer_prompt
         self.context_frames = context_frames
         self.decode_context_frames = decode_context_frames
         self.stream = GenerationStream(musicgen, window=window_frames, context=context_frames, seed=seed)
+        self.set_adaptor(adaptor)
         self._history: torch.Tensor | None = None               # (1, K, <= kept) the last codes, for EnCodec
         self._text_prompt: str | None = None
         self._encoded: OrderedDict[str, TextCondition] = OrderedDict()   # recent prompts' T5 outputs, newest last
@@ -57,6 +62,8 @@ class MusicGenSource:
         self.steering_words: tuple[str, ...] = ()
         self.text_encodings = 0                                 # T5 runs so far (once per recent prompt)
         self.last_codes: torch.Tensor | None = None             # (1, K, n) the last chunk's new codes, on the CPU
+        self.last_frame_times = np.zeros(0)                     # (n,) for each: the time of the frame at its position
+        self._last_window: TimelineWindow | None = None          # the last chunk's features (a slide's prefix)
 
     @classmethod
     def from_settings(cls, musicgen, adaptor, steering, generation, name: str = "MusicGen") -> MusicGenSource:
@@ -73,16 +80,22 @@ class MusicGenSource:
 
     def set_adaptor(self, adaptor) -> None:
         """Swap the adaptor (or None); the next chunk uses it."""
+        if adaptor is not None and self.stream.window > adaptor.config.max_frames:
+            raise AdaptorError(f"the stream's window of {self.stream.window} positions exceeds the adaptor's "
+                               f"{adaptor.config.max_frames}: set generation.window_seconds to at most "
+                               f"{adaptor.config.max_frames / FRAME_RATE:g}")
         self.adaptor = adaptor
+
+    def condition_lag_frames(self, n_frames: int) -> int:
+        """With an adaptor, the contract's `ChunkWindow.lag_frames` (the same after any slide); without
+        one, 0: the prompt steers the chunk from its first code."""
+        if self.adaptor is None:
+            return 0
+        return chunk_window(0, n_frames, self.stream.K, self.context_frames, self.adaptor.config.max_frames).lag_frames
 
     def load_adaptor(self, path: str | None) -> None:
         """Load an adaptor checkpoint for this model (None removes it); the next chunk uses it."""
-        adaptor = None
-        if path:
-            from ..model.adaptor import load_adaptor
-
-            adaptor = load_adaptor(path, self.musicgen)
-        self.set_adaptor(adaptor)
+        self.set_adaptor(load_adaptor(path, self.musicgen) if path else None)
 
     def state(self) -> SourceState:
         """MusicGen follows the steering tempo only once it has locked (only then is it in the prompt)."""
@@ -117,13 +130,31 @@ class MusicGenSource:
         return text
 
     def _advance(self, adaptor, window: TimelineWindow, n_frames: int, params: GenerationParams) -> torch.Tensor:
-        """The stream's next `n_frames` (1, K, n), conditioned on the adaptor's hooks over the newest
-        context + chunk frames of the window (when an adaptor is loaded)."""
+        """The stream's next `n_frames` (1, K, n), conditioned on the adaptor's prefix over the newest
+        frames of the window (when an adaptor is loaded), placed by the conditioning contract."""
         sampling = Sampling(cfg=params.cfg, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
+        self._last_window = window
         if adaptor is None:
+            self.last_frame_times = np.full(n_frames, window.t_end)
             return self.stream.advance(n_frames, sampling)
-        hooks = adaptor.window_adapters(window, self.context_frames + n_frames, newest=True)
-        return self.stream.advance(n_frames, sampling, hooks, adaptor.config.max_frames)
+        self._slide_if_needed(n_frames)
+        chunk = self.stream.next_window(n_frames, adaptor.config.max_frames)
+        # the frame at position p is the window's newest less (newest - p) frames
+        self.last_frame_times = window.t_end - (chunk.newest - np.arange(chunk.done, chunk.codes)) / FRAME_RATE
+        return self.stream.advance(n_frames, sampling, adaptor.prefix(window, chunk), chunk, adaptor.config.max_frames)
+
+    def _slide_if_needed(self, n_frames: int) -> None:
+        """Slide before a chunk that would not fit, prefilling the context under the prefix training gives
+        its positions (from the last chunk's features, whose newest frame is the context's last position)."""
+        stream, adaptor = self.stream, self.adaptor
+        if not stream.started or stream.fits(n_frames):
+            return
+        if adaptor is None or self._last_window is None:
+            stream.slide()
+            return
+        window = stream.layout.slide_window(n_frames, adaptor.config.max_frames)
+        prefix = adaptor.prefix(self._last_window, window) if window.frames > 0 else None
+        stream.slide(prefix, window if prefix is not None else None, adaptor.config.max_frames)
 
     @torch.no_grad()
     def render(self, request: ChunkRequest) -> np.ndarray:
@@ -144,8 +175,7 @@ class MusicGenSource:
     @torch.no_grad()
     def prepare_next(self, n_frames: int) -> None:
         """Slide the stream now if the next chunk would not fit its window, so no chunk's render pays for it."""
-        if self.stream.started and not self.stream.fits(n_frames):
-            self.stream.slide()
+        self._slide_if_needed(n_frames)
 
     def warm_up(self, params: GenerationParams, window: TimelineWindow) -> None:
         """Run every path once on throwaway frames (a start, a continuation, a slide, EnCodec; on CUDA the

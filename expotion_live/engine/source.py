@@ -63,6 +63,11 @@ class MusicSource(Protocol):
         """Return float32 mono audio of `overlap_samples + n_frames * sample_rate // FRAME_RATE` samples."""
         ...
 
+    def condition_lag_frames(self, n_frames: int) -> int:
+        """Frames from the moment a chunk's first new code plays to the newest frame of its condition
+        window (MusicGen's adaptor: the conditioning contract's; 0 where the whole chunk follows "now")."""
+        ...
+
     def prepare_next(self, n_frames: int) -> None:
         """Work the next chunk of `n_frames` would start with, done ahead on the generator thread right
         after a chunk, while the ring is full and nothing waits on it (MusicGen: the stream's slide)."""

@@ -316,6 +316,10 @@ class SynthSource:
     def prepare_next(self, n_frames: int) -> None:
         """Nothing to do ahead: a chunk is rendered from the window it gets."""
 
+    def condition_lag_frames(self, n_frames: int) -> int:
+        """Each chunk follows the window's newest values from its first sample."""
+        return 0
+
     def render(self, request: ChunkRequest) -> np.ndarray:
         """Audio of `overlap_samples` lead-in (the previous chunk's tail again) plus the chunk's new audio."""
         samples_per_frame = self.sample_rate // FRAME_RATE

@@ -1,6 +1,7 @@
 """Building the live music source: MusicGen (adaptor, steering) when its weights are there, else the synth."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..engine.source import GenerationParams, MusicSource
@@ -43,11 +44,18 @@ def build_source(settings: Settings) -> MusicSource:
     musicgen = MusicGen.load(model.dir, device=model.device, precision=model.precision)
     adaptor = None
     if model.adaptor:
-        from ..model.adaptor import load_adaptor
+        from ..model.adaptor import AdaptorError, load_adaptor
+        from ..model.conditioning import differences_warning, setting_differences
 
         adaptor = load_adaptor(model.adaptor, musicgen)
-    source = MusicGenSource.from_settings(musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None, gen,
-                                          name=f"MusicGen from {model.dir}")
+        if warning := differences_warning("this live session", setting_differences(
+                adaptor.trained, gen, settings.tracking, windows=adaptor.trained.get("windows") != "paper")):
+            print(warning, file=sys.stderr, flush=True)
+    try:
+        source = MusicGenSource.from_settings(musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None, gen,
+                                              name=f"MusicGen from {model.dir}")
+    except AdaptorError as err:
+        raise SessionError(f"{model.adaptor}: {err}") from None
     source.warm_up(GenerationParams.from_settings(gen), FeatureTimeline(seconds=1.0).window(   # zeros: no one yet
         round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)))
     return source

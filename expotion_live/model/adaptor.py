@@ -16,8 +16,11 @@ Two parts, both trainable, while every MusicGen weight stays frozen:
    zero-initialised gate, so an untrained adaptor is the base model.
 
 The prefix never looks at the music tokens, so it is computed once per condition window
-(`ConditionAdaptor.adapters`); the callables it returns do only the fused attention for
-the queries of the current step, a fixed-size computation the decode step can capture.
+(`ConditionAdaptor.prefix`); the per-layer `FusedPrefixAttention`s it returns (together:
+"the prefix") do only the fused attention for the queries of the current step, a
+fixed-size computation the decode step can capture. Where a window sits on the decoder's
+positions, and which positional rows its frames take, is the conditioning contract's
+(`conditioning.py`): frame t of a window at `first` is position and row `first + t`.
 
 Look-ahead (`AdaptorConfig.look_ahead`, L frames; None = unlimited, the paper): the code
 at sequence position p attends only to prefix frames up to p's own moment + L. The paper
@@ -34,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +48,12 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..features.schema import FACE_DIM, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
+from .conditioning import ChunkWindow
 from .decoder import additive_mask
 
 WEIGHTS_FILE = "adaptor.safetensors"
 CONFIG_FILE = "adaptor.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: positional rows anchored to the stream's positions (conditioning.py); 1 is read
 
 
 class AdaptorError(ValueError):
@@ -144,7 +148,7 @@ class JointVisualEmbedding(nn.Module):
         self.pos = nn.Parameter(torch.zeros(config.max_frames, config.joint_dim))  # z_pos, eq. (6)
         nn.init.normal_(self.pos, std=0.02)
 
-    def forward(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    def forward(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor, first: int = 0) -> torch.Tensor:
         B, T, _ = face.shape
         parts = []
         if self.config.uses_face:
@@ -153,11 +157,11 @@ class JointVisualEmbedding(nn.Module):
             parts.append(self.motion_proj(motion))                 # eq. (4): (B, T, d2)
             if self.config.flow_cnn:
                 parts.append(self.flow_proj(self.flow_cnn(flow)))  # eq. (5): (B, T, d2)
-        return torch.cat(parts, dim=-1) + self.pos[:T]             # eq. (6), before W_e: (B, T, joint_dim)
+        return torch.cat(parts, dim=-1) + self.pos[first:first + T]  # eq. (6), before W_e: (B, T, joint_dim)
 
 
 class FusedPrefixAttention:
-    """One adapted layer's hook: `g_l * S'_l` with S'_l = Attn(Q_l + Q^p_l, K^p_l, V^p_l).
+    """One adapted layer's part of the prefix: `g_l * S'_l` with S'_l = Attn(Q_l + Q^p_l, K^p_l, V^p_l).
 
     Holds the prefix's per-head queries, keys and values for one window, computed once.
     Called by the decoder with the music queries `q` (B, H, T, Dh) at sequence positions
@@ -171,7 +175,7 @@ class FusedPrefixAttention:
     amplifies only the text; the halves' queries are stacked against one copy rather
     than copying the prefix, which the decode step would otherwise read twice per layer.
 
-    `buffer(capacity)` makes a hook whose tensors stay where they are while `load` puts
+    `buffer(capacity)` makes one whose tensors stay where they are while `load` puts
     each new window into them (frames past the window masked): a captured decode step
     reads it without being captured again.
     """
@@ -208,28 +212,53 @@ class FusedPrefixAttention:
         return self.gate.to(q.dtype) * s_prime           # (B, H, T, Dh)
 
     def buffer(self, capacity: int) -> "FusedPrefixAttention":
-        """An empty hook of this one's shape, gate and look-ahead, with room for windows of up to `capacity` frames."""
+        """An empty one of this one's shape, gate and look-ahead, with room for windows of up to `capacity` frames."""
         Bp, H, _, Dh = self.k_p.shape
         q_p, k_p, v_p = (x.new_zeros(Bp, H, capacity, Dh) for x in (self.q_p, self.k_p, self.v_p))
-        hook = FusedPrefixAttention(q_p, k_p, v_p, self.gate, self.look_ahead)
-        hook.bias = k_p.new_zeros(1, 1, 1, capacity)
-        return hook
+        buffer = FusedPrefixAttention(q_p, k_p, v_p, self.gate, self.look_ahead)
+        buffer.bias = k_p.new_zeros(1, 1, 1, capacity)
+        return buffer
 
     def load(self, window: "FusedPrefixAttention", first: int) -> None:
-        """Copy `window`'s prefix into this hook's buffers, its frame 0 at sequence position `first`."""
+        """Copy `window`'s prefix into these buffers, its frame 0 at sequence position `first`."""
         T = window.k_p.shape[2]
         if T > self.k_p.shape[2] or window.k_p.shape[:2] != self.k_p.shape[:2]:
             raise AdaptorError(f"a prefix of shape {tuple(window.k_p.shape)} does not fit a buffer of "
                                f"{tuple(self.k_p.shape)}")
         if window.look_ahead != self.look_ahead:
             raise AdaptorError(f"a prefix with look-ahead {window.look_ahead} does not fit a buffer made for "
-                               f"{self.look_ahead}; make the buffer from this adaptor's hooks")
+                               f"{self.look_ahead}; make the buffer from this adaptor's prefix")
         for own, new in ((self.q_p, window.q_p), (self.k_p, window.k_p), (self.v_p, window.v_p)):
             own[:, :, :T].copy_(new)
         self.bias[..., :T] = 0.0
         self.bias[..., T:] = torch.finfo(self.bias.dtype).min
         self.first.fill_(first)
         self.last.fill_(T - 1)
+
+
+class PrefixBuffers:
+    """A stream's prefix, one `FusedPrefixAttention.buffer` per adapted layer, loaded in place per chunk."""
+
+    def __init__(self, prefix: Sequence[FusedPrefixAttention | None], capacity: int):
+        self.capacity = capacity
+        self.layers = [None if p is None else p.buffer(capacity) for p in prefix]
+
+    def serves(self, prefix: Sequence[FusedPrefixAttention | None], capacity: int) -> bool:
+        """Whether `prefix` can be loaded here: the same adaptor (its gates, by identity) and capacity."""
+        return capacity == self.capacity and len(prefix) == len(self.layers) and all(
+            (p is None and b is None) or (p is not None and b is not None and p.gate is b.gate)
+            for p, b in zip(prefix, self.layers))
+
+    def load(self, prefix: Sequence[FusedPrefixAttention | None], first: int) -> None:
+        for buffer, layer in zip(self.layers, prefix):
+            if layer is not None:
+                buffer.load(layer, first)
+
+    def shift(self, positions: int) -> None:
+        """Move every layer's window by `positions` (a slide without a new prefix)."""
+        for buffer in self.layers:
+            if buffer is not None:
+                buffer.first.add_(positions)
 
 
 class ConditionAdaptor(nn.Module):
@@ -258,6 +287,7 @@ class ConditionAdaptor(nn.Module):
         self.merge = nn.ModuleList(nn.Linear(config.joint_dim, d, bias=False) for _ in range(n_layers))  # W_e per layer
         self.layer_pos = nn.Parameter(torch.randn(n_layers, config.max_frames, d) * 0.02)        # pos_l
         self.gates = nn.Parameter(torch.zeros(n_layers))                                            # g_l, init 0
+        self.trained: dict = {}   # what it was trained under (conditioning.recorded_settings, windows, dropout)
         self.to(next(decoder.parameters()).device)
 
     @property
@@ -267,42 +297,42 @@ class ConditionAdaptor(nn.Module):
         return {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
                 "num_attention_heads": cfg.num_attention_heads, "num_codebooks": cfg.num_codebooks}
 
-    def window_adapters(self, window: TimelineWindow, n_positions: int, newest: bool = False) -> list[Callable | None]:
-        """`adapters` over a feature window for a decoder sequence of `n_positions`.
+    def prefix(self, features, window: ChunkWindow) -> list[FusedPrefixAttention | None]:
+        """The prefix over the newest `window.frames` frames of `features`, at the window's positions.
 
-        Takes at most `n_positions` frames (and the adaptor's window): the first ones for a
-        piece generated from its start, the newest for a live continuation whose last
-        positions are the new codes. Anything with face / motion / flow arrays and
-        `n_frames` will do (a TimelineWindow, a prepared clip).
+        Anything with face / motion / flow arrays and `n_frames` will do (a TimelineWindow,
+        a prepared clip); it must hold at least the window's frames.
         """
-        T = min(n_positions, window.n_frames, self.config.max_frames)
-        span = slice(window.n_frames - T, None) if newest else slice(0, T)
+        if features.n_frames < window.frames:
+            raise AdaptorError(f"a condition window of {window.frames} frames from features of {features.n_frames}")
+        span = slice(features.n_frames - window.frames, None)
         device = self.prefix_init.device
 
         def batch(x: np.ndarray) -> torch.Tensor:   # (T, ...) -> (1, T, ...) float32 on the adaptor's device
             return torch.from_numpy(np.array(x[span], dtype=np.float32))[None].to(device)   # a copy: clips may be read-only
 
-        return self.adapters(batch(window.face), batch(window.motion), batch(window.flow))
+        return self.adapters(batch(features.face), batch(features.motion), batch(features.flow), first=window.first)
 
     def adapters(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor,
-                 first: int = 0) -> list[Callable | None]:
-        """Run the condition prefix over one window; return one hook per decoder layer (None = unadapted).
+                 first: int = 0) -> list[FusedPrefixAttention | None]:
+        """Run the condition prefix over one window: one `FusedPrefixAttention` per decoder layer (None = unadapted).
 
         face (B, T, face_dim), motion (B, T, motion_dim), flow (B, T, *flow_shape), all on
-        the 50 Hz grid; frame t conditions decoder sequence position `first` + t (training
-        on live-shaped windows sets `first` as the stream does, `dataset.LiveWindows`).
+        the 50 Hz grid; frame t conditions decoder sequence position `first` + t and takes
+        positional row `first` + t (the conditioning contract).
         """
-        self._check_inputs(face, motion, flow)
+        self._check_inputs(face, motion, flow, first)
         face, motion, flow = (x.to(self.prefix_init.dtype) for x in (face, motion, flow))  # e.g. float16 flow
         B, T, _ = face.shape
+        rows = slice(first, first + T)
         dtype = self.decoder.dtype
-        joint = self.embedding(face, motion, flow)                     # eq. (6) before W_e: (B, T, joint_dim)
-        h = self.prefix_init[:T].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
+        joint = self.embedding(face, motion, flow, first)              # eq. (6) before W_e: (B, T, joint_dim)
+        h = self.prefix_init[rows].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
 
-        hooks: list[Callable | None] = [None] * self.first_layer
+        prefix: list[FusedPrefixAttention | None] = [None] * self.first_layer
         limited = self.config.look_ahead is not None    # unlimited: no mask (the paper); else causal (docstring)
         for i, layer in enumerate(self.decoder.layers[self.first_layer:]):
-            z = self.merge[i](joint) + self.layer_pos[i, :T]           # Z_l = W_e,l^T u + pos_l: (B, T, d)
+            z = self.merge[i](joint) + self.layer_pos[i, rows]         # Z_l = W_e,l^T u + pos_l: (B, T, d)
             x = layer.self_attn_layer_norm(h) + z.to(dtype)            # H_l^p + Z_l, after the first norm
             attn = layer.self_attn
             q_p = attn.split_heads(attn.q_proj(x))                     # Q_l^p, K_l^p, V_l^p: (B, H, T, Dh)
@@ -310,10 +340,10 @@ class ConditionAdaptor(nn.Module):
             a = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=limited)  # prefix self-attention
             h = h + attn.merge_heads(a)                                # (B, T, d)
             h = h + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(h))))           # frozen feed-forward
-            hooks.append(FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], self.config.look_ahead, first))
-        return hooks
+            prefix.append(FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], self.config.look_ahead, first))
+        return prefix
 
-    def _check_inputs(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> None:
+    def _check_inputs(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor, first: int) -> None:
         cfg = self.config
         B, T = face.shape[:2]
         expected = {"face": (face, (B, T, cfg.face_dim)), "motion": (motion, (B, T, cfg.motion_dim)),
@@ -321,9 +351,10 @@ class ConditionAdaptor(nn.Module):
         for name, (tensor, shape) in expected.items():
             if tuple(tensor.shape) != shape:
                 raise AdaptorError(f"{name} features have shape {tuple(tensor.shape)}, expected {shape}")
-        if not 1 <= T <= cfg.max_frames:
-            raise AdaptorError(f"condition window of {T} frames; this adaptor takes 1 to {cfg.max_frames} "
-                               f"({cfg.max_frames / 50:.2f} s at 50 Hz)")
+        if T < 1 or first < 0 or first + T > cfg.max_frames:
+            raise AdaptorError(f"a condition window of {T} frames at positions {first}..{first + T - 1}; this adaptor "
+                               f"has positions 0..{cfg.max_frames - 1} ({cfg.max_frames / 50:.2f} s at 50 Hz): "
+                               f"keep generation.window_seconds at most that")
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -338,7 +369,8 @@ def save_adaptor(adaptor: ConditionAdaptor, out_dir: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    header = {"format": FORMAT_VERSION, "config": adaptor.config.to_json(), "base": adaptor.base_shape}
+    header = {"format": FORMAT_VERSION, "config": adaptor.config.to_json(), "base": adaptor.base_shape,
+              "trained": adaptor.trained}
     text = json.dumps(header, indent=2, sort_keys=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adaptor.state_dict().items()}
     with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
@@ -376,8 +408,9 @@ def load_adaptor(path: str | os.PathLike, musicgen) -> ConditionAdaptor:
     if stored is None or json.loads(stored) != header:
         raise AdaptorError(f"{config_file} does not belong to {weights} (different runs mixed); "
                            f"copy both files from the same checkpoint folder")
-    if header.get("format") != FORMAT_VERSION:
-        raise AdaptorError(f"{config_file}: adaptor format {header.get('format')}, this program reads {FORMAT_VERSION}")
+    if header.get("format") not in (1, FORMAT_VERSION):
+        raise AdaptorError(f"{config_file}: adaptor format {header.get('format')}, this program reads 1 and "
+                           f"{FORMAT_VERSION}")
 
     decoder = getattr(musicgen, "decoder", musicgen)
     try:
@@ -398,6 +431,7 @@ def load_adaptor(path: str | os.PathLike, musicgen) -> ConditionAdaptor:
             raise AdaptorError(f"{weights}: tensor {name} has shape {tuple(tensor.shape)}, "
                                f"expected {tuple(own[name].shape)}")
     adaptor.load_state_dict(state)
+    adaptor.trained = header.get("trained", {})
     return adaptor
 
 

@@ -81,6 +81,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-captions", action="store_true",
                    help="ablation (paper Table 1, 'Generic'): train every clip on --default-caption instead of "
                         "its caption.txt; stored in the adaptor, so evaluate does the same")
+    p.add_argument("--text-dropout", type=number(float, 0.0, 1.0), default=_T.text_dropout,
+                   help="condition dropout: the share of pieces trained on guidance's null text, so the adaptor "
+                        "is trained for both halves of CFG (default: %(default)s, audiocraft's)")
     p.add_argument("--look-ahead", type=_look_ahead, default=0, metavar="FRAMES|unlimited",
                    help="frames of video after its own moment a code may attend to (default: %(default)s, as live "
                         "generation has none; 'unlimited' is the paper's, for offline use); stored in the adaptor")
@@ -200,7 +203,7 @@ def _train(args, settings: Settings) -> int:
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, grad_clip=args.grad_clip,
         segment_seconds=args.segment_seconds, val_fraction=args.val_fraction, seed=args.seed,
         save_every=args.save_every, amp=not args.no_amp, default_caption=args.default_caption,
-        live_windows=not args.paper_windows)
+        live_windows=not args.paper_windows, text_dropout=args.text_dropout)
     adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers, flow_cnn=not args.no_flow_cnn,
                                    inputs=args.inputs, captions=not args.no_captions, look_ahead=args.look_ahead)
     trainer = None
@@ -217,7 +220,7 @@ def _train(args, settings: Settings) -> int:
                          f"{settings.model.dir}")
         trainer = Trainer(musicgen, [load_clip(cache, n) for n in train_names], [load_clip(cache, n) for n in val_names],
                           args.out, config, adaptor_config, device=musicgen.device, progress=not args.quiet,
-                          generation=settings.generation)
+                          generation=settings.generation, features=index.get("tracking"))
         print(f"{len(train_names)} training clips, {len(val_names)} validation clips "
               f"({len(index['test'])} test clips held out), "
               f"{trainer.steps_per_epoch} steps per epoch", flush=True)
@@ -284,6 +287,14 @@ def _evaluate(args, settings: Settings) -> int:
             return _fail(f"--no-captions is for the base model: {args.adaptor} is evaluated as it was trained "
                          f"({'with' if adaptor.config.captions else 'without'} captions, from its adaptor.json)")
         captions = adaptor.config.captions if adaptor is not None else not args.no_captions
+        if adaptor is not None and "tracking" in index:    # the clips' features against the adaptor's
+            from ..model.conditioning import differences_warning
+
+            trained = adaptor.trained.get("tracking", {})
+            differences = [f"tracking.{key} (trained {trained[key]!r}, test clips prepared with {value!r})"
+                           for key, value in index["tracking"].items() if key in trained and trained[key] != value]
+            if warning := differences_warning("evaluate", differences):
+                print(warning, file=sys.stderr)
         classifier = AudioClassifier(args.classifier, musicgen.device) if args.classifier else None
         clap = Clap(args.clap, musicgen.device) if args.clap else None
         generated = []
@@ -293,7 +304,8 @@ def _evaluate(args, settings: Settings) -> int:
                                  cfg=gen.cfg, temperature=gen.temperature, top_k=gen.top_k, seed=args.seed,
                                  default_caption=args.default_caption, captions=captions,
                                  audio_out=args.audio_out, progress=not args.quiet,
-                                 on_audio=(lambda result, audio: generated.append(audio)) if keep else None)
+                                 on_audio=(lambda result, audio: generated.append(audio)) if keep else None,
+                                 generation=gen)
         set_scores = {}
         if keep:
             music = real_music(args.data, [r.clip for r in results], [r.seconds for r in results],

@@ -131,15 +131,17 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
     from tqdm import tqdm
 
     from ..features.offline import calibrated_neutral, extract_video
+    from ..model.conditioning import feature_settings
 
     clips, problems = find_clips(data_dir)
     report = PrepareReport(skipped=list(problems))
     fingerprint = codec_fingerprint(musicgen.codec)
+    features = feature_settings(tracking_settings)   # edited [tracking] keys re-extract the clips
     min_frames = round(min_seconds * musicgen.frame_rate)
     bar = tqdm(clips, desc="prepare", unit="clip", disable=not progress)
     for clip in bar:
         bar.set_postfix_str(clip.name)
-        stamp = _stamp(clip) | {"codec": fingerprint}
+        stamp = _stamp(clip) | {"codec": fingerprint, "tracking": features}
         meta = read_meta(cache_dir, clip.name)
         if meta is not None and meta["source"] == stamp:
             try:
@@ -193,7 +195,7 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
         log("the test split is chosen anew (another --test-fraction): adaptors trained before it may have "
             "trained on its clips")
     write_index(cache_dir, {
-        "version": CACHE_VERSION, "codec": fingerprint, "frame_rate": musicgen.frame_rate,
+        "version": CACHE_VERSION, "codec": fingerprint, "frame_rate": musicgen.frame_rate, "tracking": features,
         "clips": [{"name": name, "frames": frames} for name, frames in usable],
         "test_fraction": test_fraction, "test": test,
         "skipped": [{"name": name, "reason": reason} for name, reason in sorted(report.skipped)],
