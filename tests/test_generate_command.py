@@ -63,12 +63,12 @@ def test_generate_from_a_video_through_an_adaptor(tiny_musicgen_dir, tmp_path):
     from expotion_live.engine.musicgen_source import MusicGenSource
     from expotion_live.engine.scheduler import ChunkTiming
     from expotion_live.engine.source import GenerationParams
-    from expotion_live.features.offline import extract_video
+    from expotion_live.features.offline import calibrated_neutral, extract_video
     from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, load_adaptor, save_adaptor
 
     video = make_face_video(tmp_path / "take.mp4", seconds=12.0, fps=10.0)
     musicgen = MusicGen.load(tiny_musicgen_dir, precision="fp32")
-    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64), musicgen.decoder)
+    adaptor = ConditionAdaptor(AdaptorConfig(), musicgen.decoder)   # positions for the 10 s stream window
     with torch.no_grad():
         adaptor.gates.fill_(1.0)  # an untrained adaptor (gates 0) would leave the music unchanged
     save_adaptor(adaptor, tmp_path / "adaptor")
@@ -83,7 +83,8 @@ def test_generate_from_a_video_through_an_adaptor(tiny_musicgen_dir, tmp_path):
 
     generation = dataclasses.replace(Settings().generation, prompt="calm piano", seed=7)
     source = MusicGenSource.from_settings(musicgen, load_adaptor(tmp_path / "adaptor", musicgen), None, generation)
-    expected = offline.render(source, extract_video(video, Settings().tracking),
+    tracking = Settings().tracking            # the features as prepare takes them: from the calibrated neutral face
+    expected = offline.render(source, extract_video(video, tracking, neutral=calibrated_neutral(video, tracking)),
                               GenerationParams.from_settings(generation),
                               ChunkTiming.from_settings(generation, musicgen.sample_rate), 596)
     np.testing.assert_array_equal(audio, expected)

@@ -93,9 +93,10 @@ class MusicGenSource:
             return 0
         return chunk_window(0, n_frames, self.stream.K, self.context_frames, self.adaptor.config.max_frames).lag_frames
 
-    def load_adaptor(self, path: str | None) -> None:
+    def load_adaptor(self, path: str | None) -> dict | None:
         """Load an adaptor checkpoint for this model (None removes it); the next chunk uses it."""
         self.set_adaptor(load_adaptor(path, self.musicgen) if path else None)
+        return None if self.adaptor is None else self.adaptor.trained
 
     def state(self) -> SourceState:
         """MusicGen follows the steering tempo only once it has locked (only then is it in the prompt)."""

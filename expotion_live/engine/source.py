@@ -77,6 +77,7 @@ class MusicSource(Protocol):
         """The music's state now; called from status readers' threads, so it only reads plain values."""
         ...
 
-    def load_adaptor(self, path: str | None) -> None:
-        """Load an adaptor checkpoint (None removes it); the next chunk uses it. Only if `takes_adaptor`."""
+    def load_adaptor(self, path: str | None) -> dict | None:
+        """Load an adaptor checkpoint (None removes it); the next chunk uses it. Only if `takes_adaptor`.
+        Returns what it was trained under (`ConditionAdaptor.trained`; None when removed)."""
         ...

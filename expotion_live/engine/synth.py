@@ -310,7 +310,7 @@ class SynthSource:
         """The synth always plays at its tracker's tempo, locked or not."""
         return SourceState(tempo=float(self.tempo.bpm), tempo_locked=self.tempo.locked)
 
-    def load_adaptor(self, path: str | None) -> None:
+    def load_adaptor(self, path: str | None) -> dict | None:
         raise TypeError(f"{self.name} takes no adaptor; load MusicGen weights first")
 
     def prepare_next(self, n_frames: int) -> None:

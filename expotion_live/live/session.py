@@ -271,7 +271,9 @@ class LiveSession:
         """Load an adaptor checkpoint (or None to remove it); the next chunk uses it."""
         if not self.source.takes_adaptor:
             raise SessionError(f"{self.source.name} takes no adaptor; load MusicGen weights first")
-        self.source.load_adaptor(path)
+        from .source import warn_if_played_differently
+
+        warn_if_played_differently(self.source.load_adaptor(path), self.settings)
 
     def calibrate(self) -> bool:
         """The next half second of face becomes the neutral face."""

@@ -11,6 +11,19 @@ from ..settings import Settings
 from .session import SessionError
 
 
+def warn_if_played_differently(trained: dict | None, settings: Settings) -> None:
+    """One line on stderr naming the settings this session would feed an adaptor differently from its training
+    (`trained`: its record; None: no adaptor)."""
+    from ..model.conditioning import differences_warning, setting_differences
+
+    if trained is None:
+        return
+    differences = setting_differences(trained, settings.generation, settings.tracking,
+                                      windows=trained.get("windows") != "paper")
+    if warning := differences_warning("this live session", differences):
+        print(warning, file=sys.stderr, flush=True)
+
+
 def build_source(settings: Settings) -> MusicSource:
     """MusicGen (with adaptor and steering) when weights exist, else the synth; `engine.kind` forces one.
 
@@ -45,12 +58,9 @@ def build_source(settings: Settings) -> MusicSource:
     adaptor = None
     if model.adaptor:
         from ..model.adaptor import AdaptorError, load_adaptor
-        from ..model.conditioning import differences_warning, setting_differences
 
         adaptor = load_adaptor(model.adaptor, musicgen)
-        if warning := differences_warning("this live session", setting_differences(
-                adaptor.trained, gen, settings.tracking, windows=adaptor.trained.get("windows") != "paper")):
-            print(warning, file=sys.stderr, flush=True)
+        warn_if_played_differently(adaptor.trained, settings)
     try:
         source = MusicGenSource.from_settings(musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None, gen,
                                               name=f"MusicGen from {model.dir}")
