@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..features.schema import FRAME_RATE, TimelineWindow
+from ..model.adaptor import check_live_sources
 from ..model.stream import GenerationStream, Sampling
 from ..model.text import TextCondition
 from .source import ChunkRequest, GenerationParams, SourceState
@@ -44,6 +45,7 @@ class MusicGenSource:
         self.name = name
         self.sample_rate: int = musicgen.sample_rate
         self.hop = musicgen.sample_rate // FRAME_RATE           # samples per code frame (640)
+        check_live_sources(adaptor)                             # the window holds the tracker's features only
         self.adaptor = adaptor
         self.steering = steering
         self.steer_prompt = steer_prompt
@@ -73,6 +75,7 @@ class MusicGenSource:
 
     def set_adaptor(self, adaptor) -> None:
         """Swap the adaptor (or None); the next chunk uses it."""
+        check_live_sources(adaptor)
         self.adaptor = adaptor
 
     def load_adaptor(self, path: str | None) -> None:
