@@ -47,7 +47,7 @@ def rows(runs: list[dict], given: list[dict] = ()) -> tuple[list[str], list[list
 
     `given` rows ({"run", "inputs", "prompt", "summary"}) follow the runs, in the same columns.
     """
-    columns = [c for c in COLUMNS if any(c[0] in run["summary"] for run in runs)]
+    columns = [c for c in COLUMNS if any(c[0] in row["summary"] for row in [*runs, *given])]
     headings = ["Run", "Input", "Prompt"] + [heading for _, heading, _ in columns]
     labelled = []
     for run in runs:
