@@ -216,6 +216,7 @@ def test_reproduce_tiny_writes_every_row_beside_the_paper_and_resumes(tiny_music
     assert (out / "evaluations" / "face.json").stat().st_mtime_ns == first
     face = json.loads((out / "evaluations" / "face.json").read_text())
     assert face["configuration"] == {"inputs": "face", "captions": True} and face["split"] == "test"
+    assert json.loads((out / "runs" / "face" / "adaptor.json").read_text())["config"]["look_ahead"] is None  # paper's
     generic = json.loads((out / "evaluations" / "motion-generic.json").read_text())
     assert generic["configuration"] == {"inputs": "motion", "captions": False}
     assert {c["caption"] for c in generic["clips"]} == {"music with catchy melody"}

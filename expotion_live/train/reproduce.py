@@ -42,7 +42,8 @@ _PAPER = {
 _MOTION = {"musicgen": None, "face": None, "motion": "raft", "face+motion": "synchformer", "motion-generic": "raft"}
 
 # --tiny: the whole wiring in seconds on a tiny model and a few short clips (with --epochs 1).
-TINY_TRAIN = ["--batch-size", "2", "--segment-seconds", "0.6", "--paper-windows"]
+TINY_TRAIN = ["--batch-size", "2", "--segment-seconds", "0.6"]
+PAPER_WINDOWS = ["--paper-windows", "--look-ahead", "unlimited"]   # the paper's: whole pieces, every frame seen
 TINY_EVALUATE = ["--seconds", "0.6", "--top-k", "50"]
 
 
@@ -77,6 +78,9 @@ def add_parser(subparsers) -> None:
     for flag, metavar in (("--classifier", "DIR"), ("--clap", "DIR"), ("--vggish", "FILE"), ("--passt", "FILE"),
                           ("--languagebind", "DIR")):
         p.add_argument(flag, metavar=metavar, help=f"as evaluate {flag}")
+    p.add_argument("--as-live", action="store_true",
+                   help="train as live generation plays (live-shaped windows, no look-ahead) instead of the paper's "
+                        "whole pieces with every frame seen")
     p.add_argument("--tiny", action="store_true", help="1 epoch on 0.6 s pieces, 0.6 s of music per clip: "
                                                        "proves the wiring, not the paper")
     p.set_defaults(handler=run_reproduce)
@@ -91,7 +95,7 @@ def train_argv(args, row: Row, run: Path) -> list[str]:
     return ["train", *_common(args), "--out", str(run), "--inputs", row.inputs,
             "--epochs", "1" if args.tiny else args.epochs, "--face-source", args.face_source,
             "--motion-source", args.motion_source, *([] if row.captions else ["--no-captions"]),
-            *(TINY_TRAIN if args.tiny else [])]
+            *([] if args.as_live else PAPER_WINDOWS), *(TINY_TRAIN if args.tiny else [])]
 
 
 def evaluate_argv(args, row: Row, run: Path, result: Path) -> list[str]:
