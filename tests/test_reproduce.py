@@ -230,3 +230,22 @@ def test_reproduce_tiny_writes_every_row_beside_the_paper_and_resumes(tiny_music
     assert lines[2].startswith("| musicgen | MusicGen (text only) | Caption | – | – | – |")
     assert (out / "table.png").read_bytes()[:4] == b"\x89PNG"
     assert cli.main(argv + ["--rows", "nope"]) == 2
+
+
+def test_prepare_redoes_a_clip_whose_features_changed_or_whose_cached_copy_is_damaged(prepared, tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+    from expotion_live.train.prepare import prepare_dataset
+    from expotion_live.train.sources import load_external
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    cache = cache_dir_for(prepared)
+    changed, damaged = sorted(CLIPS)[:2]
+    write_features(prepared / changed / "raft.features.npz", np.ones((8, RAFT_WIDTH), np.float32), 5.0)
+    (cache / "clips" / damaged / "external_raft.npy").write_bytes(b"\x93NUMPY broken")
+    logs = []
+    report = prepare_dataset(prepared, musicgen, TrackingSettings(), cache, min_seconds=1.0, log=logs.append,
+                             progress=False)
+    assert sorted(name for name, _ in report.prepared) == sorted([changed, damaged])
+    assert any(line.startswith(f"rebuilding {damaged}:") and "damaged" in line for line in logs)
+    np.testing.assert_array_equal(load_external(cache, load_clip(cache, changed), "raft"), 1.0)
+    assert read_index(cache)["test"] == ["93.mp4_EnergeticMonkey_2025-03-01T10-31-44_clip13"]
