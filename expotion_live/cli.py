@@ -19,7 +19,8 @@ from .features import commands as features_commands
 from .live import run as live_run
 from .engine import commands as generate_commands
 from .model import download as download_commands
-from .train import commands as train_commands, record as record_commands
+from .train import (commands as train_commands, importer as import_commands, record as record_commands,
+                    reproduce as reproduce_commands)
 from .ui import commands as ui_commands
 from .settings import SettingsError
 
@@ -31,7 +32,7 @@ DEFAULT_RECORDING_SECONDS = 30
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 BENCHMARKS = ("decode", "generate", "int8", "live", "vision", "synth", "soak", "stage")
 SUBCOMMAND_MODULES = (doctor, live_run, features_commands, generate_commands, download_commands, ui_commands,
-                      record_commands, train_commands)
+                      record_commands, train_commands, import_commands, reproduce_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,7 +128,7 @@ def test_fad_needs_two_embeddings_of_one_size():
 
 
 def test_kl_and_clap_score_maths():
-    from expotion_live.train.metrics import clap_score, kl_divergence
+    from expotion_live.train.metrics import kl_divergence, paired_cosine
 
     logits = np.random.default_rng(1).normal(size=(4, 10))
     assert kl_divergence(logits, logits) == pytest.approx(0.0, abs=1e-12)
@@ -139,7 +139,7 @@ def test_kl_and_clap_score_maths():
     assert kl_divergence(np.log(q)[None], np.log(p)[None]) != pytest.approx(expected)  # not symmetric
     text = np.array([[1.0, 0.0], [0.0, 2.0]])
     audio = np.array([[3.0, 0.0], [1.0, 1.0]])
-    assert clap_score(text, audio) == pytest.approx((1.0 + np.sqrt(0.5)) / 2)
+    assert paired_cosine(text, audio) == pytest.approx((1.0 + np.sqrt(0.5)) / 2)
 
 
 def test_metric_models_are_read_from_a_local_folder_with_a_clear_error(tmp_path):
@@ -270,10 +270,11 @@ def test_a_tiny_run_trained_evaluated_on_its_test_split_and_reported(tiny_musicg
                           "--out", str(tmp_path / "table")) == 0
     table = (tmp_path / "table" / "table.md").read_text()
     lines = table.splitlines()
-    assert lines[0] == "| Run | Input | Prompt | FAD ↓ | KL ↓ | CLAP ↑ | Tempo err. (BPM) ↓ | Beat F1 ↑ |"
+    assert lines[0] == "| Run | Input | Prompt | FAD ↓ | KL ↓ | IS ↑ | Tempo err. (BPM) ↓ | Beat F1 ↑ | CLAP ↑ |"
     assert lines[2].startswith(f"| base | MusicGen (text only) | Caption | {base['summary']['fad']:.2f} |")
     assert lines[3].startswith("| face-generic | face | Generic |")
-    assert lines[3].endswith(f"| {face['summary']['tempo_error_bpm']:.2f} | {face['summary']['beat_f1']:.2f} |")
+    assert lines[3].endswith(f"| {face['summary']['tempo_error_bpm']:.2f} | {face['summary']['beat_f1']:.2f} | "
+                             f"{face['summary']['clap']:.2f} |")
     assert "2 clips of the test split" in table and capsys.readouterr().out.startswith(lines[0])
     assert (tmp_path / "table" / "table.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..features.schema import FRAME_RATE, TimelineWindow
-from ..model.adaptor import AdaptorError, load_adaptor
+from ..model.adaptor import AdaptorError, check_live_sources, load_adaptor
 from ..model.conditioning import chunk_window
 from ..model.stream import GenerationStream, Sampling
 from ..model.text import TextCondition
@@ -80,6 +80,7 @@ class MusicGenSource:
 
     def set_adaptor(self, adaptor) -> None:
         """Swap the adaptor (or None); the next chunk uses it."""
+        check_live_sources(adaptor)                             # the window holds the tracker's features only
         if adaptor is not None and self.stream.window > adaptor.config.max_frames:
             raise AdaptorError(f"the stream's window of {self.stream.window} positions exceeds the adaptor's "
                                f"{adaptor.config.max_frames}: set generation.window_seconds to at most "

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_path
+from ..features.external import TRACKER, check_source
 from ..features.schema import FACE_DIM, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
 from .conditioning import ChunkWindow
 from .decoder import additive_mask
@@ -75,6 +76,8 @@ class AdaptorConfig:
     inputs: str = "face+motion"         # Table 1's ablations: "face", "motion" (pose and flow) or both
     captions: bool = True               # trained on each clip's caption; False: all on the generic one ("Generic")
     look_ahead: int | None = 0          # frames after its own a code may see (module docstring); None: all (paper)
+    face_source: str = TRACKER          # where face_dim's vectors come from: the tracker, or a features file's
+    motion_source: str = TRACKER        # name (features/external.py: e.g. the paper's "raft"), which replaces pose and flow
 
     def __post_init__(self):
         if self.inputs not in INPUTS:
@@ -83,6 +86,19 @@ class AdaptorConfig:
                                             or self.look_ahead < 0):
             raise AdaptorError(f"adaptor look_ahead {self.look_ahead!r} must be a whole number of frames >= 0, "
                                f"or None for unlimited")
+        try:
+            check_source(self.face_source), check_source(self.motion_source)
+        except ValueError as err:
+            raise AdaptorError(str(err)) from None
+        if self.motion_source != TRACKER and self.flow_cnn:
+            raise AdaptorError(f"motion source {self.motion_source!r} replaces the tracker's pose and flow: "
+                               f"the flow CNN must be off (flow_cnn False)")
+
+    @property
+    def external_sources(self) -> tuple[str, ...]:
+        """The feature sources other than the live tracker this adaptor reads (features/external.py)."""
+        used = [(self.uses_face, self.face_source), (self.uses_motion, self.motion_source)]
+        return tuple(source for uses, source in used if uses and source != TRACKER)
 
     @property
     def uses_face(self) -> bool:
@@ -435,6 +451,15 @@ def load_adaptor(path: str | os.PathLike, musicgen) -> ConditionAdaptor:
     return adaptor
 
 
+def check_live_sources(adaptor: ConditionAdaptor | None) -> None:
+    """Refuse, in one line, an adaptor that reads features a live session cannot compute (only the tracker's)."""
+    external = adaptor.config.external_sources if adaptor is not None else ()
+    if external:
+        raise AdaptorError(f"this adaptor reads {' and '.join(external)} features from files, which live and "
+                           f"video generation cannot compute: use it with `evaluate` on prepared clips, or train "
+                           f"one on the tracker's features")
+
+
 def _describe(base: dict) -> str:
     return (f"with {base['num_hidden_layers']} layers of width {base['hidden_size']} "
             f"and {base['num_attention_heads']} heads")
@@ -447,5 +472,5 @@ def trainable_share(adaptor: ConditionAdaptor) -> tuple[int, int, float]:
     return own, frozen, 100.0 * own / (own + frozen)
 
 
-__all__ = ["AdaptorConfig", "AdaptorError", "ConditionAdaptor", "FusedPrefixAttention",
+__all__ = ["AdaptorConfig", "AdaptorError", "ConditionAdaptor", "FusedPrefixAttention", "check_live_sources",
            "load_adaptor", "save_adaptor", "trainable_share"]

@@ -13,9 +13,9 @@ from its start, as the paper evaluates. Without an adaptor, the base model in on
 - beat F1: mir_eval's F-measure of the generated beat times against the reference's
   (70 ms window).
 
-With local model folders, `metrics.py` adds FAD and KL (against the real music files,
-not re-decoded codes: FAD measures closeness to real music) and the CLAP score, over the
-whole set. IS and LanguageBind (video-audio) are not computed.
+With local models, `metrics.py` adds FAD and KL (against the real music files, not
+re-decoded codes: FAD measures closeness to real music), IS, the CLAP score and the
+video-music score, over the whole set.
 """
 from __future__ import annotations
 
@@ -150,6 +150,18 @@ def real_music(data_dir: str | os.PathLike, names: list[str], seconds: list[floa
     return music
 
 
+def clip_videos(data_dir: str | os.PathLike, names: list[str]) -> list[Path]:
+    """Each clip's video file, as the video-music score compares with."""
+    from .dataset import DatasetError, find_clips
+
+    sources = {clip.name: clip.video for clip in find_clips(data_dir)[0]}
+    gone = [name for name in names if name not in sources]
+    if gone:
+        raise DatasetError(f"clip {gone[0]!r} is prepared but its folder is gone from {data_dir}: the video-music "
+                           f"score reads the videos")
+    return [sources[name] for name in names]
+
+
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     import soundfile
 
@@ -176,7 +188,8 @@ def format_table(results: list[ClipEvaluation], set_scores: dict | None = None) 
     return "\n".join(lines)
 
 
-SET_SCORES = {"fad": "FAD", "kl": "KL", "clap": "CLAP score"}
+SET_SCORES = {"fad": "FAD", "kl": "KL", "is": "IS", "clap": "CLAP score", "fad_vggish": "FAD-VGG",
+              "kl_passt": "KL-PaSST", "video_music": "LanguageBind"}
 
 
 def write_json(results: list[ClipEvaluation], path: str | os.PathLike, extra: dict,
@@ -185,6 +198,6 @@ def write_json(results: list[ClipEvaluation], path: str | os.PathLike, extra: di
     data = {"summary": summary(results, set_scores), **extra,
             "clips": [{"clip": r.clip, "seconds": r.seconds, "caption": r.caption, **asdict(r.scores)}
                       for r in results],
-            "not_computed": ", ".join(missing + ["IS", "LanguageBind"]) + " (FAD and KL need --classifier, "
-                            "CLAP --clap; IS and LanguageBind are not implemented)"}
+            "not_computed": ", ".join(missing) + " (FAD, KL and IS need --classifier, CLAP --clap, FAD-VGG "
+                            "--vggish, KL-PaSST --passt, LanguageBind --languagebind)"}
     write_json_file(path, data)
