@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, PrefixBuffers
 from expotion_live.model.backends import NAMES, choose
 from expotion_live.model.precision import LOGIT_TOLERANCE
 
@@ -52,10 +52,9 @@ def streamed_logits(musicgen, config, state, with_adaptor: bool = True) -> torch
         prefix = adaptor.adapters(torch.randn(1, T, config.face_dim, generator=g),
                                   torch.randn(1, T, config.motion_dim, generator=g),
                                   torch.randn(1, T, *config.flow_shape, generator=g), first=FIRST)
-        buffers = [None if p is None else p.buffer(config.max_frames) for p in prefix]
-        for buffer, layer in zip(buffers, prefix):
-            if layer is not None:
-                buffer.load(layer, FIRST)
+        held = PrefixBuffers(adaptor, config.max_frames)
+        held.load(prefix, FIRST)
+        buffers = held.layers
     cache = decoder.allocate_cache(2, POSITIONS)
     decoder.write_text(cache, musicgen.encode_text(["warm pads"]).with_null())
     codes = torch.randint(0, 2048, (1, K, POSITIONS), generator=torch.Generator().manual_seed(3)).expand(2, K, -1)

@@ -14,11 +14,9 @@ from expotion_live.settings import GenerationSettings, TrackingSettings
 
 
 def test_the_docstrings_example_and_the_streams_first_chunks():
-    window = chunk_window(done=10, n=5, K=4, context=8, max_frames=64)
-    assert (window.newest, window.frames, window.first, window.codes, window.lag_frames) == (18, 13, 6, 15, 8)
-    start = chunk_window(done=0, n=25, K=4, context=200, max_frames=512)       # never before position 0
-    assert (start.first, start.frames, start.newest) == (0, 29, 28)
-    capped = chunk_window(done=600, n=25, K=4, context=600, max_frames=512)    # at most the adaptor's rows
+    window = chunk_window(done=10, n=5, K=4, max_frames=64)
+    assert (window.newest, window.frames, window.first, window.codes, window.lag_frames) == (18, 19, 0, 15, 8)
+    capped = chunk_window(done=600, n=25, K=4, max_frames=512)    # at most the adaptor's rows
     assert (capped.frames, capped.newest, capped.first) == (512, 628, 117)
     assert capped.up_to(600).frames == 600 - 117 + 1
 
@@ -27,7 +25,7 @@ def test_a_layout_slides_to_its_context_when_a_chunk_would_not_fit():
     layout = StreamLayout(window=50, context=20, K=4)
     windows = list(layout.windows([5, 10, 10, 10, 10, 10], max_frames=50))
     assert [w.done for w in windows] == [0, 5, 15, 25, 35, 20]           # 45 + 10 + 4 > 50: slid to 20
-    assert layout.slide_window(10, 50) == chunk_window(20, 10, 4, 20, 50).up_to(20)
+    assert layout.slide_window(10, 50) == chunk_window(20, 10, 4, 50).up_to(20)
     with pytest.raises(ValueError, match="do not fit a stream window of 50"):
         layout.check(30)
 

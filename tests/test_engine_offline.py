@@ -101,9 +101,12 @@ def test_each_chunks_prefix_is_the_contracts_window_over_the_video_frames_of_its
         config = adaptor.config
         trained = adaptor.trained
 
-        def prefix(self, window_features, window):
+        def fill(self, buffers, window_features, window):
             seen.append((window, round(window_features.t_end * 50)))
-            return adaptor.prefix(window_features, window)
+            return adaptor.fill(buffers, window_features, window)
+
+        def __getattr__(self, name):     # buffers are made from the real adaptor's shapes and gates
+            return getattr(adaptor, name)
 
     timing = ChunkTiming.from_settings(GENERATION, musicgen.sample_rate)
     source = MusicGenSource.from_settings(musicgen, Recording(), None, GENERATION)

@@ -53,7 +53,7 @@ def test_session_windows_are_the_windows_the_live_stream_loads(musicgen):
     params = GenerationParams.from_settings(GENERATION)
     windows = nominal_windows(timing, adaptor.config.max_frames)
     assert [w.codes for w in windows] == [5, 15, 25, 35, 45, 30, 40]      # a slide to 20 frames after 45
-    assert [(w.first, w.frames) for w in windows[:4]] == [(0, 9), (0, 19), (0, 29), (9, 30)]   # never before position 0
+    assert [(w.first, w.frames) for w in windows[:4]] == [(0, 9), (0, 19), (0, 29), (0, 39)]   # from position 0
 
     seen = []
     for index in range(len(windows) + 2):         # through the cycle and into its repeat
@@ -76,11 +76,11 @@ def test_a_conductors_chunk_lengths_are_all_trained():
 
 
 def test_a_window_is_cut_from_a_piece_with_its_video_where_the_stream_puts_it():
-    window = chunk_window(done=20, n=10, K=K, context=20, max_frames=64)      # after a slide
-    assert (window.first, window.frames, window.newest) == (4, 30, 33)
+    window = chunk_window(done=20, n=10, K=K, max_frames=64)      # after a slide
+    assert (window.first, window.frames, window.newest) == (0, 34, 33)
     piece = cut(window, Segment(clip=2, start=100, length=60))
-    assert (piece.clip, piece.start, piece.length, piece.first) == (2, 100, 30, 4)
-    assert piece.window == slice(104, 134)        # the frame at position p is the clip's frame start + p
+    assert (piece.clip, piece.start, piece.length, piece.first) == (2, 100, 30, 0)
+    assert piece.window == slice(100, 134)        # the frame at position p is the clip's frame start + p
     with pytest.raises(DatasetError, match="does not fit a piece of 20"):
         cut(window, Segment(0, 0, 20))
     assert Segment(0, 7, 30).window == slice(7, 37)             # the paper's: aligned with the codes

@@ -5,9 +5,10 @@ Per chunk:
    once per prompt among the last `RECENT_PROMPTS`; when it changed since the last
    chunk, only the cross-attention keys and values of the stream are rewritten.
 2. Visual condition: the stream says where the chunk's condition window sits
-   (`GenerationStream.next_window`, the conditioning contract); the newest frames of the
-   latest window (the performer now at its newest position) go through the adaptor
-   (`ConditionAdaptor.prefix`), whose prefix the stream loads there.
+   (`GenerationStream.next_window`, the conditioning contract: from position 0 to the
+   chunk's last, the performer now at its newest); the adaptor fills the stream's prefix
+   buffers from the latest window (`ConditionAdaptor.fill`: under a look-ahead limit only
+   the positions the last chunks did not reach, each frame's prefix computed once).
 3. Codes: the `GenerationStream` decodes the chunk's frames, continuing the delay pattern
    and the KV cache where the last chunk left them (no re-prefill); when its window is
    full it slides, prefilling the last `context_frames` codes once, right after the chunk
@@ -63,7 +64,8 @@ class MusicGenSource:
         self.text_encodings = 0                                 # T5 runs so far (once per recent prompt)
         self.last_codes: torch.Tensor | None = None             # (1, K, n) the last chunk's new codes, on the CPU
         self.last_frame_times = np.zeros(0)                     # (n,) for each: the time of the frame at its position
-        self._last_window: TimelineWindow | None = None          # the last chunk's features (a slide's prefix)
+        self._last_window: TimelineWindow | None = None          # the last features filled in (a slide's prefix)
+        self._position_times = np.zeros(window_frames)            # the time of the frame at each stream position
 
     @classmethod
     def from_settings(cls, musicgen, adaptor, steering, generation, name: str = "MusicGen") -> MusicGenSource:
@@ -92,7 +94,7 @@ class MusicGenSource:
         one, 0: the prompt steers the chunk from its first code."""
         if self.adaptor is None:
             return 0
-        return chunk_window(0, n_frames, self.stream.K, self.context_frames, self.adaptor.config.max_frames).lag_frames
+        return chunk_window(0, n_frames, self.stream.K, self.adaptor.config.max_frames).lag_frames
 
     def load_adaptor(self, path: str | None) -> dict | None:
         """Load an adaptor checkpoint for this model (None removes it); the next chunk uses it."""
@@ -135,15 +137,29 @@ class MusicGenSource:
         """The stream's next `n_frames` (1, K, n), conditioned on the adaptor's prefix over the newest
         frames of the window (when an adaptor is loaded), placed by the conditioning contract."""
         sampling = Sampling(cfg=params.cfg, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
-        self._last_window = window
-        if adaptor is None:
+        stream = self.stream
+        buffers = stream.condition(adaptor)
+        if buffers is None:
             self.last_frame_times = np.full(n_frames, window.t_end)
-            return self.stream.advance(n_frames, sampling)
+            return stream.advance(n_frames, sampling)
+        if not stream.started:
+            buffers.reset()
         self._slide_if_needed(n_frames)
-        chunk = self.stream.next_window(n_frames, adaptor.config.max_frames)
-        # the frame at position p is the window's newest less (newest - p) frames
-        self.last_frame_times = window.t_end - (chunk.newest - np.arange(chunk.done, chunk.codes)) / FRAME_RATE
-        return self.stream.advance(n_frames, sampling, adaptor.prefix(window, chunk), chunk, adaptor.config.max_frames)
+        chunk = stream.next_window(n_frames, adaptor.config.max_frames)
+        self._fill(buffers, window, chunk)
+        self.last_frame_times = self._position_times[chunk.done:chunk.codes].copy()
+        return stream.advance(n_frames, sampling, chunk)
+
+    def _fill(self, buffers, window: TimelineWindow, chunk) -> None:
+        """The adaptor's prefix for `chunk` from `window` (streamed: only the positions not yet held),
+        and the time of the frame each position got: the window's newest less its distance in frames."""
+        start = buffers.filled
+        self.adaptor.fill(buffers, window, chunk)
+        if buffers.filled == 0:          # recomputed as a whole: every position from this window
+            start = chunk.first
+        positions = np.arange(start, chunk.newest + 1)
+        self._position_times[positions] = window.t_end - (chunk.newest - positions) / FRAME_RATE
+        self._last_window = window
 
     def _slide_if_needed(self, n_frames: int) -> None:
         """Slide before a chunk that would not fit, prefilling the context under the prefix training gives
@@ -154,9 +170,9 @@ class MusicGenSource:
         if adaptor is None or self._last_window is None:
             stream.slide()
             return
-        window = stream.layout.slide_window(n_frames, adaptor.config.max_frames)
-        prefix = adaptor.prefix(self._last_window, window) if window.frames > 0 else None
-        stream.slide(prefix, window if prefix is not None else None, adaptor.config.max_frames)
+        stream.prefix.reset()
+        self._fill(stream.prefix, self._last_window, stream.layout.slide_window(n_frames, adaptor.config.max_frames))
+        stream.slide(refilled=True)
 
     @torch.no_grad()
     def render(self, request: ChunkRequest) -> np.ndarray:

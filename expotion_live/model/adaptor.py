@@ -227,54 +227,75 @@ class FusedPrefixAttention:
             s_prime = s_prime * (newest >= 0).to(q.dtype)[:, None]
         return self.gate.to(q.dtype) * s_prime           # (B, H, T, Dh)
 
-    def buffer(self, capacity: int) -> "FusedPrefixAttention":
-        """An empty one of this one's shape, gate and look-ahead, with room for windows of up to `capacity` frames."""
-        Bp, H, _, Dh = self.k_p.shape
-        q_p, k_p, v_p = (x.new_zeros(Bp, H, capacity, Dh) for x in (self.q_p, self.k_p, self.v_p))
-        buffer = FusedPrefixAttention(q_p, k_p, v_p, self.gate, self.look_ahead)
-        buffer.bias = k_p.new_zeros(1, 1, 1, capacity)
-        return buffer
-
     def load(self, window: "FusedPrefixAttention", first: int) -> None:
         """Copy `window`'s prefix into these buffers, its frame 0 at sequence position `first`."""
-        T = window.k_p.shape[2]
-        if T > self.k_p.shape[2] or window.k_p.shape[:2] != self.k_p.shape[:2]:
-            raise AdaptorError(f"a prefix of shape {tuple(window.k_p.shape)} does not fit a buffer of "
-                               f"{tuple(self.k_p.shape)}")
         if window.look_ahead != self.look_ahead:
             raise AdaptorError(f"a prefix with look-ahead {window.look_ahead} does not fit a buffer made for "
-                               f"{self.look_ahead}; make the buffer from this adaptor's prefix")
-        for own, new in ((self.q_p, window.q_p), (self.k_p, window.k_p), (self.v_p, window.v_p)):
-            own[:, :, :T].copy_(new)
-        self.bias[..., :T] = 0.0
-        self.bias[..., T:] = torch.finfo(self.bias.dtype).min
+                               f"{self.look_ahead}; make the buffers from this adaptor")
+        self.write(window.q_p, window.k_p, window.v_p, 0)
         self.first.fill_(first)
-        self.last.fill_(T - 1)
+
+    def write(self, q_p: torch.Tensor, k_p: torch.Tensor, v_p: torch.Tensor, row: int) -> None:
+        """Put frames `row`.. of the window (Bp, H, T, Dh each) in place; the window now ends with them."""
+        end = row + k_p.shape[2]
+        if end > self.k_p.shape[2] or k_p.shape[:2] != self.k_p.shape[:2]:
+            raise AdaptorError(f"a prefix of shape {tuple(k_p.shape)} at row {row} does not fit a buffer of "
+                               f"{tuple(self.k_p.shape)}")
+        for own, new in ((self.q_p, q_p), (self.k_p, k_p), (self.v_p, v_p)):
+            own[:, :, row:end].copy_(new)
+        self.bias[..., :end] = 0.0
+        self.bias[..., end:] = torch.finfo(self.bias.dtype).min
+        self.last.fill_(end - 1)
 
 
 class PrefixBuffers:
-    """A stream's prefix, one `FusedPrefixAttention.buffer` per adapted layer, loaded in place per chunk."""
+    """A stream's prefix: per adapted layer, a `FusedPrefixAttention` over `capacity` frames that stays in
+    place (a captured decode step reads each new window where the last one was).
 
-    def __init__(self, prefix: Sequence[FusedPrefixAttention | None], capacity: int):
-        self.capacity = capacity
-        self.layers = [None if p is None else p.buffer(capacity) for p in prefix]
+    Filled by `ConditionAdaptor.fill`: streamed (frame t at position t, the positions [0, `filled`)
+    computed once each) under a look-ahead limit, else the window recomputed per chunk.
+    """
 
-    def serves(self, prefix: Sequence[FusedPrefixAttention | None], capacity: int) -> bool:
-        """Whether `prefix` can be loaded here: the same adaptor (its gates, by identity) and capacity."""
-        return capacity == self.capacity and len(prefix) == len(self.layers) and all(
-            (p is None and b is None) or (p is not None and b is not None and p.gate is b.gate)
-            for p, b in zip(prefix, self.layers))
+    def __init__(self, adaptor: "ConditionAdaptor", capacity: int):
+        decoder = adaptor.decoder
+        H = decoder.config.num_attention_heads
+        shape = (1, H, capacity, decoder.config.hidden_size // H)
+        device, dtype = adaptor.prefix_init.device, decoder.dtype
+        self.adaptor, self.capacity = adaptor, capacity
+        self.filled = 0
+        self.layers: list[FusedPrefixAttention | None] = [None] * adaptor.first_layer
+        for i in range(len(adaptor.merge)):
+            q_p, k_p, v_p = (torch.zeros(shape, dtype=dtype, device=device) for _ in range(3))
+            layer = FusedPrefixAttention(q_p, k_p, v_p, adaptor.gates[i], adaptor.config.look_ahead)
+            layer.bias = k_p.new_zeros(1, 1, 1, capacity)
+            self.layers.append(layer)
+        self.reset()
+
+    def serves(self, adaptor: "ConditionAdaptor", capacity: int) -> bool:
+        return adaptor is self.adaptor and capacity == self.capacity
+
+    def reset(self) -> None:
+        """Empty: the stream (re)starts at position 0."""
+        self.filled = 0
+        for layer in self.adapted():
+            layer.first.fill_(0)
+            layer.bias.fill_(torch.finfo(layer.bias.dtype).min)
+            layer.last.fill_(0)
+
+    def adapted(self) -> list[FusedPrefixAttention]:
+        return [layer for layer in self.layers if layer is not None]
 
     def load(self, prefix: Sequence[FusedPrefixAttention | None], first: int) -> None:
+        """A whole window's prefix (`ConditionAdaptor.prefix`), its frame 0 at position `first`."""
         for buffer, layer in zip(self.layers, prefix):
             if layer is not None:
                 buffer.load(layer, first)
+        self.filled = 0
 
     def shift(self, positions: int) -> None:
         """Move every layer's window by `positions` (a slide without a new prefix)."""
-        for buffer in self.layers:
-            if buffer is not None:
-                buffer.first.add_(positions)
+        for buffer in self.adapted():
+            buffer.first.add_(positions)
 
 
 class ConditionAdaptor(nn.Module):
@@ -321,13 +342,8 @@ class ConditionAdaptor(nn.Module):
         """
         if features.n_frames < window.frames:
             raise AdaptorError(f"a condition window of {window.frames} frames from features of {features.n_frames}")
-        span = slice(features.n_frames - window.frames, None)
-        device = self.prefix_init.device
-
-        def batch(x: np.ndarray) -> torch.Tensor:   # (T, ...) -> (1, T, ...) float32 on the adaptor's device
-            return torch.from_numpy(np.array(x[span], dtype=np.float32))[None].to(device)   # a copy: clips may be read-only
-
-        return self.adapters(batch(features.face), batch(features.motion), batch(features.flow), first=window.first)
+        return self.adapters(*self._batch(features, slice(features.n_frames - window.frames, None)),
+                             first=window.first)
 
     def adapters(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor,
                  first: int = 0) -> list[FusedPrefixAttention | None]:
@@ -337,6 +353,45 @@ class ConditionAdaptor(nn.Module):
         the 50 Hz grid; frame t conditions decoder sequence position `first` + t and takes
         positional row `first` + t (the conditioning contract).
         """
+        layers = self._prefix_layers(face, motion, flow, first)
+        return [None] * self.first_layer + [FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], self.config.look_ahead,
+                                                                 first) for i, (q_p, k_p, v_p) in enumerate(layers)]
+
+    def fill(self, buffers: PrefixBuffers, features, window: ChunkWindow) -> None:
+        """Make `buffers` hold the prefix of `window` over the newest frames of `features` (as `prefix`).
+
+        Under a look-ahead limit the prefix is causal, so the positions the buffers already hold
+        keep their states and only the window's new positions are computed, attending to them
+        (streamed: equal to recomputing the window). Unlimited (the paper), every frame sees
+        every other: the window is recomputed, as many of its frames as `features` holds.
+        """
+        if self.config.look_ahead is None or window.first != 0 or buffers.filled > window.newest + 1:
+            frames = min(window.frames, features.n_frames)
+            window = ChunkWindow(done=window.done, n=window.n, frames=frames, first=window.newest - frames + 1,
+                                 K=window.K)
+            buffers.load(self.prefix(features, window), window.first)
+            return
+        start, end = buffers.filled, window.newest + 1
+        if features.n_frames < end - start:
+            raise AdaptorError(f"{end - start} new prefix frames from features of {features.n_frames}")
+        if end > start:
+            span = slice(features.n_frames - (end - start), None)
+            layers = self._prefix_layers(*self._batch(features, span), start, past=buffers)
+            for buffer, (q_p, k_p, v_p) in zip(buffers.adapted(), layers):
+                buffer.write(q_p, k_p, v_p, start)
+        buffers.filled = end
+
+    def _batch(self, features, span: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(face, motion, flow) rows `span` of `features` as (1, T, ...) float32 on the adaptor's device."""
+        def batch(x: np.ndarray) -> torch.Tensor:   # a copy: clips may be read-only
+            return torch.from_numpy(np.array(x[span], dtype=np.float32))[None].to(self.prefix_init.device)
+
+        return batch(features.face), batch(features.motion), batch(features.flow)
+
+    def _prefix_layers(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor, first: int,
+                       past: PrefixBuffers | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(Q^p_l, K^p_l, V^p_l) (B, H, T, Dh) of each adapted layer for frames at positions `first`..,
+        their self-attention reaching back to the positions `past` holds (streamed) or within the window."""
         self._check_inputs(face, motion, flow, first)
         face, motion, flow = (x.to(self.prefix_init.dtype) for x in (face, motion, flow))  # e.g. float16 flow
         B, T, _ = face.shape
@@ -344,20 +399,29 @@ class ConditionAdaptor(nn.Module):
         dtype = self.decoder.dtype
         joint = self.embedding(face, motion, flow, first)              # eq. (6) before W_e: (B, T, joint_dim)
         h = self.prefix_init[rows].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
-
-        prefix: list[FusedPrefixAttention | None] = [None] * self.first_layer
-        limited = self.config.look_ahead is not None    # unlimited: no mask (the paper); else causal (docstring)
-        for i, layer in enumerate(self.decoder.layers[self.first_layer:]):
+        start = 0 if past is None else first                           # key rows before the new frames
+        mask = None
+        if self.config.look_ahead is not None:                         # causal (module docstring)
+            keys = torch.arange(start + T, device=face.device)
+            mask = keys[None, :] <= (start + torch.arange(T, device=face.device))[:, None]   # (T, start + T)
+        layers = []
+        adapted = self.decoder.layers[self.first_layer:]
+        for i, layer in enumerate(adapted):
             z = self.merge[i](joint) + self.layer_pos[i, rows]         # Z_l = W_e,l^T u + pos_l: (B, T, d)
             x = layer.self_attn_layer_norm(h) + z.to(dtype)            # H_l^p + Z_l, after the first norm
             attn = layer.self_attn
             q_p = attn.split_heads(attn.q_proj(x))                     # Q_l^p, K_l^p, V_l^p: (B, H, T, Dh)
             k_p, v_p = attn.keys_values(x)
-            a = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=limited)  # prefix self-attention
+            keys, values = k_p, v_p
+            if past is not None:                                       # the frames before, as computed then
+                held = past.layers[self.first_layer + i]
+                keys = torch.cat([held.k_p[:, :, :start].expand(B, -1, -1, -1), k_p], dim=2)
+                values = torch.cat([held.v_p[:, :, :start].expand(B, -1, -1, -1), v_p], dim=2)
+            a = F.scaled_dot_product_attention(q_p, keys, values, attn_mask=mask)   # prefix self-attention
             h = h + attn.merge_heads(a)                                # (B, T, d)
             h = h + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(h))))           # frozen feed-forward
-            prefix.append(FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], self.config.look_ahead, first))
-        return prefix
+            layers.append((q_p, k_p, v_p))
+        return layers
 
     def _check_inputs(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor, first: int) -> None:
         cfg = self.config

@@ -14,16 +14,21 @@ chunk or context setting). Positions count from the stream's (re)start; a slide
 
 A chunk. Before it the stream holds `done` complete frames; it adds `n`. Its last decode
 step writes position `done + n + K - 1` (the last frame's finest codebook), so that is
-where the window's newest frame sits (`ChunkWindow.newest`). The window holds the
-`context + n` frames up to it, fewer at a stream's start (never before position 0) and at
-most the adaptor's `max_frames`. Offline the newest frame is the video's frame of that
-position; live it is the performer now, so a code frame is heard `newest - done` frames
-plus the playback lead after the moment that sat at its position (`lag_frames`).
+where the window's newest frame sits (`ChunkWindow.newest`). The window reaches back to
+position 0: the prefix spans the stream since its (re)start, at most the adaptor's
+`max_frames` (an adaptor refuses a longer stream). Under a look-ahead limit the prefix is
+causal, so a frame's prefix state depends only on the frames before it: it is computed
+once, when its position is first reached, and kept until a slide (`ConditionAdaptor.fill`
+streams it, every chunk computing only its new positions). Offline the newest frame is the
+video's frame of that position; live it is the performer now, so a code frame is heard
+`newest - done` frames plus the playback lead after the moment at its position
+(`lag_frames`).
 
-    K = 4, done = 10, n = 5, context = 8:          newest = 10 + 5 + 4 - 1 = 18
-    positions:     5  6 ... 10 11 12 13 14 15 16 17 18
-    window:        f0 f1    f5 f6 f7 f8 f9 ... f13      frames = 8 + 5 = 13, first = 6
-    new codes:                 10 11 12 13 14            (codebook 0 of frame p at p)
+    K = 4, done = 10, n = 5:                         newest = 10 + 5 + 4 - 1 = 18
+    positions:     0  1 ... 10 11 12 13 14 15 16 17 18
+    window:        f0 f1    f10 ...           f18          frames = 19, first = 0
+    new codes:              10 11 12 13 14               (codebook 0 of frame p at p)
+    new prefix rows (streamed):  the last chunk's newest was 13: rows 14..18
 
 Every shape a session meets (`session_windows`) is what training cuts its pieces to.
 """
@@ -31,8 +36,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-
-FRAME_SECONDS = 1 / 50    # one 50 Hz EnCodec frame
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,10 @@ class ChunkWindow:
                            K=self.K)
 
 
-def chunk_window(done: int, n: int, K: int, context: int, max_frames: int) -> ChunkWindow:
+def chunk_window(done: int, n: int, K: int, max_frames: int) -> ChunkWindow:
     """The window of a chunk of `n` frames after `done` (module docstring's rule)."""
     newest = done + n + K - 1
-    frames = min(context + n, max_frames, newest + 1)
+    frames = min(max_frames, newest + 1)
     return ChunkWindow(done=done, n=n, frames=frames, first=newest - frames + 1, K=K)
 
 
@@ -102,7 +105,7 @@ class StreamLayout:
         """The prefix a slide prefills its context under: the window of the `n`-frame chunk after the
         slide, up to the last context position. Under a look-ahead limit (causal prefix) its frames'
         states are the ones that chunk's window gives them, so the context is prefilled as trained."""
-        return chunk_window(self.slide(), n, self.K, self.context, max_frames).up_to(self.slide())
+        return chunk_window(self.slide(), n, self.K, max_frames).up_to(self.slide())
 
     def windows(self, lengths: Iterable[int], max_frames: int) -> Iterator[ChunkWindow]:
         """The windows of chunks of these lengths, from the stream's start, sliding as the stream does."""
@@ -111,7 +114,7 @@ class StreamLayout:
             self.check(n)
             if not self.fits(done, n):
                 done = self.slide()
-            yield chunk_window(done, n, self.K, self.context, max_frames)
+            yield chunk_window(done, n, self.K, max_frames)
             done += n
 
 

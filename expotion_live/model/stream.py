@@ -16,9 +16,9 @@ has `window` positions (MusicGen was trained on 30 s = 1500); when the next chun
 would not fit, the stream slides (`slide`): it prefills the most recent `context`
 complete frames at position 0 and generation goes on from there (the incomplete
 frames are drawn again). A prompt change rewrites only the text's cross-attention keys
-and values (`set_text`); the adaptor's prefix comes with each `advance` and is loaded
-into fixed buffers (`adaptor.PrefixBuffers`) where the conditioning contract places it
-(`conditioning.ChunkWindow`: `next_window` says where the next chunk's goes). The
+and values (`set_text`); the adaptor's prefix lives in fixed buffers (`condition`:
+`adaptor.PrefixBuffers`), filled for each chunk where the conditioning contract places
+it (`conditioning.ChunkWindow`: `next_window` says where the next chunk's goes). The
 window, its fits and slides are the contract's `StreamLayout`; nothing here re-derives them.
 
 One step (`_step`) samples the next column from the last logits and decodes it, reading
@@ -30,7 +30,6 @@ synchronisation; elsewhere (the CPU's numba kernels) `EagerSteps` calls it step 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -110,38 +109,32 @@ class GenerationStream:
         if self.cache.cross_k.data_ptr() != before:
             self.text_version += 1
 
-    def _load_prefix(self, prefix: Sequence[FusedPrefixAttention | None] | None, window: ChunkWindow | None,
-                     capacity: int) -> None:
-        """The adaptor's prefix for the coming steps, or None, its frame 0 at `window.first`.
+    def condition(self, adaptor) -> PrefixBuffers | None:
+        """The prefix buffers every step from now on reads, made once per adaptor (None: no adaptor).
 
-        The buffers are made once per adaptor (its gates are read where they are), so a
-        captured step reads each new window where the last one was.
+        The caller fills them for each chunk (`ConditionAdaptor.fill`) where `next_window` says.
         """
-        if prefix is None:
+        if adaptor is None:
             self.prefix = None
-            return
-        if window is None:
-            raise ValueError("a prefix needs the ChunkWindow it was made for (GenerationStream.next_window)")
-        if self.prefix is None or not self.prefix.serves(prefix, capacity):
-            self.prefix = PrefixBuffers(prefix, capacity)
-        self.prefix.load(prefix, window.first)
+        elif self.prefix is None or not self.prefix.serves(adaptor, adaptor.config.max_frames):
+            self.prefix = PrefixBuffers(adaptor, adaptor.config.max_frames)
+        return self.prefix
 
     def next_window(self, n_frames: int, max_frames: int) -> ChunkWindow:
         """Where the condition window of the next `advance(n_frames)` sits (after the slide it will need)."""
         done = self.frames_done if self.started else 0
         if self.started and not self.layout.fits(done, n_frames):
             done = self.layout.slide()
-        return chunk_window(done, n_frames, self.K, self.context, max_frames)
+        return chunk_window(done, n_frames, self.K, max_frames)
 
     # -- generation --------------------------------------------------------------------------
     @torch.no_grad()
-    def advance(self, n_frames: int, sampling: Sampling, prefix: Sequence[FusedPrefixAttention | None] | None = None,
-                window: ChunkWindow | None = None, prefix_capacity: int = 0) -> torch.LongTensor:
+    def advance(self, n_frames: int, sampling: Sampling, window: ChunkWindow | None = None) -> torch.LongTensor:
         """The next `n_frames` complete frames (1, K, n), on the device.
 
         Starts the stream on its first call, and slides when the frames would not fit
-        the window (unless `slide` was called ahead). `prefix`: the adaptor's, made over
-        `window` (`next_window(n_frames, ...)`: its newest frame meets this call's last position).
+        the window (unless `slide` was called ahead). With an adaptor (`condition`), `window`
+        is this call's (`next_window(n_frames, ...)`), and the prefix buffers hold its prefix.
         """
         self.layout.check(n_frames)
         decoder = self.decoder
@@ -154,10 +147,11 @@ class GenerationStream:
             self.slide()
         start, done = (self.next_position, self.frames_done) if self.started else (1, 0)   # 1: after the start token
         steps = done + n_frames + self.K - start                 # frame t is complete at position t + K
+        if (window is None) != (self.prefix is None):
+            raise ValueError("an adaptor's chunk needs its ChunkWindow (next_window), and only such a chunk one")
         if window is not None and (window.done, window.n, window.newest) != (done, n_frames, start + steps - 1):
             raise ValueError(f"a condition window for {window.n} frames after {window.done} does not fit the "
                              f"stream's next chunk ({n_frames} after {done}): make it with next_window")
-        self._load_prefix(prefix, window, prefix_capacity)
         if not self.started:
             self.restart()                                       # its prefill under this chunk's prefix
         self._set_sampling(sampling)
@@ -210,19 +204,16 @@ class GenerationStream:
         return self.layout.fits(self.frames_done, n_frames)
 
     @torch.no_grad()
-    def slide(self, prefix: Sequence[FusedPrefixAttention | None] | None = None,
-              window: ChunkWindow | None = None, prefix_capacity: int = 0) -> None:
+    def slide(self, refilled: bool = False) -> None:
         """Restart from the last `context` complete frames: the window's oldest positions are dropped.
 
-        Codes and prefix re-anchor together at position 0. With `prefix` (made over
-        `layout.slide_window`), the context is prefilled under the prefix training gives
-        those positions; without, the last prefix moves back with the frames it conditioned.
+        Codes and prefix re-anchor together at position 0. `refilled`: the prefix buffers were
+        filled for the new positions (`layout.slide_window`), so the context is prefilled under
+        the prefix training gives them; else the last prefix moves back with the frames it conditioned.
         """
         context = self.recent_frames(self.context)
         shift = self.next_position - (context.shape[-1] + 1)
-        if prefix is not None:
-            self._load_prefix(prefix, window, prefix_capacity)
-        elif self.prefix is not None:
+        if self.prefix is not None and not refilled:
             self.prefix.shift(-shift)
         self.restart(context)
         self.slides += 1
