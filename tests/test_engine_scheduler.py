@@ -46,6 +46,9 @@ class ToneSource:
     def condition_lag_frames(self, n_frames):
         return 0
 
+    def condition_time(self, request):
+        return request.window.t_end
+
 
 class SlowToneSource(ToneSource):
     """Renders at a fixed real-time factor by sleeping: a model too slow for real time."""

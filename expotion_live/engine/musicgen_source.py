@@ -96,6 +96,10 @@ class MusicGenSource:
             return 0
         return chunk_window(0, n_frames, self.stream.K, self.adaptor.config.max_frames).lag_frames
 
+    def condition_time(self, request: ChunkRequest) -> float:
+        """The frame at the chunk's first code (streamed, an earlier chunk may have placed it)."""
+        return float(self.last_frame_times[0])
+
     def load_adaptor(self, path: str | None) -> dict | None:
         """Load an adaptor checkpoint for this model (None removes it); the next chunk uses it."""
         self.set_adaptor(load_adaptor(path, self.musicgen) if path else None)

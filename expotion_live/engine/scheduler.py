@@ -173,6 +173,7 @@ class ChunkScheduler:
         self.stretched_seconds = 0.0
         self.stretching = False                      # the last wait for a chunk needed stretching
         self.control_latency = 0.0                   # last measured: the frame at a chunk's first code -> it played
+        self.control_latencies: deque[float] = deque(maxlen=MARKS_KEPT)   # every chunk's, most recent last
         self.error: BaseException | None = None
         self._ahead = None                            # the future of the last prepare_next
         self._stop = threading.Event()
@@ -338,8 +339,8 @@ class ChunkScheduler:
         body = audio[enter + overlap:]
         self._last_chunk = np.concatenate([head, body])
         self._tail = self._write_joined(head, body)
-        t_condition = request.window.t_end - self.source.condition_lag_frames(request.n_frames) / FRAME_RATE
-        mark = ChunkMark(request.index, request.start_frame, request.n_frames, ring_pos, t_condition, render_seconds)
+        mark = ChunkMark(request.index, request.start_frame, request.n_frames, ring_pos,
+                         self.source.condition_time(request), render_seconds)
         self.marks.append(mark)
         self._unplayed.append(mark)
         self.chunks_done += 1
@@ -370,6 +371,7 @@ class ChunkScheduler:
             mark.played_at = self.ring.last_read_time - (read_index - mark.ring_pos) / self.timing.sample_rate
             if mark.t_condition > 0:
                 self.control_latency = mark.played_at - mark.t_condition
+                self.control_latencies.append(self.control_latency)
             self.playing_chunk = mark.index
             if self.on_chunk is not None:
                 self.on_chunk(mark.index, mark.start_frame)

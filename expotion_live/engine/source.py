@@ -68,6 +68,11 @@ class MusicSource(Protocol):
         window (MusicGen's adaptor: the conditioning contract's; 0 where the whole chunk follows "now")."""
         ...
 
+    def condition_time(self, request: ChunkRequest) -> float:
+        """After `render(request)`: the time (the window's clock) of the frame that conditioned the chunk's first
+        new code; control latency runs from there to when that code is heard."""
+        ...
+
     def prepare_next(self, n_frames: int) -> None:
         """Work the next chunk of `n_frames` would start with, done ahead on the generator thread right
         after a chunk, while the ring is full and nothing waits on it (MusicGen: the stream's slide)."""

@@ -320,6 +320,9 @@ class SynthSource:
         """Each chunk follows the window's newest values from its first sample."""
         return 0
 
+    def condition_time(self, request: ChunkRequest) -> float:
+        return request.window.t_end
+
     def render(self, request: ChunkRequest) -> np.ndarray:
         """Audio of `overlap_samples` lead-in (the previous chunk's tail again) plus the chunk's new audio."""
         samples_per_frame = self.sample_rate // FRAME_RATE

@@ -189,6 +189,7 @@ def _summary(status: SessionStatus, written: Path | None) -> str:
 
     rtf = "-" if status.sustained_rtf is None else f"{status.sustained_rtf:.2f}"
     return (f"played {status.played_seconds:.1f} s{f' -> {written}' if written else ''}; RTF {rtf}, "
-            f"first sound {seconds(status.time_to_first_sound)}, control latency {seconds(status.control_latency)}, "
+            f"first sound {seconds(status.time_to_first_sound)}, control latency {seconds(status.control_latency_mean)} "
+            f"mean, {seconds(status.control_latency_max)} max, "
             f"DSP latency {seconds(status.dsp_latency)}, underruns {status.underruns}, "
             f"stretched {status.stretched_seconds:.1f} s, tracking {status.tracking_rate:.0f} fps over the run")

@@ -104,7 +104,9 @@ class SessionStatus:
     underruns: int                       # ring ran dry after the first sound + device underflows
     stretching: bool                     # generation is behind and the last chunk is being looped
     stretched_seconds: float
-    control_latency: float | None        # visual event -> first played sample generated with it
+    control_latency: float | None        # visual event -> first played sample generated with it (the last chunk's)
+    control_latency_mean: float | None   # the same over the recent chunks
+    control_latency_max: float | None
     dsp_latency: float | None            # features -> the audio block that applies them
     time_to_first_sound: float | None
     chunk_index: int                     # chunk now playing (-1 before the first)
@@ -314,6 +316,7 @@ class LiveSession:
         played_chunk = sched.playing_chunk >= 0
         elapsed = time.monotonic() - self.started_at if self.started_at else 0.0
         music = self.source.state()
+        latencies = list(sched.control_latencies)
         return SessionStatus(
             playing=self.playing,
             output=self.output.device_name or ("file" if self.settings.audio.out else "no output"),
@@ -328,6 +331,8 @@ class LiveSession:
             stretching=sched.stretching,
             stretched_seconds=sched.stretched_seconds,
             control_latency=sched.control_latency if played_chunk and sched.control_latency > 0 else None,
+            control_latency_mean=sum(latencies) / len(latencies) if latencies else None,
+            control_latency_max=max(latencies) if latencies else None,
             dsp_latency=self.dsp.latency_seconds if self.dsp.controls.stamp > 0 else None,
             time_to_first_sound=first_sound - self.started_at if first_sound > 0 else None,
             chunk_index=sched.playing_chunk,
