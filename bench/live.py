@@ -7,7 +7,7 @@ tracking-listener/timeline path, or with `--tracking video` the real camera thre
 MediaPipe tracking on the bundled demo video at its frame rate (so a CPU row pays for
 tracking too; control latency is then not measured: the video has no known steps). The
 real scheduler and source fill the ring, and a file sink paced by the wall clock
-consumes it (the PulseAudio null sink drains below real time, DESIGN.md §7, so it cannot
+consumes it (the PulseAudio null sink drains below real time, docs/architecture.md, so it cannot
 judge RTF). Per row:
 
 - first sound: `start()` (model loaded and warmed up) -> first non-silent block out;

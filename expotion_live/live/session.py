@@ -90,7 +90,7 @@ class SessionError(RuntimeError):
 
 @dataclass(frozen=True)
 class SessionStatus:
-    """Plain values for the UI and OSC (DESIGN.md §5 names); None = not measured yet."""
+    """Plain values for the UI and OSC (the latency vocabulary of docs/architecture.md); None = not measured yet."""
 
     playing: bool
     output: str                          # device name, or "file" / "no output" without a sound card

@@ -1,6 +1,6 @@
 """The `prepare`, `train` and `evaluate` subcommands: a performer's recordings to a trained adaptor.
 
-Defaults are the paper's / the authors' recipe (DESIGN.md §2); see docs/training.md.
+Defaults are the paper's / the authors' recipe (docs/training.md).
 """
 from __future__ import annotations
 
