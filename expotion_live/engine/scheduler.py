@@ -332,7 +332,8 @@ class ChunkScheduler:
             head = audio[:0]
         else:
             if self.stretching:    # the tail is looped audio: enter the new chunk where it is in phase with it
-                search = round(LOOP_SEARCH_SECONDS * self.timing.sample_rate)
+                # no further than leaves the next held tail in the chunk (a chunk of one frame has little to skip)
+                search = min(round(LOOP_SEARCH_SECONDS * self.timing.sample_rate), len(audio) - 2 * overlap)
                 enter = aligned_start(audio[:search + overlap], self._tail, search, search)
             head = crossfade(self._tail, audio[enter:enter + overlap], self._curves)
         ring_pos = self.ring.write_index
