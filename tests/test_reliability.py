@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -277,33 +278,93 @@ def test_osc_targets_no_packet_could_reach_are_refused(target, reason, tmp_path,
 
 
 # -- damaged models and packets -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def nan_model(tiny_musicgen_dir, tmp_path_factory):
-    """The tiny MusicGen with NaN in its output heads, as a damaged download would have."""
+def damaged_copy(model_dir: Path, folder: Path, part: str, value: float) -> tuple[Path, str]:
+    """A copy of the MusicGen at `model_dir` whose first weight under `part` is all `value`, and that weight's name."""
     from safetensors.torch import load_file, save_file
 
-    folder = tmp_path_factory.mktemp("nan") / "musicgen"
-    shutil.copytree(tiny_musicgen_dir, folder)
+    shutil.copytree(model_dir, folder)
     weights = folder / "model.safetensors"
     state = load_file(weights)
-    heads = [name for name in state if "lm_heads" in name]
-    assert heads
-    for name in heads:
-        state[name] = torch.full_like(state[name], float("nan"))
+    name = next(name for name in state if name.startswith(part) and state[name].is_floating_point())
+    state[name] = torch.full_like(state[name], value)
     save_file(state, str(weights), metadata={"format": "pt"})
-    return folder
+    return folder, name
+
+
+@pytest.fixture(scope="module")
+def nan_model(tiny_musicgen_dir, tmp_path_factory):
+    """The tiny MusicGen with NaN in an output head, as a damaged download would have."""
+    return damaged_copy(tiny_musicgen_dir, tmp_path_factory.mktemp("nan") / "musicgen", "decoder.lm_heads", math.nan)
+
+
+def damaged_line(folder: Path, name: str) -> str:
+    return (f"{folder / 'model.safetensors'}: weight {name} holds NaN or infinite values (the file is damaged); "
+            f"download or copy the model folder again")
 
 
 def test_nan_weights_are_named_as_damaged_in_generate_and_run(nan_model, tmp_path, face_video, capsys):
-    assert cli.main(["generate", "--model", str(nan_model), "--precision", "fp32", "--seconds", "0.2",
+    folder, name = nan_model
+    assert cli.main(["generate", "--model", str(folder), "--precision", "fp32", "--seconds", "0.2",
                      "--out", str(tmp_path / "out.wav")]) == 1
-    assert run(["--headless", "--video", str(face_video), "--engine", "musicgen", "--model", str(nan_model),
+    assert run(["--headless", "--video", str(face_video), "--engine", "musicgen", "--model", str(folder),
                 "--precision", "fp32", "--out", str(tmp_path / "show.wav"), "--file-only", "--duration", "1"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "multinomial" not in err
-    damaged = [line for line in err.splitlines() if f"the MusicGen weights in {nan_model} are damaged (" in line]
-    assert [line.split(":")[0] for line in damaged] == ["error", "expotion-live run"]
+    assert err.strip().splitlines() == [f"error: {damaged_line(folder, name)}",
+                                        f"expotion-live run: {damaged_line(folder, name)}"]
     assert not (tmp_path / "out.wav").exists() and not (tmp_path / "show.wav").exists()
+
+
+@pytest.mark.parametrize("part", ["text_encoder.", "enc_to_dec_proj.", "audio_encoder.decoder."])
+def test_nan_in_t5_or_encodec_is_named_at_load_not_written_as_audio(part, tiny_musicgen_dir, tmp_path, face_video,
+                                                                    capsys):
+    from expotion_live.model.config import CheckpointError
+    from expotion_live.model.generate import MusicGen
+
+    folder, name = damaged_copy(tiny_musicgen_dir, tmp_path / "musicgen", part, math.nan)
+    with pytest.raises(CheckpointError) as raised:
+        MusicGen.load(folder, precision="fp32")
+    assert str(raised.value) == damaged_line(folder, name)
+    assert cli.main(["generate", "--model", str(folder), "--seconds", "0.2", "--out", str(tmp_path / "out.wav")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {damaged_line(folder, name)}"
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_audio_that_overflows_to_nan_is_refused_by_generate_and_never_played(tiny_musicgen_dir, tmp_path,
+                                                                            face_video, capsys):
+    """Finite weights so large that EnCodec's output overflows: no file of NaN, no NaN in the ring."""
+    last_conv = "audio_encoder.decoder.layers.15.conv.parametrizations.weight.original0"    # its weight-norm gain
+    folder, _ = damaged_copy(tiny_musicgen_dir, tmp_path / "musicgen", last_conv, 3e38)
+    assert cli.main(["generate", "--model", str(folder), "--precision", "fp32", "--seconds", "0.2",
+                     "--out", str(tmp_path / "out.wav")]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: the generated audio holds NaN or infinite samples; {tmp_path / 'out.wav'} was not written")
+    assert not (tmp_path / "out.wav").exists()
+    assert run(["--headless", "--video", str(face_video), "--engine", "musicgen", "--model", str(folder),
+                "--precision", "fp32", "--out", str(tmp_path / "show.wav"), "--file-only", "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "MusicGenSource returned NaN or infinite samples for chunk 0" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "show.wav").exists()
+
+
+def test_an_adaptor_with_nan_names_its_file_and_tensor(tiny_musicgen_dir, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from expotion_live.model.adaptor import AdaptorConfig, AdaptorError, ConditionAdaptor, load_adaptor, save_adaptor
+    from expotion_live.model.generate import MusicGen
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    folder = save_adaptor(ConditionAdaptor(AdaptorConfig(n_layers=2), musicgen.decoder), tmp_path / "adaptor")
+    weights = folder / "adaptor.safetensors"
+    with safe_open(str(weights), framework="pt") as f:
+        metadata = f.metadata()
+    state = load_file(weights)
+    name = sorted(state)[0]
+    state[name] = torch.full_like(state[name], math.inf)
+    save_file(state, str(weights), metadata=metadata)
+    with pytest.raises(AdaptorError, match=f"^{weights}: tensor {name} holds NaN or infinite values"):
+        load_adaptor(folder, musicgen)
 
 
 def test_control_port_counts_invalid_utf8_and_oversize_packets(caplog):

@@ -112,6 +112,8 @@ def _generate(args: argparse.Namespace, settings) -> int:
 
     musicgen = MusicGen.load(model_cfg.dir, device=model_cfg.device, precision=model_cfg.precision)
     codes, audio = (_from_video if args.video else _from_prompt)(args, settings, musicgen)
+    if not np.isfinite(audio).all():
+        raise ValueError(f"the generated audio holds NaN or infinite samples; {args.out} was not written")
     with atomic_path(args.out) as tmp:
         sf.write(tmp, audio, musicgen.sample_rate, subtype="FLOAT", format="WAV")
     if args.codes_out:
