@@ -78,12 +78,12 @@ def small_disk(tmp_path):
 
 
 # -- signals and kills ---------------------------------------------------------------------
-def start_headless(folder: Path, video: Path) -> subprocess.Popen:
+def start_headless(folder: Path, video: Path, preexec_fn=None) -> subprocess.Popen:
     """The installation command in its own process, returned once it is playing."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "expotion_live.cli", "run", "--headless", "--engine", "synth", "--video", str(video),
          "--file-only", "--out", "show.wav"], cwd=folder, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=preexec_fn)
     for line in proc.stderr:
         if "SynthSource -> file" in line:
             return proc
@@ -101,6 +101,53 @@ def test_sigterm_and_sighup_keep_the_recording_like_ctrl_c(tmp_path, face_video,
     audio, sr = sf.read(tmp_path / "show.wav", dtype="float32")
     assert sr == SR and len(audio) > SR and np.abs(audio).max() > 1e-3
     assert "played" in err and temporaries(tmp_path) == []
+
+
+def test_sigint_stops_a_run_started_in_the_background_by_a_script(tmp_path, face_video):
+    """`expotion-live run ... &` in a script starts with SIGINT ignored; `kill -INT` must still stop it in order."""
+    proc = start_headless(tmp_path, face_video, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "played" in err and sf.info(str(tmp_path / "show.wav")).duration > 0.5
+
+
+def test_sigterm_while_the_model_loads_says_what_stopped_it(tiny_musicgen_dir, tmp_path, face_video):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expotion_live.cli", "run", "--headless", "--engine", "musicgen", "--model",
+         str(tiny_musicgen_dir), "--precision", "fp32", "--video", str(face_video), "--file-only", "--out",
+         "show.wav"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while str(tiny_musicgen_dir / "model.safetensors") not in maps.read_text():   # the decoder's weights are read
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the model never loaded: {proc.communicate()}")
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)                     # T5, EnCodec and the warm-up are still to come
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["expotion-live run: stopped by SIGTERM before it finished"]
+    assert not (tmp_path / "show.wav").exists() and list(tmp_path.glob(".show*")) == []
+
+
+def test_a_second_run_on_the_same_out_is_refused_and_a_killed_runs_lock_is_no_obstacle(tmp_path, face_video,
+                                                                                         capsys):
+    first = start_headless(tmp_path, face_video)
+    out = tmp_path / "show.wav"
+    argv = ["--headless", "--video", str(face_video), "--engine", "synth", "--duration", "0.5", "--file-only",
+            "--out", str(out)]
+    try:
+        assert run(argv) == 1
+        assert capsys.readouterr().err.strip() == (f"expotion-live run: --out {out} is being written by another "
+                                                   f"run (pid {first.pid}); stop it or choose another file")
+    finally:
+        first.kill()                                     # SIGKILL: its lock file stays behind, unlocked
+        first.communicate(timeout=30)
+    assert (tmp_path / ".show.wav.lock").exists()
+    assert run(argv) == 0
+    assert sf.info(str(out)).duration >= 0.5 and not (tmp_path / ".show.wav.lock").exists()
 
 
 def test_sigterm_closes_the_window_as_its_close_button_does(tmp_path, face_video):
@@ -523,6 +570,93 @@ def test_clips_without_music_name_the_clip_and_the_missing_file(performer, tiny_
     assert skipped["dangling"] == f"music.wav is a broken link (to {performer / 'gone.wav'})"
     assert skipped["silent"].startswith("no music: no audio file (.wav, ") and \
         skipped["silent"].endswith("beside take.mp4, and it has no sound track")
+
+
+def test_a_silent_music_file_is_prepared_with_a_warning(performer, tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+    from expotion_live.settings import TrackingSettings
+    from expotion_live.train.dataset import cache_dir_for
+    from expotion_live.train.prepare import prepare_dataset
+
+    (performer / "mute").mkdir()
+    blank_video(performer / "mute" / "take.mp4", 1.0)
+    sf.write(performer / "mute" / "music.wav", np.zeros(SR, np.float32), SR)
+    lines = []
+    prepare_dataset(performer, MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32"), TrackingSettings(),
+                    cache_dir_for(performer), min_seconds=0.5, min_face_fraction=0.0, progress=False, log=lines.append)
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == ["warning: the music of mute (music.wav) is silent: the adaptor would learn silence for this "
+                        "performance; check the file"]
+
+
+def test_train_without_validation_clips_points_to_no_best_folder(tiny_musicgen_dir, tmp_path, capsys):
+    from expotion_live.model.generate import MusicGen
+
+    data = prepared_dataset(tmp_path / "data", MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32"),
+                            n_clips=2)
+    argv = train_args(data, tiny_musicgen_dir, tmp_path / "run")
+    argv[argv.index("--val-fraction") + 1] = "0"
+    assert run_in_process(*argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert not (tmp_path / "run" / "best").exists() and "best" not in last.split("(no validation clips")[0]
+    assert last == (f"adaptor: {tmp_path / 'run'} (latest) (no validation clips, so no best/: --val-fraction holds "
+                    f"some out when there are enough); curves: {tmp_path / 'run' / 'curves.png'}")
+
+
+# -- diagnosis and messages ----------------------------------------------------------------
+def test_doctor_diagnoses_a_damaged_settings_file(tmp_path, capsys):
+    config = tmp_path / "show.toml"
+    config.write_text("[audio]\nblock_size = 0\n")
+    assert cli.main(["--config", str(config), "doctor", "--json", "--checkpoints", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    first = report["checks"][0]
+    assert first["name"] == "settings file" and not first["ok"] and first["needed_for_show"]
+    assert first["detail"] == f"{config}: audio.block_size = 0 is outside 16 to 16384"
+    assert not report["show_ready"] and len(report["checks"]) > 5        # and every other check still ran
+    assert cli.main(["--config", str(config), "run", "--headless"]) == 2  # the show itself refuses it
+
+
+def test_camera_auto_with_no_camera_says_it_plays_the_demo_video(tmp_path, capsys):
+    from expotion_live.capture.sources import list_cameras
+
+    if list_cameras():
+        pytest.skip("this machine has a camera")
+    assert run(["--headless", "--camera", "auto", "--engine", "synth", "--duration", "0.3", "--file-only",
+                "--out", str(tmp_path / "x.wav")]) == 0
+    assert ("expotion-live run: no camera found (no cameras are connected): playing the demo video demo_face.mp4 "
+            "instead; connect a camera, or pass --camera SPEC or --video FILE") in capsys.readouterr().err
+
+
+def test_a_folder_given_as_video_is_called_a_folder(tmp_path, face_video, capsys):
+    shutil.copy(face_video, tmp_path / "take.mp4")
+    assert run(["--headless", "--video", str(tmp_path), "--engine", "synth", "--file-only",
+                "--out", str(tmp_path / "x.wav")]) == 1
+    assert capsys.readouterr().err.strip() == (f"expotion-live run: {tmp_path} is a folder, not a video file "
+                                               f"(it holds take.mp4); pass one video file")
+
+
+def test_gui_without_a_display_says_so_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-m", "expotion_live.cli", "gui"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env={**env, "PYTHONPATH": str(REPO), "XDG_CONFIG_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("expotion-live gui: no display (neither DISPLAY nor WAYLAND_DISPLAY is set): "
+                                     "the window needs a desktop; headless mode runs anyway "
+                                     "(expotion-live run --headless)")
+
+
+def test_an_adaptor_is_written_with_the_permissions_of_its_siblings(tiny_musicgen_dir, tmp_path):
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
+    from expotion_live.model.generate import MusicGen
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    umask = os.umask(0o022)
+    try:
+        folder = save_adaptor(ConditionAdaptor(AdaptorConfig(n_layers=2), musicgen.decoder), tmp_path / "adaptor")
+    finally:
+        os.umask(umask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+    assert modes == {"adaptor.safetensors": "0o644", "adaptor.json": "0o644"}
 
 
 # -- the music goes on ---------------------------------------------------------------------

@@ -35,6 +35,8 @@ from .dataset import (AUDIO_SUFFIXES, CACHE_VERSION, ClipSource, DatasetError, f
 
 FEATURES = "calibrated-1"   # how the cached features were made: a change redoes every clip
 TEST_FRACTION = 0.1         # share of clips held out as the test split
+SILENCE = 1e-4              # peak below this (-80 dBFS): a music file that holds no music
+
 
 class AudioReadError(RuntimeError):
     """The music of a clip could not be decoded."""
@@ -176,6 +178,9 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
             report.skipped.append((clip.name, f"no face: found in {100 * face_fraction:.0f}% of frames, "
                                               f"need {100 * min_face_fraction:.0f}%"))
             continue
+        if not np.abs(audio[:frames * musicgen.codec.hop_length]).max() > SILENCE:
+            log(f"warning: the music of {clip.name} ({(clip.audio or clip.video).name}) is silent: "
+                f"the adaptor would learn silence for this performance; check the file")
         codes = musicgen.codec.encode(audio[None, :frames * musicgen.codec.hop_length])[0].cpu().numpy()  # (K, T)
         report.prepared.append((clip.name, write_clip(cache_dir, clip.name, window, codes, clip.caption, stamp)))
 

@@ -7,6 +7,7 @@ expected failure into one actionable line on stderr.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -43,7 +44,24 @@ def _fail(message: str) -> int:
     return 1
 
 
+# Qt platforms that draw without a desktop (QT_QPA_PLATFORM): tests, screenshots, remote viewers
+WINDOWLESS_QT_PLATFORMS = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb")
+
+
+def display_problem() -> str:
+    """Why the window cannot open here ("" when it can): Qt would abort with its plugin text instead."""
+    from ..doctor import check_display
+
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in WINDOWLESS_QT_PLATFORMS:
+        return ""
+    display = check_display()[0]
+    return "" if display.ok else f"{display.detail}: {display.fix}"
+
+
 def run_gui(args, settings: Settings) -> int:
+    if problem := display_problem():
+        print(f"expotion-live gui: {problem}", file=sys.stderr)
+        return 2
     overrides: dict[str, object] = {}
     if args.camera:
         overrides["camera.source"] = args.camera
