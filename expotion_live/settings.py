@@ -288,6 +288,35 @@ def save(settings: Settings, path: str | os.PathLike) -> None:
         tmp.write_text(tomli_w.dumps(to_dict(settings)), encoding="utf-8")
 
 
+def value_of(settings: Settings, key: str):
+    """The value of dotted `key` ("generation.prompt") in `settings`."""
+    section, _, name = key.partition(".")
+    return getattr(getattr(settings, section), name)
+
+
+def save_changes(path: str | os.PathLike, changes: dict[str, object]) -> None:
+    """Write `{"generation.prompt": ..., ...}` into the TOML file at `path`, atomically, changing nothing else.
+
+    The performer's file keeps its comments, its order and every key not named in
+    `changes` (also keys a newer version of the program knows); a missing file is made.
+    """
+    import tomlkit
+
+    path = Path(path)
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        document = tomlkit.document()
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if section not in document:
+            document[section] = tomlkit.table()
+        document[section][name] = list(value) if isinstance(value, tuple) else value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
+
+
 def default_path() -> Path:
     """Where the app keeps the performer's settings between runs (XDG config dir)."""
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"

@@ -35,6 +35,7 @@ from expotion_live.osc.control import MAX_PACKET_BYTES, ControlServer
 from expotion_live.osc.targets import OscTargetError, parse_target
 from expotion_live.live.run import RunNotices
 from expotion_live.live.session import LiveSession, SessionStatus
+from expotion_live import settings as settings_mod
 from expotion_live.settings import RANGES, Settings, SettingsError, load, override
 from test_osc import RecordedControls
 from test_train_prepare import blank_video, clicks
@@ -158,8 +159,8 @@ def test_sigterm_closes_the_window_as_its_close_button_does(tmp_path, face_video
     time.sleep(8.0)
     assert proc.poll() is None and not saved.exists()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
-    assert saved.exists()                                # shut down in order: the settings were saved
+    assert proc.wait(timeout=60) == 0                    # shut down in order
+    assert not saved.exists()                            # the performer changed nothing: nothing is written
 
 
 def test_temporaries_of_a_killed_run_are_removed_on_the_next_start_there(tmp_path, face_video):
@@ -177,6 +178,71 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next_start_there(tmp_pat
     assert recorder.close() == tmp_path / "show.wav"
     writing.abort()
     assert temporaries(tmp_path) == []
+
+
+SHOW_SETTINGS = """# the rig of the Tuesday show
+[generation]
+prompt = "dark cello drones"   # chosen at rehearsal
+
+[osc]
+control_port = 0
+"""
+
+
+@pytest.mark.parametrize("with_config", [False, True])
+def test_a_window_closed_without_changes_writes_no_settings(tmp_path, face_video, with_config):
+    """Rehearsal flags (--camera take.mp4, --osc) never reach a settings file; with --config the default one is
+    not even made."""
+    default = tmp_path / "config" / "expotion-live" / "settings.toml"
+    show = tmp_path / "show.toml"
+    (show if with_config else default).parent.mkdir(parents=True, exist_ok=True)
+    (show if with_config else default).write_text(SHOW_SETTINGS)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "QT_QPA_PLATFORM": "offscreen"}
+    head = ["--config", str(show)] if with_config else []
+    result = subprocess.run([sys.executable, "-m", "expotion_live.cli", *head, "gui", "--camera", str(face_video),
+                             "--osc", "127.0.0.1:9", "--quit-after", "3"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (show if with_config else default).read_text() == SHOW_SETTINGS
+    assert with_config is not default.exists()
+
+
+def test_the_window_saves_only_the_performers_changes_keeping_comments(make_window, tmp_path):
+    path = tmp_path / "settings.toml"                    # where make_window's window saves
+    path.write_text(SHOW_SETTINGS)
+    window = make_window(**{"camera.source": "take.mp4"})           # a one-off flag
+    window.controller.set_prompt("sent over OSC")                   # from the control port
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "loud.toml").write_text("[generation]\ncfg = 6.0\n")
+    window.load_preset("loud")
+    window.temperature.setValue(0.7)                                # the performer's one change
+    window.close()
+    assert path.read_text() == SHOW_SETTINGS.replace("\n\n[osc]", "\ntemperature = 0.7\n\n[osc]")
+
+
+def test_save_changes_keeps_keys_this_version_does_not_know(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("[audio]\nlimiter = true  # a newer version's key\n")
+    settings_mod.save_changes(path, {"audio.block_size": 256, "osc.targets": ("127.0.0.1:9000",)})
+    assert path.read_text() == ('[audio]\nlimiter = true  # a newer version\'s key\nblock_size = 256\n\n'
+                                '[osc]\ntargets = ["127.0.0.1:9000"]\n')
+
+
+def test_a_full_disk_when_the_window_saves_is_one_line(make_window, small_disk, capsys):
+    disk = small_disk(16)
+    with pytest.raises(OSError), open(disk / "filler", "wb", buffering=0) as filler:   # to the last byte
+        while True:
+            filler.write(b"x" * 4096)
+    window = make_window()
+    window.settings_path = disk / "settings.toml"
+    window.temperature.setValue(0.7)
+    window.shutdown()
+    window.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"expotion-live gui: your settings changes were not saved: disk full: cannot write "
+                   f"{disk / 'settings.toml'} (0 KiB free in {disk})"]
+    assert not (disk / "settings.toml").exists() and temporaries(disk) == []
 
 
 # -- a failed run and a full disk ----------------------------------------------------------
