@@ -94,6 +94,8 @@ class OscSettings:
     mode: str = "native"          # native | faceosc | wekinator: the schema of targets that name none
     control_port: int = 9001      # listens here for remote control; 0 = off
     control_host: str = "127.0.0.1"  # address the control port binds; "0.0.0.0" lets phones/other machines in
+    control_secret: str = ""      # first argument of every control message when control_host is not loopback (docs/osc.md)
+    presets_all_sections: bool = False  # presets may set devices, files and ports too, not only [generation]
     ableton: str = ""             # AbletonOSC HOST:PORT for tempo/transport; "" = off
 
 

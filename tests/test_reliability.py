@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -208,11 +209,14 @@ def test_a_window_closed_without_changes_writes_no_settings(tmp_path, face_video
     assert with_config is not default.exists()
 
 
-def test_the_window_saves_only_the_performers_changes_keeping_comments(make_window, tmp_path):
+def test_the_window_saves_only_the_performers_changes_keeping_comments(make_window, qapp, tmp_path):
     path = tmp_path / "settings.toml"                    # where make_window's window saves
     path.write_text(SHOW_SETTINGS)
     window = make_window(**{"camera.source": "take.mp4"})           # a one-off flag
-    window.controller.set_prompt("sent over OSC")                   # from the control port
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)         # from the control port
+    sock.sendto(message("/expotion/prompt", "sent over OSC"), ("127.0.0.1", window.control.port))
+    sock.close()
+    assert wait_until(qapp, lambda: window.settings.generation.prompt == "sent over OSC", timeout=10)
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "loud.toml").write_text("[generation]\ncfg = 6.0\n")
     window.load_preset("loud")
@@ -501,6 +505,123 @@ def test_control_port_counts_invalid_utf8_and_oversize_packets(caplog):
     assert all(record.exc_info is None for record in caplog.records)       # no traceback per packet
     assert len(caplog.records) <= 10 + 2 + 1
     assert any("more than 8192 bytes" in record.getMessage() for record in caplog.records)
+
+
+def serve(controls, **options) -> tuple[ControlServer, socket.socket]:
+    server = ControlServer(controls, port=0, **options).start()
+    return server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def message(address: str, *args) -> bytes:
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        builder.add_arg(arg)
+    return builder.build().dgram
+
+
+def wait_for(server: ControlServer, total: int) -> dict[str, int]:
+    deadline = time.monotonic() + 10
+    while sum(server.snapshot().values()) < total and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.snapshot()
+
+
+def test_control_port_refuses_a_prompt_too_long_to_encode_in_time():
+    from expotion_live.osc.control import MAX_PROMPT_CHARS
+
+    controls = RecordedControls()
+    server, sock = serve(controls)
+    try:
+        sock.sendto(message("/expotion/prompt", "a" * 7800), ("127.0.0.1", server.port))
+        sock.sendto(message("/expotion/prompt", "b" * MAX_PROMPT_CHARS), ("127.0.0.1", server.port))
+        counts = wait_for(server, 2)
+    finally:
+        sock.close()
+        server.stop()
+    assert counts == {"malformed": 1, "handled": 1} and controls.calls == [("prompt", "b" * MAX_PROMPT_CHARS)]
+
+
+def test_control_port_limits_each_senders_rate_per_address(caplog):
+    from expotion_live.osc.control import RATE_BURST
+
+    controls = RecordedControls()
+    server, sock = serve(controls)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(200):                         # a runaway fader: far faster than any hand
+                sock.sendto(message("/expotion/guidance", 4.0), ("127.0.0.1", server.port))
+            sock.sendto(message("/expotion/temperature", 0.5), ("127.0.0.1", server.port))   # another address
+            counts = wait_for(server, 201)
+    finally:
+        sock.close()
+        server.stop()
+    assert counts["rate_limited"] >= 200 - RATE_BURST - 5 and counts["handled"] == 201 - counts["rate_limited"]
+    assert ("temperature", 0.5) in controls.calls and len(caplog.records) <= 12
+
+
+def test_python_oscs_own_warnings_go_through_the_log_limit(caplog):
+    """Type tags python-osc cannot parse made it log one root WARNING per packet, past the app's limit."""
+    controls = RecordedControls()
+    server, sock = serve(controls)
+    odd_tag = b"/expotion/stop\x00\x00,x\x00\x00"
+    odd_bundle = b"#bundle\x00" + bytes(8) + struct.pack(">i", 4) + b"junk"
+    try:
+        with caplog.at_level(logging.WARNING):
+            for i in range(1000):
+                sock.sendto(odd_bundle if i % 2 else odd_tag, ("127.0.0.1", server.port))
+                time.sleep(0.0002)                       # within the socket's buffer: every packet is read
+            counts = wait_for(server, 1000)
+    finally:
+        sock.close()
+        server.stop()
+    assert counts == {"malformed": 1000} and controls.calls == []
+    assert [r.name for r in caplog.records if r.name != "expotion_live.osc.control"] == []
+    assert len(caplog.records) <= 10 + 10
+
+
+def test_a_control_port_open_to_the_network_needs_the_shared_secret(caplog):
+    from expotion_live.osc.control import ControlError
+
+    with pytest.raises(ControlError, match=r"^control_host 0.0.0.0 lets other machines control the show: set "
+                                           r"\[osc\] control_secret"):
+        ControlServer(RecordedControls(), port=0, host="0.0.0.0")
+    controls = RecordedControls()
+    server, sock = serve(controls, host="0.0.0.0", secret="tuesday-7f3a")
+    try:
+        with caplog.at_level(logging.WARNING):
+            for packet in (message("/expotion/prompt", "take over"), message("/expotion/prompt", "guess", "x"),
+                           message("/expotion/prompt", "tuesday-7f3a", "slow strings"),
+                           message("/expotion/stop", "tuesday-7f3a")):
+                sock.sendto(packet, ("127.0.0.1", server.port))
+            assert controls.event.wait(10)
+            counts = wait_for(server, 4)
+    finally:
+        sock.close()
+        server.stop()
+    assert counts == {"unauthenticated": 2, "handled": 2}
+    assert controls.calls == [("prompt", "slow strings"), ("stop",)]
+    assert "without the control secret" in caplog.records[0].getMessage()
+
+
+def test_presets_change_the_music_only_and_stay_in_their_folder(tmp_path):
+    from expotion_live.presets import PresetError, apply_preset
+
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "takeover.toml").write_text('[generation]\nprompt = "noise"\n[audio]\nout = "/tmp/x.wav"\n'
+                                           '[osc]\ncontrol_port = 0\n')
+    (tmp_path / "outside.toml").write_text('[generation]\nprompt = "from elsewhere"\n')
+    (presets / "linked.toml").symlink_to(tmp_path / "outside.toml")
+    settings = Settings()
+    with pytest.raises(PresetError, match=r"sets \[audio\]: presets change generation only, unless the settings "
+                                          r"file has \[osc\] presets_all_sections = true"):
+        apply_preset(settings, presets, "takeover")
+    with pytest.raises(PresetError, match="links to .*outside.toml, outside .*presets: presets are read from"):
+        apply_preset(settings, presets, "linked")
+    allowed = apply_preset(override(settings, {"osc.presets_all_sections": True}), presets, "takeover")
+    assert allowed.audio.out == "/tmp/x.wav" and allowed.osc.control_port == 0
 
 
 def test_model_folder_without_a_tokenizer_names_what_is_missing(tiny_musicgen_dir, tmp_path, face_video, capsys):

@@ -131,7 +131,7 @@ class LiveController:
         if osc.control_port == 0:
             return "off ([osc] control_port = 0)"
         try:
-            self.control = ControlServer(self, osc.control_port, osc.control_host).start()
+            self.control = ControlServer(self, osc.control_port, osc.control_host, osc.control_secret).start()
         except ControlError as err:
             return str(err)
         return f"listening on {osc.control_host}:{self.control.port}"
