@@ -186,6 +186,13 @@ def check_osc_port(settings: Settings) -> list[Check]:
     port = settings.osc.control_port
     if port == 0:
         return [Check("OSC control port", True, "off (osc.control_port = 0)")]
+    from .osc.control import is_loopback
+
+    host = settings.osc.control_host
+    if not is_loopback(host) and not settings.osc.control_secret:
+        return [Check("OSC control port", False, f"control_host {host} is open to the network without a secret",
+                      fix="set [osc] control_secret (docs/osc.md) or control_host = \"127.0.0.1\"",
+                      needed_for_show=True)]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
             sock.bind((settings.osc.control_host, port))   # where the control server will bind

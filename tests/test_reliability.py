@@ -129,7 +129,7 @@ def test_sigterm_while_the_model_loads_says_what_stopped_it(tiny_musicgen_dir, t
         time.sleep(0.002)
     proc.send_signal(signal.SIGTERM)                     # T5, EnCodec and the warm-up are still to come
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["expotion-live run: stopped by SIGTERM before it finished"]
     assert not (tmp_path / "show.wav").exists() and list(tmp_path.glob(".show*")) == []
 
@@ -603,6 +603,14 @@ def test_a_control_port_open_to_the_network_needs_the_shared_secret(caplog):
     assert counts == {"unauthenticated": 2, "handled": 2}
     assert controls.calls == [("prompt", "slow strings"), ("stop",)]
     assert "without the control secret" in caplog.records[0].getMessage()
+
+
+def test_doctor_says_a_control_port_open_to_the_network_needs_a_secret(tmp_path, capsys):
+    config = tmp_path / "show.toml"
+    config.write_text('[osc]\ncontrol_host = "0.0.0.0"\n')
+    cli.main(["--config", str(config), "doctor", "--json", "--checkpoints", str(tmp_path)])
+    check = next(c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "OSC control port")
+    assert not check["ok"] and check["fix"].startswith("set [osc] control_secret")
 
 
 def test_presets_change_the_music_only_and_stay_in_their_folder(tmp_path):

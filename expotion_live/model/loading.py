@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,8 @@ def load_state_exact(module: nn.Module, ckpt: Checkpoint, candidates: Callable[[
             path = ckpt.tensor_files[found]
             if path not in opened:
                 opened[path] = files.enter_context(safe_open(path, framework="pt"))
-            value = opened[path].get_tensor(found)
+            with _stop_signals_held():
+                value = opened[path].get_tensor(found)
             if value.shape != tensor.shape:
                 raise CheckpointError(f"{path}: weight {found} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(tensor.shape)} from config.json")
@@ -126,6 +128,17 @@ def load_state_exact(module: nn.Module, ckpt: Checkpoint, candidates: Callable[[
                 value = value.to(device=device, dtype=dtype or tensor.dtype)
             state[key] = value
     module.load_state_dict(state, strict=True, assign=assign)
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP during a tensor read: raised inside torch's C++ code, their
+    KeyboardInterrupt comes out as an unrelated ValueError; held, it arrives right after the read."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _file_of(ckpt: Checkpoint) -> Path:
