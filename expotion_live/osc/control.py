@@ -63,6 +63,7 @@ RATE_BURST = 20            # ...and at once: more than a fader's moves, far fewe
 MAX_SENDERS = 1024         # (sender, address) pairs whose rate is tracked
 OSC_TYPE_TAGS = set("ihfdsbrmtTFN[]")   # what python-osc parses; it logs (not raises) on any other
 
+
 class ControlError(RuntimeError):
     """The control port could not be opened; the message says what to change."""
 
