@@ -91,6 +91,7 @@ def _generate(args: argparse.Namespace, settings) -> int:
     import numpy as np
     import soundfile as sf
 
+    from ..capture.sources import video_problem
     from ..model.generate import MusicGen
 
     model_cfg = settings.model
@@ -102,8 +103,8 @@ def _generate(args: argparse.Namespace, settings) -> int:
         raise ValueError("--video-out needs --video (the video to put the music on)")
     if args.video_out:
         ffmpeg()                                   # missing: say so before the model loads
-    if args.video and not Path(args.video).is_file():
-        raise ValueError(f"video file {args.video} does not exist")
+    if args.video and (problem := video_problem(Path(args.video))):
+        raise ValueError(problem)
     check_output(args.out, (".wav",), "--out")
     if args.codes_out:
         check_output(args.codes_out, (".npy",), "--codes-out")
@@ -112,6 +113,8 @@ def _generate(args: argparse.Namespace, settings) -> int:
 
     musicgen = MusicGen.load(model_cfg.dir, device=model_cfg.device, precision=model_cfg.precision)
     codes, audio = (_from_video if args.video else _from_prompt)(args, settings, musicgen)
+    if not np.isfinite(audio).all():
+        raise ValueError(f"the generated audio holds NaN or infinite samples; {args.out} was not written")
     with atomic_path(args.out) as tmp:
         sf.write(tmp, audio, musicgen.sample_rate, subtype="FLOAT", format="WAV")
     if args.codes_out:

@@ -302,6 +302,8 @@ class ChunkScheduler:
         if audio.shape != (expected,):
             raise ValueError(f"{type(self.source).__name__} returned audio of shape {audio.shape} "
                              f"for chunk {request.index}; expected ({expected},)")
+        if not np.isfinite(audio).all():    # NaN would reach the speakers and the recording
+            raise ValueError(f"{type(self.source).__name__} returned NaN or infinite samples for chunk {request.index}")
         return audio
 
     def _expected_render_seconds(self, n_frames: int) -> float:

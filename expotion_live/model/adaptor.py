@@ -510,6 +510,9 @@ def load_adaptor(path: str | os.PathLike, musicgen) -> ConditionAdaptor:
         if tensor.shape != own[name].shape:
             raise AdaptorError(f"{weights}: tensor {name} has shape {tuple(tensor.shape)}, "
                                f"expected {tuple(own[name].shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise AdaptorError(f"{weights}: tensor {name} holds NaN or infinite values (a damaged file or a "
+                               f"diverged training run); use another checkpoint of the run")
     adaptor.load_state_dict(state)
     adaptor.trained = header.get("trained", {})
     return adaptor

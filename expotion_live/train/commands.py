@@ -261,8 +261,10 @@ def _train(args, settings: Settings) -> int:
         _leave_process_group()
     if result.interrupted:
         return 130
-    print(f"adaptor: {Path(args.out)} (latest), {Path(args.out) / 'best'} (lowest validation loss); "
-          f"curves: {Path(args.out) / 'curves.png'}")
+    best = Path(args.out) / "best"
+    chosen = (f", {best} (lowest validation loss)" if best.is_dir() else
+              " (no validation clips, so no best/: --val-fraction holds some out when there are enough)")
+    print(f"adaptor: {Path(args.out)} (latest){chosen}; curves: {Path(args.out) / 'curves.png'}")
     return 0
 
 

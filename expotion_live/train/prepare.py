@@ -42,6 +42,8 @@ from .sources import cache_external, load_external
 FEATURES = "calibrated-1"   # how the cached features were made: a change redoes every clip
 TEST_FRACTION = 0.1         # share of clips held out as the test split
 SPLIT_FILE = "split.json"   # in a dataset folder: {"train": [...], "test": [...]}, a published split to keep
+SILENCE = 1e-4              # peak below this (-80 dBFS): a music file that holds no music
+
 
 class AudioReadError(RuntimeError):
     """The music of a clip could not be decoded."""
@@ -202,6 +204,9 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
             report.skipped.append((clip.name, f"no face: found in {100 * face_fraction:.0f}% of frames, "
                                               f"need {100 * min_face_fraction:.0f}%"))
             continue
+        if not np.abs(audio[:frames * musicgen.codec.hop_length]).max() > SILENCE:
+            log(f"warning: the music of {clip.name} ({(clip.audio or clip.video).name}) is silent: "
+                f"the adaptor would learn silence for this performance; check the file")
         codes = musicgen.codec.encode(audio[None, :frames * musicgen.codec.hop_length])[0].cpu().numpy()  # (K, T)
         try:
             cache_external(cache_dir, clip.name, clip.video.parent, frames)   # before meta.json marks the clip whole
