@@ -7,7 +7,7 @@ tracking-listener/timeline path, or with `--tracking video` the real camera thre
 MediaPipe tracking on the bundled demo video at its frame rate (so a CPU row pays for
 tracking too; control latency is then not measured: the video has no known steps). The
 real scheduler and source fill the ring, and a file sink paced by the wall clock
-consumes it (the PulseAudio null sink drains below real time, DESIGN.md §7, so it cannot
+consumes it (the PulseAudio null sink drains below real time, docs/architecture.md, so it cannot
 judge RTF). Per row:
 
 - first sound: `start()` (model loaded and warmed up) -> first non-silent block out;
@@ -23,7 +23,7 @@ judge RTF). Per row:
 
     python bench/live.py [--device cpu|cuda] [--models tiny,small,medium,large] [--precisions fp32,bf16,int8]
                          [--chunks 0.5,1.0] [--contexts 2,4] [--seconds 20] [--tracking replay|video]
-                         [--model-cache DIR] [--json out/bench_live.json]
+                         [--adaptor] [--min-lead S] [--model-cache DIR] [--json out/bench_live.json]
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class Row:
     tracking: str
     hands: bool
     precision: str
+    adaptor: bool                        # conditioned on a random open adaptor (--adaptor)
     chunk_seconds: float
     context_seconds: float
     window_seconds: float
@@ -122,14 +123,15 @@ def measure(settings: Settings, label: str, seconds: float, tracking: str = "rep
     scheduler = session.scheduler
     latencies = []
     for step in steps:
-        heard = [m for m in scheduler.marks if m.t_end >= step and m.played_at > 0]
+        # the first code conditioned on the step's frame (ChunkMark: code j <- t_condition + j / 50)
+        heard = [m for m in scheduler.marks if m.t_condition + (m.n_frames - 1) / 50 >= step and m.played_at > 0]
         if heard:
-            latencies.append(heard[0].played_at - step)
+            latencies.append(heard[0].played_at + max(0.0, step - heard[0].t_condition) - step)
     frames = scheduler.frames_generated
     stream = getattr(source, "stream", None)
     return Row(
         model=label, device=settings.model.device, tracking=tracking, hands=settings.tracking.hands,
-        precision=settings.model.precision,
+        precision=settings.model.precision, adaptor=bool(settings.model.adaptor),
         chunk_seconds=settings.generation.chunk_seconds,
         context_seconds=settings.generation.context_seconds,
         window_seconds=settings.generation.window_seconds,
@@ -149,7 +151,7 @@ def print_table(rows: list[Row], block_size: int) -> None:
 
     print(f"\nlive engine, wall-clock paced file sink, block {block_size} samples; "
           f"real time = RTF >= 1 (20 ms of render per 20 ms frame)")
-    header = (f"{'model':<8}{'dev':<5}{'track':<7}{'hands':<6}{'prec':<6}{'chunk s':>8}{'context s':>10}{'window s':>9}{'first sound s':>14}"
+    header = (f"{'model':<8}{'dev':<5}{'track':<7}{'hands':<6}{'prec':<6}{'adapt':<6}{'chunk s':>8}{'context s':>10}{'window s':>9}{'first sound s':>14}"
               f"{'control s mean/max (n)':>24}{'DSP ms':>8}"
               f"{'RTF':>7}{'ms/frame':>10}{'underruns':>10}{'stretched s (after 2 s)':>24}{'chunks':>7}{'slides':>7}")
     print(header)
@@ -157,11 +159,27 @@ def print_table(rows: list[Row], block_size: int) -> None:
     for r in rows:
         control = f"{fmt(r.control_latency_s, '.2f')}/{fmt(r.control_latency_max_s, '.2f')} ({r.control_steps})"
         stretched = f"{r.stretched_s:.1f} ({r.stretched_after_warmup_s:.1f})"
-        print(f"{r.model:<8}{r.device:<5}{r.tracking:<7}{'on' if r.hands else 'off':<6}{r.precision:<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}{r.window_seconds:>9.1f}"
+        print(f"{r.model:<8}{r.device:<5}{r.tracking:<7}{'on' if r.hands else 'off':<6}{r.precision:<6}{'yes' if r.adaptor else 'no':<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}{r.window_seconds:>9.1f}"
               f"{fmt(r.first_sound_s, '.2f'):>14}"
               f"{control:>24}{fmt(r.dsp_latency_ms, '.1f'):>8}{r.rtf:>7.2f}"
               f"{r.ms_per_frame:>10.1f}{r.underruns:>10d}{stretched:>24}{r.chunks:>7d}{r.slides:>7d}")
     print("goals: first sound <= 1 s and control latency <= 0.5 s where RTF >= 1; DSP latency <= 30 ms")
+
+
+def random_adaptor(model_dir: Path, out: Path) -> str:
+    """A random adaptor for the model, gates open so it changes the music (built once per cache)."""
+    import torch
+
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
+    from expotion_live.model.generate import MusicGen
+
+    if not (out / "adaptor.json").exists():
+        torch.manual_seed(0)
+        adaptor = ConditionAdaptor(AdaptorConfig(), MusicGen.load(model_dir, precision="fp32").decoder)
+        with torch.no_grad():
+            adaptor.gates.fill_(1.0)
+        save_adaptor(adaptor, out)
+    return str(out)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -177,6 +195,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precisions", default="fp32,bf16,int8", help="comma list: fp32, bf16, int8")
     parser.add_argument("--chunks", default="", help="comma list of chunk_seconds (default: the settings')")
     parser.add_argument("--contexts", default="", help="comma list of context_seconds (default: the settings')")
+    parser.add_argument("--adaptor", action="store_true",
+                        help="condition the music on a random adaptor with open gates (look-ahead 0, the prefix "
+                             "streamed with the codes): control latency is then the adaptor's")
+    parser.add_argument("--min-lead", type=float, default=None,
+                        help="engine.min_lead_seconds (default: the settings'); small chunks want a small lead")
     parser.add_argument("--seconds", type=float, default=20.0, help="audio played per configuration")
     parser.add_argument("--model-cache", type=Path, help="keep the random models here between runs")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
@@ -206,9 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                 on_gpu = args.device == "cuda"     # built on the GPU and saved in bf16: seconds, not minutes
                 save_random_musicgen(model_dir, preset=preset, seed=0, dtype=torch.bfloat16 if on_gpu else None,
                                      device=args.device)
+            adaptor = random_adaptor(model_dir, cache / f"{preset}-adaptor") if args.adaptor else ""
             for precision in args.precisions.split(","):
                 for chunk, context, window, hand in itertools.product(chunks, contexts, windows, hands):
-                    settings = override(base, {
+                    lead = {} if args.min_lead is None else {"engine.min_lead_seconds": args.min_lead,
+                                                             "engine.low_water_seconds": args.min_lead / 2}
+                    settings = override(base, {**lead, "model.adaptor": adaptor,
+                        "generation.crossfade_ms": min(base.generation.crossfade_ms, chunk * 500),   # half a chunk
                         "model.dir": str(model_dir), "model.precision": precision, "model.device": args.device,
                         "engine.kind": "musicgen", "generation.seed": 0, "generation.chunk_seconds": chunk,
                         "generation.context_seconds": context, "generation.window_seconds": window,

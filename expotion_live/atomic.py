@@ -116,13 +116,15 @@ class AtomicFile:
         self._lock = fd
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; the file gets the usual permissions
+        self._mode = 0o666 & ~umask         # mkstemp makes 0600; the file gets the usual permissions
+        os.chmod(tmp_name, self._mode)
         self.tmp = Path(tmp_name)
 
     def commit(self) -> Path:
         """fsync the temporary file and rename it over `path` (on failure it is removed)."""
         try:
             with writing(self.path), open(self.tmp, "rb+") as f:
+                os.fchmod(f.fileno(), self._mode)   # again: a writer may have replaced the file (safetensors)
                 os.fsync(f.fileno())
             os.replace(self.tmp, self.path)
         except BaseException:
@@ -140,6 +142,48 @@ class AtomicFile:
         if self._lock >= 0:
             os.close(self._lock)
             self._lock = -1
+
+
+class OutputInUseError(OSError):
+    """Another running program is writing the same output file."""
+
+
+class OutputLock:
+    """Claims an output file for this process: a second run writing the same file is refused, not raced.
+
+    The claim is an flock on `.NAME.lock` beside the file, held until `release()` or the
+    end of the process however it ends, so a lock left by a killed run is free again.
+    """
+
+    def __init__(self, path: str | os.PathLike, flag: str):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_path = path.parent / f".{path.name}.lock"
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise OutputInUseError(f"{flag} {path} is being written by another run (pid {holder}); "
+                                       f"stop it or choose another file") from None
+            try:
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:                        # not a lock file its last holder removed as we opened it
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            self.lock_path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = -1
 
 
 @contextlib.contextmanager

@@ -19,19 +19,21 @@ from .features import commands as features_commands
 from .live import run as live_run
 from .engine import commands as generate_commands
 from .model import download as download_commands
-from .train import commands as train_commands, record as record_commands
+from .train import (commands as train_commands, importer as import_commands, record as record_commands,
+                    reproduce as reproduce_commands)
 from .ui import commands as ui_commands
 from .settings import SettingsError
 
 # systemd, docker, `timeout` and installation scripts stop a program with SIGTERM, a closed
-# terminal sends SIGHUP: both stop it like Ctrl-C, so recordings and checkpoints are kept.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# terminal sends SIGHUP: both stop it like Ctrl-C, so recordings and checkpoints are kept. SIGINT
+# is set too: a program started in the background by a script inherits it ignored.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_RECORDING = "expotion-live.wav"   # where the main command records when there is no sound card
 DEFAULT_RECORDING_SECONDS = 30
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 BENCHMARKS = ("decode", "generate", "int8", "live", "vision", "synth", "soak", "stage")
 SUBCOMMAND_MODULES = (doctor, live_run, features_commands, generate_commands, download_commands, ui_commands,
-                      record_commands, train_commands)
+                      record_commands, train_commands, import_commands, reproduce_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +96,11 @@ def run_default(parser: argparse.ArgumentParser, config: str | None, settings: s
     return args.handler(args, settings)
 
 
+def _stop(signum: int, frame) -> None:
+    """A stop signal as Ctrl-C, carrying the signal's name for the line that says what stopped the command."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     # MediaPipe's C++ logging would bury our messages; keep its warnings and errors only.
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -102,16 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()   # only it may set signal handlers
-    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS} if in_main else {}
+    previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS} if in_main else {}
     try:
-        settings = load_settings(args.config)
+        try:
+            settings = load_settings(args.config)
+        except SettingsError as err:
+            if not getattr(args, "diagnoses_settings", False):
+                raise
+            settings, args.settings_error = settings_mod.Settings(), str(err)
         if args.command is None:
             return run_default(parser, args.config, settings)
         return args.handler(args, settings)
     except SettingsError as err:
         print(f"expotion-live: settings error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:   # before the command could stop in order (e.g. while a model loads)
+        name = err.args[0] if err.args else "SIGINT"
+        print(f"expotion-live{' ' + args.command if args.command else ''}: stopped by {name} before it "
+              f"finished", file=sys.stderr)
         return 130
     finally:
         for sig, handler in previous.items():

@@ -186,6 +186,13 @@ def check_osc_port(settings: Settings) -> list[Check]:
     port = settings.osc.control_port
     if port == 0:
         return [Check("OSC control port", True, "off (osc.control_port = 0)")]
+    from .osc.control import is_loopback
+
+    host = settings.osc.control_host
+    if not is_loopback(host) and not settings.osc.control_secret:
+        return [Check("OSC control port", False, f"control_host {host} is open to the network without a secret",
+                      fix="set [osc] control_secret (docs/osc.md) or control_host = \"127.0.0.1\"",
+                      needed_for_show=True)]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
             sock.bind((settings.osc.control_host, port))   # where the control server will bind
@@ -228,8 +235,20 @@ def check_link(settings: Settings) -> list[Check]:
 
 def check_display() -> list[Check]:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return [Check("display", False, "no display", fix="the window needs a desktop; headless mode runs anyway (--headless)")]
+        return [Check("display", False, "no display (neither DISPLAY nor WAYLAND_DISPLAY is set)",
+                      fix="the window needs a desktop; headless mode runs anyway (expotion-live run --headless)")]
     return [Check("display", True, "available")]
+
+
+def check_settings_file(config: str | None, error: str) -> list[Check]:
+    """The settings file that was read, or what is wrong with it (the other checks then use the defaults)."""
+    from .settings import default_path
+
+    path = Path(config) if config else default_path()
+    if error:
+        return [Check("settings file", False, error, needed_for_show=True,
+                      fix=f"correct what it names in {path} (the checks below use the built-in defaults)")]
+    return [Check("settings file", True, str(path) if path.exists() else f"none ({path} does not exist): defaults")]
 
 
 def check_demo_video() -> list[Check]:
@@ -252,11 +271,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoints", default="checkpoints", help="where weights and adaptors live (default: checkpoints/)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--strict", action="store_true", help="exit 1 when something a show needs is missing")
-    p.set_defaults(handler=_doctor)
+    p.set_defaults(handler=_doctor, diagnoses_settings=True)   # runs on a damaged settings file, saying so
 
 
 def _doctor(args, settings: Settings) -> int:
-    checks = run_checks(settings, Path(args.checkpoints))
+    checks = [*check_settings_file(getattr(args, "config", None), getattr(args, "settings_error", "")),
+              *run_checks(settings, Path(args.checkpoints))]
     show_ready = all(c.ok for c in checks if c.needed_for_show)
     if args.json:
         print(json.dumps({"show_ready": show_ready, "checks": [asdict(c) for c in checks]}, indent=2))

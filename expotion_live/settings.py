@@ -94,6 +94,8 @@ class OscSettings:
     mode: str = "native"          # native | faceosc | wekinator: the schema of targets that name none
     control_port: int = 9001      # listens here for remote control; 0 = off
     control_host: str = "127.0.0.1"  # address the control port binds; "0.0.0.0" lets phones/other machines in
+    control_secret: str = ""      # first argument of every control message when control_host is not loopback (docs/osc.md)
+    presets_all_sections: bool = False  # presets may set devices, files and ports too, not only [generation]
     ableton: str = ""             # AbletonOSC HOST:PORT for tempo/transport; "" = off
 
 
@@ -154,9 +156,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "tracking.flow_width": (32, 3840), "tracking.timeline_seconds": (1, 600),
     "model.threads": (1, 256),
     "generation.cfg": (0.0, 20.0), "generation.temperature": (0.01, 5.0), "generation.top_k": (0, 2048),
-    "generation.top_p": (0, 1), "generation.seed": (-1, 2**32 - 1), "generation.chunk_seconds": (0.1, 10),
+    "generation.top_p": (0, 1), "generation.seed": (-1, 2**32 - 1), "generation.chunk_seconds": (0.02, 10),
     "generation.context_seconds": (0, 30), "generation.window_seconds": (2, 40), "generation.crossfade_ms": (0, 1000),
-    "generation.first_chunk_seconds": (0.1, 10), "generation.decode_context_seconds": (0, 5),
+    "generation.first_chunk_seconds": (0.02, 10), "generation.decode_context_seconds": (0, 5),
     "audio.sample_rate": (8000, 192000), "audio.block_size": (16, 16384), "audio.buffer_seconds": (1, 600),
     "audio.latency": (0, 2), "audio.min_gain": (0, 1), "audio.filter_min_hz": (20, 96000),
     "audio.filter_max_hz": (20, 96000), "audio.dsp_smoothing_ms": (0, 1000),
@@ -286,6 +288,35 @@ def save(settings: Settings, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(tomli_w.dumps(to_dict(settings)), encoding="utf-8")
+
+
+def value_of(settings: Settings, key: str):
+    """The value of dotted `key` ("generation.prompt") in `settings`."""
+    section, _, name = key.partition(".")
+    return getattr(getattr(settings, section), name)
+
+
+def save_changes(path: str | os.PathLike, changes: dict[str, object]) -> None:
+    """Write `{"generation.prompt": ..., ...}` into the TOML file at `path`, atomically, changing nothing else.
+
+    The performer's file keeps its comments, its order and every key not named in
+    `changes` (also keys a newer version of the program knows); a missing file is made.
+    """
+    import tomlkit
+
+    path = Path(path)
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        document = tomlkit.document()
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if section not in document:
+            document[section] = tomlkit.table()
+        document[section][name] = list(value) if isinstance(value, tuple) else value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
 
 
 def default_path() -> Path:

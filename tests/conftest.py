@@ -1,4 +1,4 @@
-"""Shared fixtures: real components at tiny sizes (see DESIGN.md §7 for the environment).
+"""Shared fixtures: real components at tiny sizes (docs/architecture.md, Tests and benchmarks).
 
 - `tiny_musicgen_dir`: a small random MusicGen (decoder + EnCodec + T5 + tokenizer)
   saved in the transformers on-disk format, built once per session.

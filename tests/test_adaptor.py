@@ -150,7 +150,7 @@ def test_bad_inputs_are_rejected(musicgen):
     face, motion, flow = visual(1, 8)
     with pytest.raises(AdaptorError, match="motion features have shape"):
         adaptor.adapters(face, motion[..., :5], flow)
-    with pytest.raises(AdaptorError, match="takes 1 to 64"):
+    with pytest.raises(AdaptorError, match="this adaptor has positions 0..63"):
         adaptor.adapters(*visual(1, 65))
     with pytest.raises(AdaptorError, match="n_layers=5"):
         ConditionAdaptor(AdaptorConfig(n_layers=5), musicgen.decoder)

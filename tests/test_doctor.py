@@ -80,7 +80,7 @@ def test_a_taken_control_port_is_a_missing_show_need(tmp_path, capsys):
 
 def test_the_control_port_is_checked_on_the_configured_host(tmp_path, capsys):
     config = tmp_path / "show.toml"      # 192.0.2.1 (TEST-NET-1) is no address of this machine
-    config.write_text('[osc]\ncontrol_port = 9100\ncontrol_host = "192.0.2.1"\n')
+    config.write_text('[osc]\ncontrol_port = 9100\ncontrol_host = "192.0.2.1"\ncontrol_secret = "s"\n')
     main(["--config", str(config), "doctor", "--json", "--checkpoints", str(tmp_path)])
     port_check = by_name(json.loads(capsys.readouterr().out))["OSC control port"]
     assert not port_check["ok"] and "192.0.2.1:9100" in port_check["detail"]

@@ -75,10 +75,10 @@ def test_untrained_adaptor_reproduces_the_base_model_and_swaps_at_the_next_chunk
     with torch.no_grad():
         adaptor.gates.fill_(5.0)                       # a "trained" adaptor now changes the music
     assert not np.array_equal(plain.render(request(2, 20, 10)), adapted.render(request(2, 20, 10)))
-    assert adapted.stream.adapters is not None
+    assert adapted.stream.prefix is not None
     adapted.set_adaptor(None)                          # removed: the next chunk is the base model's
     adapted.render(request(3, 30, 10))
-    assert adapted.stream.adapters is None
+    assert adapted.stream.prefix is None
 
 
 def test_the_stream_slides_ahead_of_the_chunk_that_needs_it_and_the_music_goes_on(musicgen):

@@ -89,24 +89,35 @@ def test_windows_hold_the_video_edges(features):
     np.testing.assert_array_equal(late.face[296:], np.repeat(features.face[-1:], 4, axis=0))
 
 
-def test_the_prefix_gets_the_frames_training_gives_it(model, features):
-    """Every chunk's prefix is as long as the live-shaped training window of the same chunk."""
-    from expotion_live.train.dataset import live_shapes
+def test_each_chunks_prefix_is_the_contracts_window_over_the_video_frames_of_its_positions(model, features):
+    """Every chunk's prefix is the conditioning contract's window of that chunk (as training cuts it), and its
+    newest frame is the video's frame of the newest position: frame p of the stream at position p."""
+    from expotion_live.model.conditioning import StreamLayout
 
     musicgen, adaptor = model
-    lengths = []
+    seen = []
 
-    class Recording:      # the real adaptor; records the prefix length of each chunk's hooks
+    class Recording:      # the real adaptor; records each chunk's window and the video frame at its newest position
         config = adaptor.config
+        trained = adaptor.trained
 
-        def window_adapters(self, *args, **kwargs):
-            hooks = adaptor.window_adapters(*args, **kwargs)
-            lengths.append(next(h for h in hooks if h is not None).k_p.shape[2])
-            return hooks
+        def fill(self, buffers, window_features, window):
+            seen.append((window, round(window_features.t_end * 50)))
+            return adaptor.fill(buffers, window_features, window)
+
+        def __getattr__(self, name):     # buffers are made from the real adaptor's shapes and gates
+            return getattr(adaptor, name)
 
     timing = ChunkTiming.from_settings(GENERATION, musicgen.sample_rate)
     source = MusicGenSource.from_settings(musicgen, Recording(), None, GENERATION)
     offline.render(source, features, GenerationParams.from_settings(GENERATION), timing, 596)
-    shapes = live_shapes(timing, source.stream.window, 4, adaptor.config.max_frames)
-    assert len(lengths) == 24                                     # 12 s of 0.5 s chunks
-    assert lengths == [shape.frames for shape in shapes][:24]     # from the first chunk on, not only once filled
+    chunks = [(w, f) for w, f in seen if w.newest > w.done]     # not a slide's prefill (up to the context)
+    assert len(chunks) >= 24 and source.stream.slides == 1    # 12 s of 0.5 s chunks, a slide among them
+    lengths = [timing.first_chunk_frames] + [timing.chunk_frames] * (len(chunks) - 1)
+    layout = StreamLayout(source.stream.window, timing.context_frames, 4)
+    assert [w for w, _ in chunks] == list(layout.windows(lengths, adaptor.config.max_frames))
+    generated = 0
+    for window, video_frame in chunks:
+        origin = generated - window.done              # the video frame at the stream's position 0
+        assert video_frame == origin + window.newest
+        generated += window.n

@@ -43,6 +43,12 @@ class ToneSource:
     def prepare_next(self, n_frames):
         self.prepared = n_frames
 
+    def condition_lag_frames(self, n_frames):
+        return 0
+
+    def condition_time(self, request):
+        return request.window.t_end
+
 
 class SlowToneSource(ToneSource):
     """Renders at a fixed real-time factor by sleeping: a model too slow for real time."""
@@ -225,6 +231,24 @@ def test_slow_source_stretches_instead_of_falling_silent(tmp_path):
     assert envelope[2:].min() > 0.2                               # no silent gap (fades dip, never vanish)
     step = np.abs(np.diff(sounding))
     assert step.max() < 3 * 2 * np.pi * 220.0 / SR * 0.5         # no click: steps stay near a sine's slope
+
+
+def test_one_frame_chunks_behind_real_time_stretch_and_keep_playing(tmp_path):
+    """Chunks of one 20 ms frame (frame-wise control) from a source at RTF 0.5: every join, looped or not,
+    leaves the next held tail in the chunk, so the music keeps playing without a gap."""
+    source = SlowToneSource(rtf=0.5)
+    ring = RingBuffer(SR)
+    player = BlockPlayer(ring, DspPath(SR, BLOCK))
+    scheduler = ChunkScheduler(source, ring, blank_window, PARAMS, timing(chunk=0.02, first=0.02, crossfade_ms=10.0),
+                               realtime=True, min_lead_seconds=0.06, low_water_seconds=0.03, loop_seconds=0.1)
+    sink = FileSink(player, SR, BLOCK, realtime=True, duration=1.5)
+    scheduler.start()
+    sink.start()
+    assert sink.finished.wait(10)
+    sink.stop()
+    scheduler.stop()
+    assert scheduler.error is None, scheduler.error
+    assert scheduler.stretched_seconds > 0.1 and scheduler.chunks_done > 20
 
 
 def test_the_next_chunk_is_prepared_right_after_each_chunk():

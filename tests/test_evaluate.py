@@ -128,7 +128,7 @@ def test_fad_needs_two_embeddings_of_one_size():
 
 
 def test_kl_and_clap_score_maths():
-    from expotion_live.train.metrics import clap_score, kl_divergence
+    from expotion_live.train.metrics import kl_divergence, paired_cosine
 
     logits = np.random.default_rng(1).normal(size=(4, 10))
     assert kl_divergence(logits, logits) == pytest.approx(0.0, abs=1e-12)
@@ -139,7 +139,7 @@ def test_kl_and_clap_score_maths():
     assert kl_divergence(np.log(q)[None], np.log(p)[None]) != pytest.approx(expected)  # not symmetric
     text = np.array([[1.0, 0.0], [0.0, 2.0]])
     audio = np.array([[3.0, 0.0], [1.0, 1.0]])
-    assert clap_score(text, audio) == pytest.approx((1.0 + np.sqrt(0.5)) / 2)
+    assert paired_cosine(text, audio) == pytest.approx((1.0 + np.sqrt(0.5)) / 2)
 
 
 def test_metric_models_are_read_from_a_local_folder_with_a_clear_error(tmp_path):
@@ -270,10 +270,11 @@ def test_a_tiny_run_trained_evaluated_on_its_test_split_and_reported(tiny_musicg
                           "--out", str(tmp_path / "table")) == 0
     table = (tmp_path / "table" / "table.md").read_text()
     lines = table.splitlines()
-    assert lines[0] == "| Run | Input | Prompt | FAD ↓ | KL ↓ | CLAP ↑ | Tempo err. (BPM) ↓ | Beat F1 ↑ |"
+    assert lines[0] == "| Run | Input | Prompt | FAD ↓ | KL ↓ | IS ↑ | Tempo err. (BPM) ↓ | Beat F1 ↑ | CLAP ↑ |"
     assert lines[2].startswith(f"| base | MusicGen (text only) | Caption | {base['summary']['fad']:.2f} |")
     assert lines[3].startswith("| face-generic | face | Generic |")
-    assert lines[3].endswith(f"| {face['summary']['tempo_error_bpm']:.2f} | {face['summary']['beat_f1']:.2f} |")
+    assert lines[3].endswith(f"| {face['summary']['tempo_error_bpm']:.2f} | {face['summary']['beat_f1']:.2f} | "
+                             f"{face['summary']['clap']:.2f} |")
     assert "2 clips of the test split" in table and capsys.readouterr().out.startswith(lines[0])
     assert (tmp_path / "table" / "table.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -290,3 +291,49 @@ def test_a_tiny_run_trained_evaluated_on_its_test_split_and_reported(tiny_musicg
     assert run_in_process("evaluate", str(data), "--model", str(tiny_musicgen_dir), "--quiet",
                           "--adaptor", str(run / "best")) == 1
     assert f"was trained or validated on 1 of the test clips ({seen['train'][0]})" in capsys.readouterr().err
+
+
+def test_a_live_trained_adaptor_is_evaluated_as_generate_plays_its_video(tiny_musicgen_dir, tmp_path, capsys):
+    """evaluate renders a live-trained adaptor's clip through the live engine offline: the same samples as
+    `generate --video` of the clip's video with the same seed and prompt (both at evaluate's precision)."""
+    import soundfile
+    import torch
+
+    from expotion_live.capture.demo import make_face_video
+    from expotion_live.engine import commands as engine_commands
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
+    from expotion_live.model.conditioning import feature_settings, recorded_settings
+    from expotion_live.model.generate import MusicGen
+    from expotion_live.settings import Settings
+    from test_train_resume import run_in_process
+
+    clip = tmp_path / "data" / "take01"
+    clip.mkdir(parents=True)
+    make_face_video(clip / "take.mp4", seconds=3.0, fps=10.0)
+    soundfile.write(clip / "music.wav", clicks(4.0, 100), SR)
+    (clip / "caption.txt").write_text("soft synth arpeggio")
+    assert run_in_process("prepare", str(tmp_path / "data"), "--model", str(tiny_musicgen_dir), "--min-seconds", "1",
+                          "--test-fraction", "0") == 0
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(flow_channels=(8,), flow_dim=16), musicgen.decoder)
+    with torch.no_grad():
+        adaptor.gates.fill_(2.0)
+    settings = Settings()
+    adaptor.trained = {"windows": "live", **recorded_settings(settings.generation, feature_settings(settings.tracking))}
+    save_adaptor(adaptor, tmp_path / "adaptor")
+
+    assert run_in_process("evaluate", str(tmp_path / "data"), "--model", str(tiny_musicgen_dir), "--split", "all",
+                          "--adaptor", str(tmp_path / "adaptor"), "--seed", "7", "--quiet",
+                          "--audio-out", str(tmp_path / "evaluated")) == 0
+    parser = argparse.ArgumentParser()
+    engine_commands.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["generate", "--model", str(tiny_musicgen_dir), "--adaptor", str(tmp_path / "adaptor"),
+                              "--video", str(clip / "take.mp4"), "--prompt", "soft synth arpeggio", "--seed", "7",
+                              "--precision", "int8", "--out", str(tmp_path / "generated.wav")])
+    assert args.handler(args, Settings()) == 0
+    capsys.readouterr()
+    evaluated, _ = soundfile.read(tmp_path / "evaluated" / "take01.wav", dtype="float32")
+    generated, _ = soundfile.read(tmp_path / "generated.wav", dtype="float32")
+    assert len(evaluated) == len(generated) > 0
+    np.testing.assert_array_equal(evaluated, generated)

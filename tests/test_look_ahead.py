@@ -9,7 +9,7 @@ paper) is shown to see those frames, so each check can fail.
 import pytest
 import torch
 
-from expotion_live.model.adaptor import AdaptorConfig, AdaptorError, ConditionAdaptor
+from expotion_live.model.adaptor import AdaptorConfig, AdaptorError, ConditionAdaptor, PrefixBuffers
 from expotion_live.model.decoder import fused_attention
 from expotion_live.model.stream import GenerationStream, Sampling
 
@@ -50,7 +50,7 @@ def windows(n_frames: int, changed_from: int):
     return a, b
 
 
-@pytest.mark.parametrize("first", [0, 5, -3])
+@pytest.mark.parametrize("first", [0, 5, 9])
 def test_training_forward_logits_ignore_frames_past_the_look_ahead(fp32, first):
     L, T, changed = 3, 24, 14                     # frames 14.. differ: positions p with p - first + L < 14 keep theirs
     codes = torch.randint(0, 2048, (1, 4, T), generator=torch.Generator().manual_seed(2))
@@ -70,16 +70,15 @@ def test_training_forward_logits_ignore_frames_past_the_look_ahead(fp32, first):
 
 
 @torch.no_grad()
-def step_logits(musicgen, hooks, first: int, n_positions: int):
+def step_logits(musicgen, adaptor, prefix, first: int, n_positions: int):
     """The streamed path: prefix buffers loaded at `first`, prefill of position 0, then one decode step per position;
     the logits (2, K, n_positions, V) of a CFG batch [conditional; null]."""
     decoder = musicgen.decoder
     cache = decoder.allocate_cache(2, n_positions)
     decoder.write_text(cache, musicgen.encode_text(["warm pads"]).with_null())
-    buffers = [None if h is None else h.buffer(48) for h in hooks]
-    for buffer, hook in zip(buffers, hooks):
-        if hook is not None:
-            buffer.load(hook, first)
+    buffers = PrefixBuffers(adaptor, 48)
+    buffers.load(prefix, first)
+    buffers = buffers.layers
     codes = torch.randint(0, 2048, (1, 4, n_positions), generator=torch.Generator().manual_seed(3)).expand(2, 4, -1)
     out = [decoder.prefill_codes(codes[..., :1], cache, buffers)]
     for p in range(1, n_positions):
@@ -98,7 +97,8 @@ def test_live_step_logits_ignore_frames_past_the_look_ahead(fp32, int8, backend)
         kept = changed - L + first
 
         def logits(look_ahead, features):
-            return step_logits(musicgen, adaptor_for(musicgen.decoder, look_ahead).adapters(*features), first, 24)
+            adaptor = adaptor_for(musicgen.decoder, look_ahead)
+            return step_logits(musicgen, adaptor, adaptor.adapters(*features), first, 24)
 
         limited_a, limited_b = logits(L, a), logits(L, b)
         assert torch.equal(limited_a[:, :, :kept], limited_b[:, :, :kept])
@@ -110,19 +110,22 @@ def test_live_step_logits_ignore_frames_past_the_look_ahead(fp32, int8, backend)
 
 def test_the_stream_plays_the_same_codes_until_changed_frames_come_within_reach(fp32):
     """End to end: a chunk's window whose newest frames change; the codes before their moment stay."""
-    K, n, changed = 4, 20, 10                      # window of n frames, its newest at the last position n + K - 1
+    n, changed = 20, 10
 
     def chunk(look_ahead, features):
         stream = GenerationStream(fp32, window=64, context=8, seed=0)
         stream.set_text(fp32.encode_text(["warm pads"]))
-        hooks = adaptor_for(fp32.decoder, look_ahead).adapters(*features)
-        return stream.advance(n, Sampling(cfg=3.0, greedy=True), hooks, 64)   # (1, K, n)
+        window = stream.next_window(n, 64)          # from position 0 to the chunk's last, n + K - 1
+        adaptor = adaptor_for(fp32.decoder, look_ahead)
+        stream.condition(adaptor).load(adaptor.adapters(*(x[:, :window.frames] for x in features)), window.first)
+        return stream.advance(n, Sampling(cfg=3.0, greedy=True), window)   # (1, K, n)
 
-    a, b = windows(n, changed)
-    # Window frame 0 sits at position K; frame f of codebook 0 (position f + 1) is drawn from the step at
-    # position f, which with no look-ahead sees frames up to f - K: frames f < changed + K cannot see the change.
-    kept = changed + K
+    a, b = windows(n + 4, changed)
+    # Window frame f sits at position f; frame f of codebook 0 (position f + 1) is drawn from the step at
+    # position f, which with no look-ahead sees frames up to f: frames f < changed cannot see the change.
+    kept = changed
     assert torch.equal(chunk(0, a)[:, 0, :kept], chunk(0, b)[:, 0, :kept])
+    assert not torch.equal(chunk(0, a), chunk(0, b))          # the change is heard from its own moment on
     assert not torch.equal(chunk(None, a)[:, 0, :kept], chunk(None, b)[:, 0, :kept])
 
 

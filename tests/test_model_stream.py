@@ -65,34 +65,55 @@ def test_after_a_slide_the_stream_continues_like_a_fresh_generation_of_its_conte
     torch.testing.assert_close(after, straight(musicgen, text, 10, prompt=before[:, :, -12:]), rtol=0, atol=0)
 
 
-def test_the_adaptor_prefix_of_each_chunk_meets_its_newest_positions(musicgen):
-    """Each chunk's window conditions exactly that chunk's positions, newest frame at its last one."""
-    adaptor, features = gated_adaptor(musicgen.decoder, 30)
-    cfg = adaptor.config
-    text = musicgen.encode_text(["warm pads"])
-    stream = GenerationStream(musicgen, window=120, context=20, seed=0)
-    stream.set_text(text)
-    sizes, windows = (6, 9, 7), (slice(0, 10), slice(5, 25), slice(12, 30))
-    hooks = [adaptor.adapters(*(f[:, w] for f in features)) for w in windows]
-    with torch.no_grad():
-        chunks = [stream.advance(n, GREEDY, h, cfg.max_frames) for n, h in zip(sizes, hooks)]
+def chunk_prefix(adaptor, features, window):
+    """The prefix over the frames of the window's positions (features indexed by position)."""
+    return adaptor.adapters(*(f[:, window.first:window.newest + 1] for f in features), first=window.first)
 
-    # The same conditioning spelled out: chunk c decodes positions up to last[c] (its frames + K - 1
-    # after the start token), its window's frame 0 sits at last[c] - T_c + 1.
-    last = np.cumsum(sizes) + K - 1
-    for c, w in enumerate(windows):
-        for hook in hooks[c]:
-            hook.first.fill_(int(last[c]) - (w.stop - w.start) + 1)
+
+def advance_with(stream, adaptor, features, n):
+    """One chunk with the window's prefix recomputed and loaded where the contract puts it."""
+    window = stream.next_window(n, adaptor.config.max_frames)
+    prefix = chunk_prefix(adaptor, features, window)
+    stream.condition(adaptor).load(prefix, window.first)
+    return window, prefix, stream.advance(n, GREEDY, window)
+
+
+def test_the_adaptor_prefix_of_each_chunk_meets_the_positions_the_contract_gives(musicgen):
+    """Each chunk's window conditions exactly that chunk's positions, newest frame at its last one."""
+    adaptor, features = gated_adaptor(musicgen.decoder, 40)
+    text = musicgen.encode_text(["warm pads"])
+    stream = GenerationStream(musicgen, window=120, context=8, seed=0)
+    stream.set_text(text)
+    sizes, windows, prefixes, chunks = (6, 9, 7), [], [], []
+    with torch.no_grad():
+        for n in sizes:
+            window, prefix, codes = advance_with(stream, adaptor, features, n)
+            windows.append(window), prefixes.append(prefix), chunks.append(codes)
+    # the rule spelled out: newest = done + n + K - 1, the window from position 0 up to it
+    assert [(w.first, w.frames, w.newest) for w in windows] == [(0, 10, 9), (0, 19, 18), (0, 26, 25)]
+    last = [w.newest for w in windows]
 
     def by_position(layer):
         def adapter(q, positions):
             c = min(int(np.searchsorted(last, int(positions[0]))), len(last) - 1)   # the chunk decoding it
-            return hooks[c][layer](q, positions)
+            return prefixes[c][layer](q, positions)
         return adapter
 
-    expected = straight(musicgen, text, sum(sizes), adapters=[by_position(i) for i in range(len(hooks[0]))])
+    expected = straight(musicgen, text, sum(sizes), adapters=[by_position(i) for i in range(len(prefixes[0]))])
     torch.testing.assert_close(torch.cat(chunks, dim=-1), expected, rtol=0, atol=0)
     assert not torch.equal(expected, straight(musicgen, text, sum(sizes)))   # the adaptor did change the music
+
+
+def test_a_window_made_for_another_chunk_is_refused(musicgen):
+    adaptor, features = gated_adaptor(musicgen.decoder, 40)
+    stream = GenerationStream(musicgen, window=120, context=8, seed=0)
+    stream.set_text(musicgen.encode_text(["warm pads"]))
+    window = stream.next_window(6, adaptor.config.max_frames)
+    stream.condition(adaptor).load(chunk_prefix(adaptor, features, window), window.first)
+    with torch.no_grad(), pytest.raises(ValueError, match="make it with next_window"):
+        stream.advance(7, GREEDY, window)
+    with torch.no_grad(), pytest.raises(ValueError, match="needs its ChunkWindow"):
+        stream.advance(6, GREEDY)
 
 
 def test_a_prompt_change_rewrites_only_the_texts_keys_and_values(musicgen):
@@ -173,20 +194,89 @@ def test_cuda_graph_steps_give_the_eager_steps_tokens(tiny_musicgen_dir):
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
 
 
-def test_a_slide_moves_the_adaptor_prefix_back_with_the_frames_it_conditioned(musicgen):
-    adaptor, features = gated_adaptor(musicgen.decoder, 12)
+def causal_adaptor(decoder):
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
+
+    torch.manual_seed(0)
+    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64, look_ahead=0), decoder)   # the live default
+    with torch.no_grad():
+        adaptor.gates.fill_(4.0)
     cfg = adaptor.config
-    hooks = adaptor.adapters(*features)
+    features = [torch.randn(1, 80, cfg.face_dim), torch.randn(1, 80, cfg.motion_dim), torch.randn(1, 80, *cfg.flow_shape)]
+    return adaptor, features
+
+
+def test_a_slide_prefills_the_context_under_the_prefix_training_gives_it(musicgen):
+    """After a slide, codes and prefix re-anchor at position 0 together: the next chunk equals one straight
+    generation continuing the context with the contract's window of that chunk from position 0 on."""
+    adaptor, features = causal_adaptor(musicgen.decoder)
+    cfg = adaptor.config
+    text = musicgen.encode_text(["warm pads"])
     stream = GenerationStream(musicgen, window=40, context=12, seed=0)
-    stream.set_text(musicgen.encode_text(["warm pads"]))
-    for _ in range(3):
-        stream.advance(10, GREEDY, hooks, cfg.max_frames)
-    firsts, position = [int(b.first) for b in stream.adapters], stream.next_position
-    assert firsts[0] == position - 1 - 12 + 1          # the newest frame met the last position decoded
-    stream.slide()
-    shift = position - stream.next_position
-    assert stream.next_position == 12 + 1 and shift > 0
-    assert [int(b.first) for b in stream.adapters] == [f - shift for f in firsts]
+    stream.set_text(text)
+    with torch.no_grad():
+        for _ in range(3):
+            advance_with(stream, adaptor, features, 10)
+        context = stream.recent_frames(12)
+        # after the slide, position p holds the video frame of the context's p-th moment (features re-indexed)
+        moved = [f[:, 30 - 12:] for f in features]
+        slide = stream.layout.slide_window(10, cfg.max_frames)
+        stream.prefix.load(chunk_prefix(adaptor, moved, slide), slide.first)
+        stream.slide(refilled=True)
+        window, prefix, after = advance_with(stream, adaptor, moved, 10)
+        assert (stream.next_position, window.done, window.first) == (13 + 10 + K - 1, 12, 0)
+    expected = straight(musicgen, text, 10, prompt=context, adapters=prefix)   # training's view: one window
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+    assert stream.slides == 1
+
+
+def test_the_streamed_prefix_equals_the_window_recomputed_across_a_slide_and_a_prompt_change(musicgen):
+    """Each frame's prefix computed once, when its position is reached (`ConditionAdaptor.fill`), against
+    the whole window recomputed every chunk: the same codes bit for bit in fp32, and the same prefix rows
+    within fp32 rounding (relative 1e-5: the projections run over fewer rows at a time, and the CPU's
+    matrix products round differently by row count)."""
+    from expotion_live.features.schema import TimelineWindow
+
+    adaptor, features = causal_adaptor(musicgen.decoder)
+    cfg = adaptor.config
+    video = TimelineWindow(0.0, features[0][0].numpy(), features[1][0].numpy(), features[2][0].numpy())
+    runs = []
+    for streamed in (True, False):
+        stream = GenerationStream(musicgen, window=40, context=12, seed=0)
+        buffers = stream.condition(adaptor)
+        stream.set_text(musicgen.encode_text(["warm pads"]))
+        codes, rows, origin = [], [], 0       # origin: the video frame at the stream's position 0
+        with torch.no_grad():
+            for c, n in enumerate((6, 10, 9, 10, 8, 10)):
+                if c == 3:
+                    stream.set_text(musicgen.encode_text(["dark drums"]))
+                if stream.started and not stream.fits(n):
+                    origin += stream.frames_done - stream.context
+                    slide = stream.layout.slide_window(n, cfg.max_frames)
+                    buffers.reset()
+                    sliced = TimelineWindow(0.0, *(x[:origin + slide.newest + 1] for x in
+                                                   (video.face, video.motion, video.flow)))
+                    adaptor.fill(buffers, sliced, slide) if streamed else buffers.load(
+                        adaptor.prefix(sliced, slide), slide.first)
+                    stream.slide(refilled=True)
+                window = stream.next_window(n, cfg.max_frames)
+                upto = TimelineWindow(0.0, *(x[:origin + window.newest + 1] for x in
+                                             (video.face, video.motion, video.flow)))
+                if streamed:
+                    if not stream.started:
+                        buffers.reset()
+                    adaptor.fill(buffers, upto, window)
+                else:
+                    buffers.load(adaptor.prefix(upto, window), window.first)
+                codes.append(stream.advance(n, GREEDY, window))
+                rows.append([layer.k_p[:, :, :window.newest + 1].clone() for layer in buffers.adapted()])
+        assert stream.slides == 1
+        runs.append((torch.cat(codes, dim=-1), rows))
+    (streamed_codes, streamed_rows), (window_codes, window_rows) = runs
+    torch.testing.assert_close(streamed_codes, window_codes, rtol=0, atol=0)
+    for a, b in zip(streamed_rows, window_rows):
+        for x, y in zip(a, b):
+            assert ((x - y).norm() / y.norm()).item() < 1e-5
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
@@ -204,8 +294,10 @@ def test_cuda_graph_steps_with_an_adaptor_give_the_eager_steps_tokens(tiny_music
         chunks = []
         for c, n in enumerate((10, 30, 30, 30, 30)):                # the last one slides (130 + K > 120)
             with torch.no_grad():
-                hooks = adaptor.adapters(*(f[:, c * 5:c * 5 + 25].cuda() for f in features))
-            chunks.append(stream.advance(n, GREEDY, hooks, cfg.max_frames))
+                window = stream.next_window(n, cfg.max_frames)
+                prefix = adaptor.adapters(*(f[:, :window.frames].cuda() for f in features), first=window.first)
+                stream.condition(adaptor).load(prefix, window.first)
+            chunks.append(stream.advance(n, GREEDY, window))
         assert stream.slides == 1
         results.append(torch.cat(chunks, dim=-1).cpu())
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)

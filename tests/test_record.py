@@ -158,7 +158,7 @@ def test_record_old_device_flag_names_the_audio_output_flag(tmp_path, capsys):
 
 def test_record_through_a_real_portaudio_device(tmp_path, face_video, null_sink):
     """The same take played through PortAudio on the PulseAudio null sink. That sink drains slower
-    than real time (DESIGN.md §7), so only the layout is checked here; timing is checked above
+    than real time (docs/architecture.md), so only the layout is checked here; timing is checked above
     against the wall-clock sink."""
     sf.write(tmp_path / "track.wav", 0.2 * np.sin(np.linspace(0, 2000, 32000 * 2)).astype(np.float32), 32000)
     settings = settings_mod.override(Settings(), {"audio.device": null_sink})

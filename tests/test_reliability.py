@@ -9,10 +9,12 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -34,6 +36,7 @@ from expotion_live.osc.control import MAX_PACKET_BYTES, ControlServer
 from expotion_live.osc.targets import OscTargetError, parse_target
 from expotion_live.live.run import RunNotices
 from expotion_live.live.session import LiveSession, SessionStatus
+from expotion_live import settings as settings_mod
 from expotion_live.settings import RANGES, Settings, SettingsError, load, override
 from test_osc import RecordedControls
 from test_train_prepare import blank_video, clicks
@@ -77,12 +80,12 @@ def small_disk(tmp_path):
 
 
 # -- signals and kills ---------------------------------------------------------------------
-def start_headless(folder: Path, video: Path) -> subprocess.Popen:
+def start_headless(folder: Path, video: Path, preexec_fn=None) -> subprocess.Popen:
     """The installation command in its own process, returned once it is playing."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "expotion_live.cli", "run", "--headless", "--engine", "synth", "--video", str(video),
          "--file-only", "--out", "show.wav"], cwd=folder, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=preexec_fn)
     for line in proc.stderr:
         if "SynthSource -> file" in line:
             return proc
@@ -102,6 +105,53 @@ def test_sigterm_and_sighup_keep_the_recording_like_ctrl_c(tmp_path, face_video,
     assert "played" in err and temporaries(tmp_path) == []
 
 
+def test_sigint_stops_a_run_started_in_the_background_by_a_script(tmp_path, face_video):
+    """`expotion-live run ... &` in a script starts with SIGINT ignored; `kill -INT` must still stop it in order."""
+    proc = start_headless(tmp_path, face_video, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "played" in err and sf.info(str(tmp_path / "show.wav")).duration > 0.5
+
+
+def test_sigterm_while_the_model_loads_says_what_stopped_it(tiny_musicgen_dir, tmp_path, face_video):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expotion_live.cli", "run", "--headless", "--engine", "musicgen", "--model",
+         str(tiny_musicgen_dir), "--precision", "fp32", "--video", str(face_video), "--file-only", "--out",
+         "show.wav"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while str(tiny_musicgen_dir / "model.safetensors") not in maps.read_text():   # the decoder's weights are read
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the model never loaded: {proc.communicate()}")
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)                     # T5, EnCodec and the warm-up are still to come
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["expotion-live run: stopped by SIGTERM before it finished"]
+    assert not (tmp_path / "show.wav").exists() and list(tmp_path.glob(".show*")) == []
+
+
+def test_a_second_run_on_the_same_out_is_refused_and_a_killed_runs_lock_is_no_obstacle(tmp_path, face_video,
+                                                                                         capsys):
+    first = start_headless(tmp_path, face_video)
+    out = tmp_path / "show.wav"
+    argv = ["--headless", "--video", str(face_video), "--engine", "synth", "--duration", "0.5", "--file-only",
+            "--out", str(out)]
+    try:
+        assert run(argv) == 1
+        assert capsys.readouterr().err.strip() == (f"expotion-live run: --out {out} is being written by another "
+                                                   f"run (pid {first.pid}); stop it or choose another file")
+    finally:
+        first.kill()                                     # SIGKILL: its lock file stays behind, unlocked
+        first.communicate(timeout=30)
+    assert (tmp_path / ".show.wav.lock").exists()
+    assert run(argv) == 0
+    assert sf.info(str(out)).duration >= 0.5 and not (tmp_path / ".show.wav.lock").exists()
+
+
 def test_sigterm_closes_the_window_as_its_close_button_does(tmp_path, face_video):
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CONFIG_HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen"}
     proc = subprocess.Popen([sys.executable, "-m", "expotion_live.cli", "gui", "--camera", str(face_video), "--start"],
@@ -110,8 +160,8 @@ def test_sigterm_closes_the_window_as_its_close_button_does(tmp_path, face_video
     time.sleep(8.0)
     assert proc.poll() is None and not saved.exists()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
-    assert saved.exists()                                # shut down in order: the settings were saved
+    assert proc.wait(timeout=60) == 0                    # shut down in order
+    assert not saved.exists()                            # the performer changed nothing: nothing is written
 
 
 def test_temporaries_of_a_killed_run_are_removed_on_the_next_start_there(tmp_path, face_video):
@@ -129,6 +179,74 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next_start_there(tmp_pat
     assert recorder.close() == tmp_path / "show.wav"
     writing.abort()
     assert temporaries(tmp_path) == []
+
+
+SHOW_SETTINGS = """# the rig of the Tuesday show
+[generation]
+prompt = "dark cello drones"   # chosen at rehearsal
+
+[osc]
+control_port = 0
+"""
+
+
+@pytest.mark.parametrize("with_config", [False, True])
+def test_a_window_closed_without_changes_writes_no_settings(tmp_path, face_video, with_config):
+    """Rehearsal flags (--camera take.mp4, --osc) never reach a settings file; with --config the default one is
+    not even made."""
+    default = tmp_path / "config" / "expotion-live" / "settings.toml"
+    show = tmp_path / "show.toml"
+    (show if with_config else default).parent.mkdir(parents=True, exist_ok=True)
+    (show if with_config else default).write_text(SHOW_SETTINGS)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "QT_QPA_PLATFORM": "offscreen"}
+    head = ["--config", str(show)] if with_config else []
+    result = subprocess.run([sys.executable, "-m", "expotion_live.cli", *head, "gui", "--camera", str(face_video),
+                             "--osc", "127.0.0.1:9", "--quit-after", "3"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (show if with_config else default).read_text() == SHOW_SETTINGS
+    assert with_config is not default.exists()
+
+
+def test_the_window_saves_only_the_performers_changes_keeping_comments(make_window, qapp, tmp_path):
+    path = tmp_path / "settings.toml"                    # where make_window's window saves
+    path.write_text(SHOW_SETTINGS)
+    window = make_window(**{"camera.source": "take.mp4"})           # a one-off flag
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)         # from the control port
+    sock.sendto(message("/expotion/prompt", "sent over OSC"), ("127.0.0.1", window.control.port))
+    sock.close()
+    assert wait_until(qapp, lambda: window.settings.generation.prompt == "sent over OSC", timeout=10)
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "loud.toml").write_text("[generation]\ncfg = 6.0\n")
+    window.load_preset("loud")
+    window.temperature.setValue(0.7)                                # the performer's one change
+    window.close()
+    assert path.read_text() == SHOW_SETTINGS.replace("\n\n[osc]", "\ntemperature = 0.7\n\n[osc]")
+
+
+def test_save_changes_keeps_keys_this_version_does_not_know(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("[audio]\nlimiter = true  # a newer version's key\n")
+    settings_mod.save_changes(path, {"audio.block_size": 256, "osc.targets": ("127.0.0.1:9000",)})
+    assert path.read_text() == ('[audio]\nlimiter = true  # a newer version\'s key\nblock_size = 256\n\n'
+                                '[osc]\ntargets = ["127.0.0.1:9000"]\n')
+
+
+def test_a_full_disk_when_the_window_saves_is_one_line(make_window, small_disk, capsys):
+    disk = small_disk(16)
+    with pytest.raises(OSError), open(disk / "filler", "wb", buffering=0) as filler:   # to the last byte
+        while True:
+            filler.write(b"x" * 4096)
+    window = make_window()
+    window.settings_path = disk / "settings.toml"
+    window.temperature.setValue(0.7)
+    window.shutdown()
+    window.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"expotion-live gui: your settings changes were not saved: disk full: cannot write "
+                   f"{disk / 'settings.toml'} (0 KiB free in {disk})"]
+    assert not (disk / "settings.toml").exists() and temporaries(disk) == []
 
 
 # -- a failed run and a full disk ----------------------------------------------------------
@@ -277,33 +395,93 @@ def test_osc_targets_no_packet_could_reach_are_refused(target, reason, tmp_path,
 
 
 # -- damaged models and packets -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def nan_model(tiny_musicgen_dir, tmp_path_factory):
-    """The tiny MusicGen with NaN in its output heads, as a damaged download would have."""
+def damaged_copy(model_dir: Path, folder: Path, part: str, value: float) -> tuple[Path, str]:
+    """A copy of the MusicGen at `model_dir` whose first weight under `part` is all `value`, and that weight's name."""
     from safetensors.torch import load_file, save_file
 
-    folder = tmp_path_factory.mktemp("nan") / "musicgen"
-    shutil.copytree(tiny_musicgen_dir, folder)
+    shutil.copytree(model_dir, folder)
     weights = folder / "model.safetensors"
     state = load_file(weights)
-    heads = [name for name in state if "lm_heads" in name]
-    assert heads
-    for name in heads:
-        state[name] = torch.full_like(state[name], float("nan"))
+    name = next(name for name in state if name.startswith(part) and state[name].is_floating_point())
+    state[name] = torch.full_like(state[name], value)
     save_file(state, str(weights), metadata={"format": "pt"})
-    return folder
+    return folder, name
+
+
+@pytest.fixture(scope="module")
+def nan_model(tiny_musicgen_dir, tmp_path_factory):
+    """The tiny MusicGen with NaN in an output head, as a damaged download would have."""
+    return damaged_copy(tiny_musicgen_dir, tmp_path_factory.mktemp("nan") / "musicgen", "decoder.lm_heads", math.nan)
+
+
+def damaged_line(folder: Path, name: str) -> str:
+    return (f"{folder / 'model.safetensors'}: weight {name} holds NaN or infinite values (the file is damaged); "
+            f"download or copy the model folder again")
 
 
 def test_nan_weights_are_named_as_damaged_in_generate_and_run(nan_model, tmp_path, face_video, capsys):
-    assert cli.main(["generate", "--model", str(nan_model), "--precision", "fp32", "--seconds", "0.2",
+    folder, name = nan_model
+    assert cli.main(["generate", "--model", str(folder), "--precision", "fp32", "--seconds", "0.2",
                      "--out", str(tmp_path / "out.wav")]) == 1
-    assert run(["--headless", "--video", str(face_video), "--engine", "musicgen", "--model", str(nan_model),
+    assert run(["--headless", "--video", str(face_video), "--engine", "musicgen", "--model", str(folder),
                 "--precision", "fp32", "--out", str(tmp_path / "show.wav"), "--file-only", "--duration", "1"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "multinomial" not in err
-    damaged = [line for line in err.splitlines() if f"the MusicGen weights in {nan_model} are damaged (" in line]
-    assert [line.split(":")[0] for line in damaged] == ["error", "expotion-live run"]
+    assert err.strip().splitlines() == [f"error: {damaged_line(folder, name)}",
+                                        f"expotion-live run: {damaged_line(folder, name)}"]
     assert not (tmp_path / "out.wav").exists() and not (tmp_path / "show.wav").exists()
+
+
+@pytest.mark.parametrize("part", ["text_encoder.", "enc_to_dec_proj.", "audio_encoder.decoder."])
+def test_nan_in_t5_or_encodec_is_named_at_load_not_written_as_audio(part, tiny_musicgen_dir, tmp_path, face_video,
+                                                                    capsys):
+    from expotion_live.model.config import CheckpointError
+    from expotion_live.model.generate import MusicGen
+
+    folder, name = damaged_copy(tiny_musicgen_dir, tmp_path / "musicgen", part, math.nan)
+    with pytest.raises(CheckpointError) as raised:
+        MusicGen.load(folder, precision="fp32")
+    assert str(raised.value) == damaged_line(folder, name)
+    assert cli.main(["generate", "--model", str(folder), "--seconds", "0.2", "--out", str(tmp_path / "out.wav")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {damaged_line(folder, name)}"
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_audio_that_overflows_to_nan_is_refused_by_generate_and_never_played(tiny_musicgen_dir, tmp_path,
+                                                                            face_video, capsys):
+    """Finite weights so large that EnCodec's output overflows: no file of NaN, no NaN in the ring."""
+    last_conv = "audio_encoder.decoder.layers.15.conv.parametrizations.weight.original0"    # its weight-norm gain
+    folder, _ = damaged_copy(tiny_musicgen_dir, tmp_path / "musicgen", last_conv, 3e38)
+    assert cli.main(["generate", "--model", str(folder), "--precision", "fp32", "--seconds", "0.2",
+                     "--out", str(tmp_path / "out.wav")]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: the generated audio holds NaN or infinite samples; {tmp_path / 'out.wav'} was not written")
+    assert not (tmp_path / "out.wav").exists()
+    assert run(["--headless", "--video", str(face_video), "--engine", "musicgen", "--model", str(folder),
+                "--precision", "fp32", "--out", str(tmp_path / "show.wav"), "--file-only", "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "MusicGenSource returned NaN or infinite samples for chunk 0" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "show.wav").exists()
+
+
+def test_an_adaptor_with_nan_names_its_file_and_tensor(tiny_musicgen_dir, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from expotion_live.model.adaptor import AdaptorConfig, AdaptorError, ConditionAdaptor, load_adaptor, save_adaptor
+    from expotion_live.model.generate import MusicGen
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    folder = save_adaptor(ConditionAdaptor(AdaptorConfig(n_layers=2), musicgen.decoder), tmp_path / "adaptor")
+    weights = folder / "adaptor.safetensors"
+    with safe_open(str(weights), framework="pt") as f:
+        metadata = f.metadata()
+    state = load_file(weights)
+    name = sorted(state)[0]
+    state[name] = torch.full_like(state[name], math.inf)
+    save_file(state, str(weights), metadata=metadata)
+    with pytest.raises(AdaptorError, match=f"^{weights}: tensor {name} holds NaN or infinite values"):
+        load_adaptor(folder, musicgen)
 
 
 def test_control_port_counts_invalid_utf8_and_oversize_packets(caplog):
@@ -327,6 +505,131 @@ def test_control_port_counts_invalid_utf8_and_oversize_packets(caplog):
     assert all(record.exc_info is None for record in caplog.records)       # no traceback per packet
     assert len(caplog.records) <= 10 + 2 + 1
     assert any("more than 8192 bytes" in record.getMessage() for record in caplog.records)
+
+
+def serve(controls, **options) -> tuple[ControlServer, socket.socket]:
+    server = ControlServer(controls, port=0, **options).start()
+    return server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def message(address: str, *args) -> bytes:
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        builder.add_arg(arg)
+    return builder.build().dgram
+
+
+def wait_for(server: ControlServer, total: int) -> dict[str, int]:
+    deadline = time.monotonic() + 10
+    while sum(server.snapshot().values()) < total and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.snapshot()
+
+
+def test_control_port_refuses_a_prompt_too_long_to_encode_in_time():
+    from expotion_live.osc.control import MAX_PROMPT_CHARS
+
+    controls = RecordedControls()
+    server, sock = serve(controls)
+    try:
+        sock.sendto(message("/expotion/prompt", "a" * 7800), ("127.0.0.1", server.port))
+        sock.sendto(message("/expotion/prompt", "b" * MAX_PROMPT_CHARS), ("127.0.0.1", server.port))
+        counts = wait_for(server, 2)
+    finally:
+        sock.close()
+        server.stop()
+    assert counts == {"malformed": 1, "handled": 1} and controls.calls == [("prompt", "b" * MAX_PROMPT_CHARS)]
+
+
+def test_control_port_limits_each_senders_rate_per_address(caplog):
+    from expotion_live.osc.control import RATE_BURST
+
+    controls = RecordedControls()
+    server, sock = serve(controls)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(200):                         # a runaway fader: far faster than any hand
+                sock.sendto(message("/expotion/guidance", 4.0), ("127.0.0.1", server.port))
+            sock.sendto(message("/expotion/temperature", 0.5), ("127.0.0.1", server.port))   # another address
+            counts = wait_for(server, 201)
+    finally:
+        sock.close()
+        server.stop()
+    assert counts["rate_limited"] >= 200 - RATE_BURST - 5 and counts["handled"] == 201 - counts["rate_limited"]
+    assert ("temperature", 0.5) in controls.calls and len(caplog.records) <= 12
+
+
+def test_python_oscs_own_warnings_go_through_the_log_limit(caplog):
+    """Type tags python-osc cannot parse made it log one root WARNING per packet, past the app's limit."""
+    controls = RecordedControls()
+    server, sock = serve(controls)
+    odd_tag = b"/expotion/stop\x00\x00,x\x00\x00"
+    odd_bundle = b"#bundle\x00" + bytes(8) + struct.pack(">i", 4) + b"junk"
+    try:
+        with caplog.at_level(logging.WARNING):
+            for i in range(1000):
+                sock.sendto(odd_bundle if i % 2 else odd_tag, ("127.0.0.1", server.port))
+                time.sleep(0.0002)                       # within the socket's buffer: every packet is read
+            counts = wait_for(server, 1000)
+    finally:
+        sock.close()
+        server.stop()
+    assert counts == {"malformed": 1000} and controls.calls == []
+    assert [r.name for r in caplog.records if r.name != "expotion_live.osc.control"] == []
+    assert len(caplog.records) <= 10 + 10
+
+
+def test_a_control_port_open_to_the_network_needs_the_shared_secret(caplog):
+    from expotion_live.osc.control import ControlError
+
+    with pytest.raises(ControlError, match=r"^control_host 0.0.0.0 lets other machines control the show: set "
+                                           r"\[osc\] control_secret"):
+        ControlServer(RecordedControls(), port=0, host="0.0.0.0")
+    controls = RecordedControls()
+    server, sock = serve(controls, host="0.0.0.0", secret="tuesday-7f3a")
+    try:
+        with caplog.at_level(logging.WARNING):
+            for packet in (message("/expotion/prompt", "take over"), message("/expotion/prompt", "guess", "x"),
+                           message("/expotion/prompt", "tuesday-7f3a", "slow strings"),
+                           message("/expotion/stop", "tuesday-7f3a")):
+                sock.sendto(packet, ("127.0.0.1", server.port))
+            assert controls.event.wait(10)
+            counts = wait_for(server, 4)
+    finally:
+        sock.close()
+        server.stop()
+    assert counts == {"unauthenticated": 2, "handled": 2}
+    assert controls.calls == [("prompt", "slow strings"), ("stop",)]
+    assert "without the control secret" in caplog.records[0].getMessage()
+
+
+def test_doctor_says_a_control_port_open_to_the_network_needs_a_secret(tmp_path, capsys):
+    config = tmp_path / "show.toml"
+    config.write_text('[osc]\ncontrol_host = "0.0.0.0"\n')
+    cli.main(["--config", str(config), "doctor", "--json", "--checkpoints", str(tmp_path)])
+    check = next(c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "OSC control port")
+    assert not check["ok"] and check["fix"].startswith("set [osc] control_secret")
+
+
+def test_presets_change_the_music_only_and_stay_in_their_folder(tmp_path):
+    from expotion_live.presets import PresetError, apply_preset
+
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "takeover.toml").write_text('[generation]\nprompt = "noise"\n[audio]\nout = "/tmp/x.wav"\n'
+                                           '[osc]\ncontrol_port = 0\n')
+    (tmp_path / "outside.toml").write_text('[generation]\nprompt = "from elsewhere"\n')
+    (presets / "linked.toml").symlink_to(tmp_path / "outside.toml")
+    settings = Settings()
+    with pytest.raises(PresetError, match=r"sets \[audio\]: presets change generation only, unless the settings "
+                                          r"file has \[osc\] presets_all_sections = true"):
+        apply_preset(settings, presets, "takeover")
+    with pytest.raises(PresetError, match="links to .*outside.toml, outside .*presets: presets are read from"):
+        apply_preset(settings, presets, "linked")
+    allowed = apply_preset(override(settings, {"osc.presets_all_sections": True}), presets, "takeover")
+    assert allowed.audio.out == "/tmp/x.wav" and allowed.osc.control_port == 0
 
 
 def test_model_folder_without_a_tokenizer_names_what_is_missing(tiny_musicgen_dir, tmp_path, face_video, capsys):
@@ -462,6 +765,93 @@ def test_clips_without_music_name_the_clip_and_the_missing_file(performer, tiny_
     assert skipped["dangling"] == f"music.wav is a broken link (to {performer / 'gone.wav'})"
     assert skipped["silent"].startswith("no music: no audio file (.wav, ") and \
         skipped["silent"].endswith("beside take.mp4, and it has no sound track")
+
+
+def test_a_silent_music_file_is_prepared_with_a_warning(performer, tiny_musicgen_dir):
+    from expotion_live.model.generate import MusicGen
+    from expotion_live.settings import TrackingSettings
+    from expotion_live.train.dataset import cache_dir_for
+    from expotion_live.train.prepare import prepare_dataset
+
+    (performer / "mute").mkdir()
+    blank_video(performer / "mute" / "take.mp4", 1.0)
+    sf.write(performer / "mute" / "music.wav", np.zeros(SR, np.float32), SR)
+    lines = []
+    prepare_dataset(performer, MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32"), TrackingSettings(),
+                    cache_dir_for(performer), min_seconds=0.5, min_face_fraction=0.0, progress=False, log=lines.append)
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == ["warning: the music of mute (music.wav) is silent: the adaptor would learn silence for this "
+                        "performance; check the file"]
+
+
+def test_train_without_validation_clips_points_to_no_best_folder(tiny_musicgen_dir, tmp_path, capsys):
+    from expotion_live.model.generate import MusicGen
+
+    data = prepared_dataset(tmp_path / "data", MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32"),
+                            n_clips=2)
+    argv = train_args(data, tiny_musicgen_dir, tmp_path / "run")
+    argv[argv.index("--val-fraction") + 1] = "0"
+    assert run_in_process(*argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert not (tmp_path / "run" / "best").exists() and "best" not in last.split("(no validation clips")[0]
+    assert last == (f"adaptor: {tmp_path / 'run'} (latest) (no validation clips, so no best/: --val-fraction holds "
+                    f"some out when there are enough); curves: {tmp_path / 'run' / 'curves.png'}")
+
+
+# -- diagnosis and messages ----------------------------------------------------------------
+def test_doctor_diagnoses_a_damaged_settings_file(tmp_path, capsys):
+    config = tmp_path / "show.toml"
+    config.write_text("[audio]\nblock_size = 0\n")
+    assert cli.main(["--config", str(config), "doctor", "--json", "--checkpoints", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    first = report["checks"][0]
+    assert first["name"] == "settings file" and not first["ok"] and first["needed_for_show"]
+    assert first["detail"] == f"{config}: audio.block_size = 0 is outside 16 to 16384"
+    assert not report["show_ready"] and len(report["checks"]) > 5        # and every other check still ran
+    assert cli.main(["--config", str(config), "run", "--headless"]) == 2  # the show itself refuses it
+
+
+def test_camera_auto_with_no_camera_says_it_plays_the_demo_video(tmp_path, capsys):
+    from expotion_live.capture.sources import list_cameras
+
+    if list_cameras():
+        pytest.skip("this machine has a camera")
+    assert run(["--headless", "--camera", "auto", "--engine", "synth", "--duration", "0.3", "--file-only",
+                "--out", str(tmp_path / "x.wav")]) == 0
+    assert ("expotion-live run: no camera found (no cameras are connected): playing the demo video demo_face.mp4 "
+            "instead; connect a camera, or pass --camera SPEC or --video FILE") in capsys.readouterr().err
+
+
+def test_a_folder_given_as_video_is_called_a_folder(tmp_path, face_video, capsys):
+    shutil.copy(face_video, tmp_path / "take.mp4")
+    assert run(["--headless", "--video", str(tmp_path), "--engine", "synth", "--file-only",
+                "--out", str(tmp_path / "x.wav")]) == 1
+    assert capsys.readouterr().err.strip() == (f"expotion-live run: {tmp_path} is a folder, not a video file "
+                                               f"(it holds take.mp4); pass one video file")
+
+
+def test_gui_without_a_display_says_so_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-m", "expotion_live.cli", "gui"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env={**env, "PYTHONPATH": str(REPO), "XDG_CONFIG_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("expotion-live gui: no display (neither DISPLAY nor WAYLAND_DISPLAY is set): "
+                                     "the window needs a desktop; headless mode runs anyway "
+                                     "(expotion-live run --headless)")
+
+
+def test_an_adaptor_is_written_with_the_permissions_of_its_siblings(tiny_musicgen_dir, tmp_path):
+    from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
+    from expotion_live.model.generate import MusicGen
+
+    musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
+    umask = os.umask(0o022)
+    try:
+        folder = save_adaptor(ConditionAdaptor(AdaptorConfig(n_layers=2), musicgen.decoder), tmp_path / "adaptor")
+    finally:
+        os.umask(umask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+    assert modes == {"adaptor.safetensors": "0o644", "adaptor.json": "0o644"}
 
 
 # -- the music goes on ---------------------------------------------------------------------

@@ -30,14 +30,16 @@ def test_expected_failures_are_one_line_errors(tmp_path, capsys):
     video = tmp_path / "missing.mp4"
     assert run(["--headless", "--video", str(video), "--out", str(tmp_path / "x.wav")]) == 1
     assert run(["--video", str(video)]) == 1
-    assert run(["--headless", "--engine", "musicgen", "--model", str(tmp_path), "--file-only",
+    empty = tmp_path / "model"        # not the folder of --out, which holds its lock file while the run starts
+    empty.mkdir()
+    assert run(["--headless", "--engine", "musicgen", "--model", str(empty), "--file-only",
                 "--out", str(tmp_path / "x.wav")]) == 1
     assert run(["--headless", "--file-only"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [
         f"expotion-live run: video file {video} does not exist",
         "expotion-live run: pass --headless (the window is `expotion-live gui`)",
-        f"expotion-live run: no MusicGen weights in {tmp_path}: run `expotion-live download small` "
+        f"expotion-live run: no MusicGen weights in {empty}: run `expotion-live download small` "
         f"or pass --model DIR (or --engine synth)",
         "expotion-live run: --file-only needs --out WAV",
     ]

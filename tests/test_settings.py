@@ -65,7 +65,8 @@ def test_save_round_trip_is_atomic(tmp_path):
 
 
 def test_cli_reports_settings_errors_in_one_line(tmp_path, capsys):
-    code = main(["--config", str(write(tmp_path, "[audio]\nsample_rat = 1\n")), "doctor"])
+    # (doctor runs on it, diagnosing it: tests/test_reliability.py)
+    code = main(["--config", str(write(tmp_path, "[audio]\nsample_rat = 1\n")), "run", "--headless"])
     err = capsys.readouterr().err
     assert code == 2
     assert "audio.sample_rat" in err and "Traceback" not in err

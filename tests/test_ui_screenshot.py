@@ -43,5 +43,4 @@ def test_screenshot_under_xvfb_shows_the_overlay(tmp_path, face_video, null_sink
     def pixels(colour):
         return int(np.sum(np.all(np.abs(image.astype(int) - colour) < 40, axis=2)))
     assert pixels(CONTOUR_COLOUR) > 300 and pixels(POSE_COLOUR) > 100     # face mesh and skeleton on screen
-    saved = settings_mod.load(tmp_path / "config" / "expotion-live" / "settings.toml")
-    assert saved.osc.targets == ("127.0.0.1:9",) and saved.camera.source == str(face_video)
+    assert not (tmp_path / "config" / "expotion-live" / "settings.toml").exists()   # --osc is for this run only

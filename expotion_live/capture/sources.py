@@ -235,6 +235,25 @@ def open_camera_by_name(name: str, settings: CameraSettings) -> CameraSource:
     return CameraSource(match[0].index, settings.width, settings.height, settings.fps, name=match[0].name)
 
 
+def demo_fallback_notice(spec: str, source: FrameSource) -> str:
+    """The line to say when "auto" found no camera and plays the demo video instead ("" otherwise)."""
+    if spec.strip() != "auto" or not (isinstance(source, VideoFileSource) and source.path == DEMO_VIDEO):
+        return ""
+    return (f"no camera found ({_camera_list_text()}): playing the demo video {DEMO_VIDEO.name} instead; "
+            f"connect a camera, or pass --camera SPEC or --video FILE")
+
+
+def video_problem(path: Path) -> str:
+    """Why `path` cannot be a video file, in one line, before any work starts ("" when it may be one)."""
+    if path.is_dir():
+        videos = sorted(p.name for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        inside = f" (it holds {', '.join(videos[:3])}{', ...' if len(videos) > 3 else ''})" if videos else ""
+        return f"{path} is a folder, not a video file{inside}; pass one video file"
+    if not path.exists():
+        return f"video file {path} does not exist"
+    return ""
+
+
 def open_source(spec: str, settings: CameraSettings) -> FrameSource:
     """Open a camera index ("0"), a /dev/videoN path, a camera name, a video file, or "auto".
 

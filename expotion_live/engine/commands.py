@@ -91,6 +91,7 @@ def _generate(args: argparse.Namespace, settings) -> int:
     import numpy as np
     import soundfile as sf
 
+    from ..capture.sources import video_problem
     from ..model.generate import MusicGen
 
     model_cfg = settings.model
@@ -102,8 +103,8 @@ def _generate(args: argparse.Namespace, settings) -> int:
         raise ValueError("--video-out needs --video (the video to put the music on)")
     if args.video_out:
         ffmpeg()                                   # missing: say so before the model loads
-    if args.video and not Path(args.video).is_file():
-        raise ValueError(f"video file {args.video} does not exist")
+    if args.video and (problem := video_problem(Path(args.video))):
+        raise ValueError(problem)
     check_output(args.out, (".wav",), "--out")
     if args.codes_out:
         check_output(args.codes_out, (".npy",), "--codes-out")
@@ -112,6 +113,8 @@ def _generate(args: argparse.Namespace, settings) -> int:
 
     musicgen = MusicGen.load(model_cfg.dir, device=model_cfg.device, precision=model_cfg.precision)
     codes, audio = (_from_video if args.video else _from_prompt)(args, settings, musicgen)
+    if not np.isfinite(audio).all():
+        raise ValueError(f"the generated audio holds NaN or infinite samples; {args.out} was not written")
     with atomic_path(args.out) as tmp:
         sf.write(tmp, audio, musicgen.sample_rate, subtype="FLOAT", format="WAV")
     if args.codes_out:
@@ -147,11 +150,11 @@ def _from_prompt(args: argparse.Namespace, settings, musicgen):
 def _from_video(args: argparse.Namespace, settings, musicgen):
     """(codes (1, K, n), audio): the video's length (or --seconds) rendered by the live engine offline,
     conditioned on the video's face and motion through the adaptor all the way through."""
-    import torch
     from tqdm import tqdm
 
     from ..features.offline import extract_video
     from ..model.adaptor import load_adaptor
+    from ..model.conditioning import differences_warning, setting_differences
     from . import offline
     from .musicgen_source import MusicGenSource
     from .scheduler import ChunkTiming
@@ -159,6 +162,9 @@ def _from_video(args: argparse.Namespace, settings, musicgen):
 
     gen = settings.generation
     adaptor = load_adaptor(settings.model.adaptor, musicgen).eval()
+    for line in filter(None, [differences_warning("generate", setting_differences(
+            adaptor.trained, gen, settings.tracking, windows=adaptor.trained.get("windows") != "paper"))]):
+        print(line, file=sys.stderr)
     with tqdm(unit="frame", desc="tracking", file=sys.stderr) as bar:
         features = extract_video(args.video, settings.tracking, progress=_bar_progress(bar),
                                  calibrate=settings.tracking.calibrate_at_start)   # as `run` and `prepare` track it
@@ -168,14 +174,10 @@ def _from_video(args: argparse.Namespace, settings, musicgen):
         params = dataclasses.replace(params, top_k=1, top_p=0.0)
     source = MusicGenSource.from_settings(musicgen, adaptor, None, gen)
     timing = ChunkTiming.from_settings(gen, musicgen.sample_rate)
-    chunks = []
     with tqdm(total=n_frames, unit="frame", desc="generating", file=sys.stderr) as bar:
-        def on_chunk(request) -> None:
-            chunks.append(source.last_codes)
-            bar.update(min(request.n_frames, n_frames - bar.n))
-
-        audio = offline.render(source, features, params, timing, n_frames, on_chunk)
-    return torch.cat(chunks, dim=-1)[:, :, :n_frames], audio
+        rendered = offline.render_codes(source, features, params, timing, n_frames,
+                                        lambda request: bar.update(min(request.n_frames, n_frames - bar.n)))
+    return rendered.codes, rendered.audio
 
 
 def _bar_progress(bar):

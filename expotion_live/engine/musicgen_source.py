@@ -4,13 +4,16 @@ Per chunk:
 1. Text: the prompt (plus steering words when no adaptor is loaded) goes through T5
    once per prompt among the last `RECENT_PROMPTS`; when it changed since the last
    chunk, only the cross-attention keys and values of the stream are rewritten.
-2. Visual condition: the latest window goes through the adaptor (`adaptor.window_adapters`),
-   which returns one hook per decoder layer; the stream aligns the window's newest frame
-   (the performer now) with the newest code of the chunk.
+2. Visual condition: the stream says where the chunk's condition window sits
+   (`GenerationStream.next_window`, the conditioning contract: from position 0 to the
+   chunk's last, the performer now at its newest); the adaptor fills the stream's prefix
+   buffers from the latest window (`ConditionAdaptor.fill`: under a look-ahead limit only
+   the positions the last chunks did not reach, each frame's prefix computed once).
 3. Codes: the `GenerationStream` decodes the chunk's frames, continuing the delay pattern
    and the KV cache where the last chunk left them (no re-prefill); when its window is
    full it slides, prefilling the last `context_frames` codes once, right after the chunk
-   before (`prepare_next`: while the ring is full), so the chunk that follows does not wait for it.
+   before (`prepare_next`: while the ring is full), so the chunk that follows does not wait for it;
+   with an adaptor, under the prefix the contract gives those positions (`StreamLayout.slide_window`).
 4. Audio: EnCodec is not causal, so the last samples of a decode (no future context)
    differ from what the same codes sound like once more codes follow. Each chunk
    therefore re-decodes `decode_context_frames` earlier codes with the new ones and
@@ -25,6 +28,8 @@ import numpy as np
 import torch
 
 from ..features.schema import FRAME_RATE, TimelineWindow
+from ..model.adaptor import AdaptorError, check_live_sources, load_adaptor
+from ..model.conditioning import chunk_window
 from ..model.stream import GenerationStream, Sampling
 from ..model.text import TextCondition
 from .source import ChunkRequest, GenerationParams, SourceState
@@ -44,12 +49,13 @@ class MusicGenSource:
         self.name = name
         self.sample_rate: int = musicgen.sample_rate
         self.hop = musicgen.sample_rate // FRAME_RATE           # samples per code frame (640)
-        self.adaptor = adaptor
+        self.adaptor = None
         self.steering = steering
         self.steer_prompt = steer_prompt
         self.context_frames = context_frames
         self.decode_context_frames = decode_context_frames
         self.stream = GenerationStream(musicgen, window=window_frames, context=context_frames, seed=seed)
+        self.set_adaptor(adaptor)
         self._history: torch.Tensor | None = None               # (1, K, <= kept) the last codes, for EnCodec
         self._text_prompt: str | None = None
         self._encoded: OrderedDict[str, TextCondition] = OrderedDict()   # recent prompts' T5 outputs, newest last
@@ -57,6 +63,9 @@ class MusicGenSource:
         self.steering_words: tuple[str, ...] = ()
         self.text_encodings = 0                                 # T5 runs so far (once per recent prompt)
         self.last_codes: torch.Tensor | None = None             # (1, K, n) the last chunk's new codes, on the CPU
+        self.last_frame_times = np.zeros(0)                     # (n,) for each: the time of the frame at its position
+        self._last_window: TimelineWindow | None = None          # the last features filled in (a slide's prefix)
+        self._position_times = np.zeros(window_frames)            # the time of the frame at each stream position
 
     @classmethod
     def from_settings(cls, musicgen, adaptor, steering, generation, name: str = "MusicGen") -> MusicGenSource:
@@ -73,16 +82,28 @@ class MusicGenSource:
 
     def set_adaptor(self, adaptor) -> None:
         """Swap the adaptor (or None); the next chunk uses it."""
+        check_live_sources(adaptor)                             # the window holds the tracker's features only
+        if adaptor is not None and self.stream.window > adaptor.config.max_frames:
+            raise AdaptorError(f"the stream's window of {self.stream.window} positions exceeds the adaptor's "
+                               f"{adaptor.config.max_frames}: set generation.window_seconds to at most "
+                               f"{adaptor.config.max_frames / FRAME_RATE:g}")
         self.adaptor = adaptor
 
-    def load_adaptor(self, path: str | None) -> None:
-        """Load an adaptor checkpoint for this model (None removes it); the next chunk uses it."""
-        adaptor = None
-        if path:
-            from ..model.adaptor import load_adaptor
+    def condition_lag_frames(self, n_frames: int) -> int:
+        """With an adaptor, the contract's `ChunkWindow.lag_frames` (the same after any slide); without
+        one, 0: the prompt steers the chunk from its first code."""
+        if self.adaptor is None:
+            return 0
+        return chunk_window(0, n_frames, self.stream.K, self.adaptor.config.max_frames).lag_frames
 
-            adaptor = load_adaptor(path, self.musicgen)
-        self.set_adaptor(adaptor)
+    def condition_time(self, request: ChunkRequest) -> float:
+        """The frame at the chunk's first code (streamed, an earlier chunk may have placed it)."""
+        return float(self.last_frame_times[0])
+
+    def load_adaptor(self, path: str | None) -> dict | None:
+        """Load an adaptor checkpoint for this model (None removes it); the next chunk uses it."""
+        self.set_adaptor(load_adaptor(path, self.musicgen) if path else None)
+        return None if self.adaptor is None else self.adaptor.trained
 
     def state(self) -> SourceState:
         """MusicGen follows the steering tempo only once it has locked (only then is it in the prompt)."""
@@ -117,13 +138,45 @@ class MusicGenSource:
         return text
 
     def _advance(self, adaptor, window: TimelineWindow, n_frames: int, params: GenerationParams) -> torch.Tensor:
-        """The stream's next `n_frames` (1, K, n), conditioned on the adaptor's hooks over the newest
-        context + chunk frames of the window (when an adaptor is loaded)."""
+        """The stream's next `n_frames` (1, K, n), conditioned on the adaptor's prefix over the newest
+        frames of the window (when an adaptor is loaded), placed by the conditioning contract."""
         sampling = Sampling(cfg=params.cfg, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
-        if adaptor is None:
-            return self.stream.advance(n_frames, sampling)
-        hooks = adaptor.window_adapters(window, self.context_frames + n_frames, newest=True)
-        return self.stream.advance(n_frames, sampling, hooks, adaptor.config.max_frames)
+        stream = self.stream
+        buffers = stream.condition(adaptor)
+        if buffers is None:
+            self.last_frame_times = np.full(n_frames, window.t_end)
+            return stream.advance(n_frames, sampling)
+        if not stream.started:
+            buffers.reset()
+        self._slide_if_needed(n_frames)
+        chunk = stream.next_window(n_frames, adaptor.config.max_frames)
+        self._fill(buffers, window, chunk)
+        self.last_frame_times = self._position_times[chunk.done:chunk.codes].copy()
+        return stream.advance(n_frames, sampling, chunk)
+
+    def _fill(self, buffers, window: TimelineWindow, chunk) -> None:
+        """The adaptor's prefix for `chunk` from `window` (streamed: only the positions not yet held),
+        and the time of the frame each position got: the window's newest less its distance in frames."""
+        start = buffers.filled
+        self.adaptor.fill(buffers, window, chunk)
+        if buffers.filled == 0:          # recomputed as a whole: every position from this window
+            start = chunk.first
+        positions = np.arange(start, chunk.newest + 1)
+        self._position_times[positions] = window.t_end - (chunk.newest - positions) / FRAME_RATE
+        self._last_window = window
+
+    def _slide_if_needed(self, n_frames: int) -> None:
+        """Slide before a chunk that would not fit, prefilling the context under the prefix training gives
+        its positions (from the last chunk's features, whose newest frame is the context's last position)."""
+        stream, adaptor = self.stream, self.adaptor
+        if not stream.started or stream.fits(n_frames):
+            return
+        if adaptor is None or self._last_window is None:
+            stream.slide()
+            return
+        stream.prefix.reset()
+        self._fill(stream.prefix, self._last_window, stream.layout.slide_window(n_frames, adaptor.config.max_frames))
+        stream.slide(refilled=True)
 
     @torch.no_grad()
     def render(self, request: ChunkRequest) -> np.ndarray:
@@ -144,8 +197,7 @@ class MusicGenSource:
     @torch.no_grad()
     def prepare_next(self, n_frames: int) -> None:
         """Slide the stream now if the next chunk would not fit its window, so no chunk's render pays for it."""
-        if self.stream.started and not self.stream.fits(n_frames):
-            self.stream.slide()
+        self._slide_if_needed(n_frames)
 
     def warm_up(self, params: GenerationParams, window: TimelineWindow) -> None:
         """Run every path once on throwaway frames (a start, a continuation, a slide, EnCodec; on CUDA the

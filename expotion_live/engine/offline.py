@@ -7,17 +7,18 @@ video rendered here sounds as if it had been performed through the app. Differen
 because the whole video is known in advance:
 - no wall clock and no audio device: `ChunkScheduler.render_chunk` on the calling thread,
   as fast as the source renders, and nothing is stretched (nothing waits for the music);
-- chunk k's condition window ends at its own last frame in the video (live it ends at
-  "now", a render's lead before the chunk is heard), so each code meets the video frame
-  of its own moment, as training's live-shaped windows place it.
-The prefix gets the context + chunk frames (at most the adaptor's window) that live and
-training give it (`train.dataset.live_shapes`); before the video's first frame and after
-its last, the edge frame holds, as the live timeline's window does at a session's start.
+- chunk k's condition window ends at the video frame of its newest position (the
+  conditioning contract's `ChunkWindow.newest`, K - 1 frames past the chunk's last code:
+  live that frame is "now", a render's lead before the chunk is heard), so each code meets
+  the video frame of its own moment, as training's windows place it.
+Before the video's first frame and after its last, the edge frame holds, as the live
+timeline's window does at a session's start.
 """
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,8 +75,9 @@ def render(source: MusicSource, features: TimelineWindow, params: GenerationPara
     scheduler: ChunkScheduler
 
     def window_fn(wanted: int) -> TimelineWindow:   # called as the next chunk is planned
-        end = scheduler.frames_generated + timing.frames_of(scheduler.chunks_done)
-        return video_window(features, end, wanted)
+        n = timing.frames_of(scheduler.chunks_done)
+        newest = scheduler.frames_generated + source.condition_lag_frames(n)   # the video frame of its moment
+        return video_window(features, newest + 1, wanted)
 
     scheduler = ChunkScheduler(source, ring, window_fn, params, timing, realtime=False)
     wanted = timing.samples(n_frames)
@@ -86,3 +88,29 @@ def render(source: MusicSource, features: TimelineWindow, params: GenerationPara
             on_chunk(request)
     scheduler.write_tail()
     return ring.audio()[:wanted]
+
+
+@dataclass(frozen=True)
+class RenderedCodes:
+    """A MusicGen render of a whole video: what was played and what it was generated from."""
+
+    audio: np.ndarray           # (n_frames * samples per frame,) float32
+    codes: "torch.Tensor"       # (1, K, n_frames) the generated codes, on the CPU
+    frame_times: np.ndarray     # (n_frames,) seconds into the video of the frame at each code's position
+
+
+def render_codes(source, features: TimelineWindow, params: GenerationParams, timing: ChunkTiming, n_frames: int,
+                 on_chunk: Callable[[ChunkRequest], None] | None = None) -> RenderedCodes:
+    """`render` through a `MusicGenSource`, keeping each chunk's codes and the video frames under them."""
+    import torch
+
+    codes, times = [], []
+
+    def collect(request: ChunkRequest) -> None:
+        codes.append(source.last_codes)
+        times.append(source.last_frame_times)
+        if on_chunk is not None:
+            on_chunk(request)
+
+    audio = render(source, features, params, timing, n_frames, collect)
+    return RenderedCodes(audio, torch.cat(codes, dim=-1)[:, :, :n_frames], np.concatenate(times)[:n_frames])

@@ -72,12 +72,14 @@ class SampleRing(Protocol):
 
 @dataclass
 class ChunkMark:
-    """Where a chunk starts in the ring and which visual moment conditioned it."""
+    """Where a chunk starts in the ring and which visual moment conditioned it: its code frame j was
+    conditioned by the frame of `t_condition + j / 50` and plays at `played_at + j / 50`."""
 
     index: int
     start_frame: int
+    n_frames: int
     ring_pos: int          # ring write index of the chunk's first sample (its crossfade start)
-    t_end: float           # the condition window's last frame time (time.monotonic())
+    t_condition: float     # timeline time (time.monotonic()) of the frame that conditioned its first new code
     render_seconds: float
     played_at: float = 0.0  # time.monotonic() its first sample was read by the consumer, 0 = not yet
 
@@ -170,7 +172,8 @@ class ChunkScheduler:
         self.rtf = 0.0                               # recent audio seconds / render seconds
         self.stretched_seconds = 0.0
         self.stretching = False                      # the last wait for a chunk needed stretching
-        self.control_latency = 0.0                   # last measured: window t_end -> chunk first played
+        self.control_latency = 0.0                   # last measured: the frame at a chunk's first code -> it played
+        self.control_latencies: deque[float] = deque(maxlen=MARKS_KEPT)   # every chunk's, most recent last
         self.error: BaseException | None = None
         self._ahead = None                            # the future of the last prepare_next
         self._stop = threading.Event()
@@ -299,6 +302,8 @@ class ChunkScheduler:
         if audio.shape != (expected,):
             raise ValueError(f"{type(self.source).__name__} returned audio of shape {audio.shape} "
                              f"for chunk {request.index}; expected ({expected},)")
+        if not np.isfinite(audio).all():    # NaN would reach the speakers and the recording
+            raise ValueError(f"{type(self.source).__name__} returned NaN or infinite samples for chunk {request.index}")
         return audio
 
     def _expected_render_seconds(self, n_frames: int) -> float:
@@ -329,14 +334,16 @@ class ChunkScheduler:
             head = audio[:0]
         else:
             if self.stretching:    # the tail is looped audio: enter the new chunk where it is in phase with it
-                search = round(LOOP_SEARCH_SECONDS * self.timing.sample_rate)
+                # no further than leaves the next held tail in the chunk (a chunk of one frame has little to skip)
+                search = min(round(LOOP_SEARCH_SECONDS * self.timing.sample_rate), len(audio) - 2 * overlap)
                 enter = aligned_start(audio[:search + overlap], self._tail, search, search)
             head = crossfade(self._tail, audio[enter:enter + overlap], self._curves)
         ring_pos = self.ring.write_index
         body = audio[enter + overlap:]
         self._last_chunk = np.concatenate([head, body])
         self._tail = self._write_joined(head, body)
-        mark = ChunkMark(request.index, request.start_frame, ring_pos, request.window.t_end, render_seconds)
+        mark = ChunkMark(request.index, request.start_frame, request.n_frames, ring_pos,
+                         self.source.condition_time(request), render_seconds)
         self.marks.append(mark)
         self._unplayed.append(mark)
         self.chunks_done += 1
@@ -365,8 +372,9 @@ class ChunkScheduler:
         while self._unplayed and self._unplayed[0].ring_pos < read_index:
             mark = self._unplayed.pop(0)
             mark.played_at = self.ring.last_read_time - (read_index - mark.ring_pos) / self.timing.sample_rate
-            if mark.t_end > 0:
-                self.control_latency = mark.played_at - mark.t_end
+            if mark.t_condition > 0:
+                self.control_latency = mark.played_at - mark.t_condition
+                self.control_latencies.append(self.control_latency)
             self.playing_chunk = mark.index
             if self.on_chunk is not None:
                 self.on_chunk(mark.index, mark.start_frame)

@@ -63,6 +63,16 @@ class MusicSource(Protocol):
         """Return float32 mono audio of `overlap_samples + n_frames * sample_rate // FRAME_RATE` samples."""
         ...
 
+    def condition_lag_frames(self, n_frames: int) -> int:
+        """Frames from the moment a chunk's first new code plays to the newest frame of its condition
+        window (MusicGen's adaptor: the conditioning contract's; 0 where the whole chunk follows "now")."""
+        ...
+
+    def condition_time(self, request: ChunkRequest) -> float:
+        """After `render(request)`: the time (the window's clock) of the frame that conditioned the chunk's first
+        new code; control latency runs from there to when that code is heard."""
+        ...
+
     def prepare_next(self, n_frames: int) -> None:
         """Work the next chunk of `n_frames` would start with, done ahead on the generator thread right
         after a chunk, while the ring is full and nothing waits on it (MusicGen: the stream's slide)."""
@@ -72,6 +82,7 @@ class MusicSource(Protocol):
         """The music's state now; called from status readers' threads, so it only reads plain values."""
         ...
 
-    def load_adaptor(self, path: str | None) -> None:
-        """Load an adaptor checkpoint (None removes it); the next chunk uses it. Only if `takes_adaptor`."""
+    def load_adaptor(self, path: str | None) -> dict | None:
+        """Load an adaptor checkpoint (None removes it); the next chunk uses it. Only if `takes_adaptor`.
+        Returns what it was trained under (`ConditionAdaptor.trained`; None when removed)."""
         ...

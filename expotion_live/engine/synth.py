@@ -310,11 +310,18 @@ class SynthSource:
         """The synth always plays at its tracker's tempo, locked or not."""
         return SourceState(tempo=float(self.tempo.bpm), tempo_locked=self.tempo.locked)
 
-    def load_adaptor(self, path: str | None) -> None:
+    def load_adaptor(self, path: str | None) -> dict | None:
         raise TypeError(f"{self.name} takes no adaptor; load MusicGen weights first")
 
     def prepare_next(self, n_frames: int) -> None:
         """Nothing to do ahead: a chunk is rendered from the window it gets."""
+
+    def condition_lag_frames(self, n_frames: int) -> int:
+        """Each chunk follows the window's newest values from its first sample."""
+        return 0
+
+    def condition_time(self, request: ChunkRequest) -> float:
+        return request.window.t_end
 
     def render(self, request: ChunkRequest) -> np.ndarray:
         """Audio of `overlap_samples` lead-in (the previous chunk's tail again) plus the chunk's new audio."""

@@ -131,7 +131,7 @@ class LiveController:
         if osc.control_port == 0:
             return "off ([osc] control_port = 0)"
         try:
-            self.control = ControlServer(self, osc.control_port, osc.control_host).start()
+            self.control = ControlServer(self, osc.control_port, osc.control_host, osc.control_secret).start()
         except ControlError as err:
             return str(err)
         return f"listening on {osc.control_host}:{self.control.port}"
@@ -147,17 +147,21 @@ class LiveController:
         """
         source = self.build_source(settings)
         camera = frames is None
+        fallback = ""
         if camera:
-            from ..capture.sources import open_source
+            from ..capture.sources import demo_fallback_notice, open_source
             from ..capture.thread import CaptureThread
 
-            frames = CaptureThread(open_source(settings.camera.source, settings.camera))
+            opened = open_source(settings.camera.source, settings.camera)
+            fallback = demo_fallback_notice(settings.camera.source, opened)
+            frames = CaptureThread(opened)
         try:
             session = LiveSession(settings, source, frames, output=output, duration=duration)
         except BaseException:
             if camera:
                 frames.stop()     # never started: this only closes the camera or file
             raise
+        session.notice = "; ".join(line for line in (fallback, session.notice) if line)
         session.add_frame_listener(self.link.on_frame)
         session.add_chunk_listener(self.link.on_chunk)
         with self._lock:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import settings as settings_mod
-from ..atomic import OutputPathError, check_output
+from ..atomic import OutputInUseError, OutputLock, OutputPathError, check_output
 from ..audio.output import AudioDeviceError
 from ..engine.commands import add_model_flags, model_overrides
 from ..osc.targets import OscTargetError
@@ -64,7 +64,7 @@ def _fail(message: str) -> int:
 
 def run_live(args: argparse.Namespace, settings: Settings) -> int:
     """Handler: build the source, open the frames, play for --duration (or until Ctrl-C), report."""
-    from ..capture.sources import CaptureError
+    from ..capture.sources import CaptureError, video_problem
     from ..presets import presets_dir
 
     if args.device is not None and not COMPUTE_DEVICE.fullmatch(args.device):
@@ -73,15 +73,17 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings_mod.override(settings, _overrides(args))
     if not (args.headless or settings.engine.headless):
         return _fail("pass --headless (the window is `expotion-live gui`)")
-    if args.video and not Path(args.video).is_file():
-        return _fail(f"video file {args.video} does not exist")
+    if args.video and (problem := video_problem(Path(args.video))):
+        return _fail(problem)
     if args.file_only and not settings.audio.out:
         return _fail("--file-only needs --out WAV")
+    lock = None
     try:
         if settings.audio.out:
             check_output(settings.audio.out, (".wav",), "--out")
+            lock = OutputLock(settings.audio.out, "--out")
         check_osc(settings)
-    except (OutputPathError, OscTargetError) as err:
+    except (OutputPathError, OutputInUseError, OscTargetError) as err:
         return _fail(str(err))
     controller = LiveController(settings, presets_dir(getattr(args, "config", None) or settings_mod.default_path()),
                                 notice=lambda line: print(f"expotion-live run: {line}", file=sys.stderr))
@@ -91,6 +93,8 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(str(err).splitlines()[0])
     finally:
         controller.close()
+        if lock is not None:
+            lock.release()
 
 
 def _play(controller: LiveController, settings: Settings, args: argparse.Namespace) -> int:
@@ -189,6 +193,7 @@ def _summary(status: SessionStatus, written: Path | None) -> str:
 
     rtf = "-" if status.sustained_rtf is None else f"{status.sustained_rtf:.2f}"
     return (f"played {status.played_seconds:.1f} s{f' -> {written}' if written else ''}; RTF {rtf}, "
-            f"first sound {seconds(status.time_to_first_sound)}, control latency {seconds(status.control_latency)}, "
+            f"first sound {seconds(status.time_to_first_sound)}, control latency {seconds(status.control_latency_mean)} "
+            f"mean, {seconds(status.control_latency_max)} max, "
             f"DSP latency {seconds(status.dsp_latency)}, underruns {status.underruns}, "
             f"stretched {status.stretched_seconds:.1f} s, tracking {status.tracking_rate:.0f} fps over the run")

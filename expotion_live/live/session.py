@@ -90,7 +90,7 @@ class SessionError(RuntimeError):
 
 @dataclass(frozen=True)
 class SessionStatus:
-    """Plain values for the UI and OSC (DESIGN.md §5 names); None = not measured yet."""
+    """Plain values for the UI and OSC (the latency vocabulary of docs/architecture.md); None = not measured yet."""
 
     playing: bool
     output: str                          # device name, or "file" / "no output" without a sound card
@@ -104,7 +104,9 @@ class SessionStatus:
     underruns: int                       # ring ran dry after the first sound + device underflows
     stretching: bool                     # generation is behind and the last chunk is being looped
     stretched_seconds: float
-    control_latency: float | None        # visual event -> first played sample generated with it
+    control_latency: float | None        # visual event -> first played sample generated with it (the last chunk's)
+    control_latency_mean: float | None   # the same over the recent chunks
+    control_latency_max: float | None
     dsp_latency: float | None            # features -> the audio block that applies them
     time_to_first_sound: float | None
     chunk_index: int                     # chunk now playing (-1 before the first)
@@ -271,7 +273,9 @@ class LiveSession:
         """Load an adaptor checkpoint (or None to remove it); the next chunk uses it."""
         if not self.source.takes_adaptor:
             raise SessionError(f"{self.source.name} takes no adaptor; load MusicGen weights first")
-        self.source.load_adaptor(path)
+        from .source import warn_if_played_differently
+
+        warn_if_played_differently(self.source.load_adaptor(path), self.settings)
 
     def calibrate(self) -> bool:
         """The next half second of face becomes the neutral face."""
@@ -312,6 +316,7 @@ class LiveSession:
         played_chunk = sched.playing_chunk >= 0
         elapsed = time.monotonic() - self.started_at if self.started_at else 0.0
         music = self.source.state()
+        latencies = list(sched.control_latencies)
         return SessionStatus(
             playing=self.playing,
             output=self.output.device_name or ("file" if self.settings.audio.out else "no output"),
@@ -326,6 +331,8 @@ class LiveSession:
             stretching=sched.stretching,
             stretched_seconds=sched.stretched_seconds,
             control_latency=sched.control_latency if played_chunk and sched.control_latency > 0 else None,
+            control_latency_mean=sum(latencies) / len(latencies) if latencies else None,
+            control_latency_max=max(latencies) if latencies else None,
             dsp_latency=self.dsp.latency_seconds if self.dsp.controls.stamp > 0 else None,
             time_to_first_sound=first_sound - self.started_at if first_sound > 0 else None,
             chunk_index=sched.playing_chunk,

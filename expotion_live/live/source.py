@@ -1,6 +1,7 @@
 """Building the live music source: MusicGen (adaptor, steering) when its weights are there, else the synth."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..engine.source import GenerationParams, MusicSource
@@ -8,6 +9,19 @@ from ..features.timeline import FeatureTimeline
 from ..model.download import has_weights, missing_files
 from ..settings import Settings
 from .session import SessionError
+
+
+def warn_if_played_differently(trained: dict | None, settings: Settings) -> None:
+    """One line on stderr naming the settings this session would feed an adaptor differently from its training
+    (`trained`: its record; None: no adaptor)."""
+    from ..model.conditioning import differences_warning, setting_differences
+
+    if trained is None:
+        return
+    differences = setting_differences(trained, settings.generation, settings.tracking,
+                                      windows=trained.get("windows") != "paper")
+    if warning := differences_warning("this live session", differences):
+        print(warning, file=sys.stderr, flush=True)
 
 
 def build_source(settings: Settings) -> MusicSource:
@@ -43,11 +57,15 @@ def build_source(settings: Settings) -> MusicSource:
     musicgen = MusicGen.load(model.dir, device=model.device, precision=model.precision)
     adaptor = None
     if model.adaptor:
-        from ..model.adaptor import load_adaptor
+        from ..model.adaptor import AdaptorError, load_adaptor
 
         adaptor = load_adaptor(model.adaptor, musicgen)
-    source = MusicGenSource.from_settings(musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None, gen,
-                                          name=f"MusicGen from {model.dir}")
+        warn_if_played_differently(adaptor.trained, settings)
+    try:
+        source = MusicGenSource.from_settings(musicgen, adaptor, PromptSteerer() if gen.steer_prompt else None, gen,
+                                              name=f"MusicGen from {model.dir}")
+    except AdaptorError as err:
+        raise SessionError(f"{model.adaptor}: {err}") from None
     source.warm_up(GenerationParams.from_settings(gen), FeatureTimeline(seconds=1.0).window(   # zeros: no one yet
         round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)))
     return source

@@ -16,8 +16,11 @@ Two parts, both trainable, while every MusicGen weight stays frozen:
    zero-initialised gate, so an untrained adaptor is the base model.
 
 The prefix never looks at the music tokens, so it is computed once per condition window
-(`ConditionAdaptor.adapters`); the callables it returns do only the fused attention for
-the queries of the current step, a fixed-size computation the decode step can capture.
+(`ConditionAdaptor.prefix`); the per-layer `FusedPrefixAttention`s it returns (together:
+"the prefix") do only the fused attention for the queries of the current step, a
+fixed-size computation the decode step can capture. Where a window sits on the decoder's
+positions, and which positional rows its frames take, is the conditioning contract's
+(`conditioning.py`): frame t of a window at `first` is position and row `first + t`.
 
 Look-ahead (`AdaptorConfig.look_ahead`, L frames; None = unlimited, the paper): the code
 at sequence position p attends only to prefix frames up to p's own moment + L. The paper
@@ -34,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +47,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_path
+from ..features.external import TRACKER, check_source
 from ..features.schema import FACE_DIM, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
+from .conditioning import ChunkWindow
 from .decoder import additive_mask
 
 WEIGHTS_FILE = "adaptor.safetensors"
 CONFIG_FILE = "adaptor.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: positional rows anchored to the stream's positions (conditioning.py); 1 is read
 
 
 class AdaptorError(ValueError):
@@ -71,6 +76,8 @@ class AdaptorConfig:
     inputs: str = "face+motion"         # Table 1's ablations: "face", "motion" (pose and flow) or both
     captions: bool = True               # trained on each clip's caption; False: all on the generic one ("Generic")
     look_ahead: int | None = 0          # frames after its own a code may see (module docstring); None: all (paper)
+    face_source: str = TRACKER          # where face_dim's vectors come from: the tracker, or a features file's
+    motion_source: str = TRACKER        # name (features/external.py: e.g. the paper's "raft"), which replaces pose and flow
 
     def __post_init__(self):
         if self.inputs not in INPUTS:
@@ -79,6 +86,19 @@ class AdaptorConfig:
                                             or self.look_ahead < 0):
             raise AdaptorError(f"adaptor look_ahead {self.look_ahead!r} must be a whole number of frames >= 0, "
                                f"or None for unlimited")
+        try:
+            check_source(self.face_source), check_source(self.motion_source)
+        except ValueError as err:
+            raise AdaptorError(str(err)) from None
+        if self.motion_source != TRACKER and self.flow_cnn:
+            raise AdaptorError(f"motion source {self.motion_source!r} replaces the tracker's pose and flow: "
+                               f"the flow CNN must be off (flow_cnn False)")
+
+    @property
+    def external_sources(self) -> tuple[str, ...]:
+        """The feature sources other than the live tracker this adaptor reads (features/external.py)."""
+        used = [(self.uses_face, self.face_source), (self.uses_motion, self.motion_source)]
+        return tuple(source for uses, source in used if uses and source != TRACKER)
 
     @property
     def uses_face(self) -> bool:
@@ -144,7 +164,7 @@ class JointVisualEmbedding(nn.Module):
         self.pos = nn.Parameter(torch.zeros(config.max_frames, config.joint_dim))  # z_pos, eq. (6)
         nn.init.normal_(self.pos, std=0.02)
 
-    def forward(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    def forward(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor, first: int = 0) -> torch.Tensor:
         B, T, _ = face.shape
         parts = []
         if self.config.uses_face:
@@ -153,11 +173,11 @@ class JointVisualEmbedding(nn.Module):
             parts.append(self.motion_proj(motion))                 # eq. (4): (B, T, d2)
             if self.config.flow_cnn:
                 parts.append(self.flow_proj(self.flow_cnn(flow)))  # eq. (5): (B, T, d2)
-        return torch.cat(parts, dim=-1) + self.pos[:T]             # eq. (6), before W_e: (B, T, joint_dim)
+        return torch.cat(parts, dim=-1) + self.pos[first:first + T]  # eq. (6), before W_e: (B, T, joint_dim)
 
 
 class FusedPrefixAttention:
-    """One adapted layer's hook: `g_l * S'_l` with S'_l = Attn(Q_l + Q^p_l, K^p_l, V^p_l).
+    """One adapted layer's part of the prefix: `g_l * S'_l` with S'_l = Attn(Q_l + Q^p_l, K^p_l, V^p_l).
 
     Holds the prefix's per-head queries, keys and values for one window, computed once.
     Called by the decoder with the music queries `q` (B, H, T, Dh) at sequence positions
@@ -171,7 +191,7 @@ class FusedPrefixAttention:
     amplifies only the text; the halves' queries are stacked against one copy rather
     than copying the prefix, which the decode step would otherwise read twice per layer.
 
-    `buffer(capacity)` makes a hook whose tensors stay where they are while `load` puts
+    `buffer(capacity)` makes one whose tensors stay where they are while `load` puts
     each new window into them (frames past the window masked): a captured decode step
     reads it without being captured again.
     """
@@ -207,29 +227,75 @@ class FusedPrefixAttention:
             s_prime = s_prime * (newest >= 0).to(q.dtype)[:, None]
         return self.gate.to(q.dtype) * s_prime           # (B, H, T, Dh)
 
-    def buffer(self, capacity: int) -> "FusedPrefixAttention":
-        """An empty hook of this one's shape, gate and look-ahead, with room for windows of up to `capacity` frames."""
-        Bp, H, _, Dh = self.k_p.shape
-        q_p, k_p, v_p = (x.new_zeros(Bp, H, capacity, Dh) for x in (self.q_p, self.k_p, self.v_p))
-        hook = FusedPrefixAttention(q_p, k_p, v_p, self.gate, self.look_ahead)
-        hook.bias = k_p.new_zeros(1, 1, 1, capacity)
-        return hook
-
     def load(self, window: "FusedPrefixAttention", first: int) -> None:
-        """Copy `window`'s prefix into this hook's buffers, its frame 0 at sequence position `first`."""
-        T = window.k_p.shape[2]
-        if T > self.k_p.shape[2] or window.k_p.shape[:2] != self.k_p.shape[:2]:
-            raise AdaptorError(f"a prefix of shape {tuple(window.k_p.shape)} does not fit a buffer of "
-                               f"{tuple(self.k_p.shape)}")
+        """Copy `window`'s prefix into these buffers, its frame 0 at sequence position `first`."""
         if window.look_ahead != self.look_ahead:
             raise AdaptorError(f"a prefix with look-ahead {window.look_ahead} does not fit a buffer made for "
-                               f"{self.look_ahead}; make the buffer from this adaptor's hooks")
-        for own, new in ((self.q_p, window.q_p), (self.k_p, window.k_p), (self.v_p, window.v_p)):
-            own[:, :, :T].copy_(new)
-        self.bias[..., :T] = 0.0
-        self.bias[..., T:] = torch.finfo(self.bias.dtype).min
+                               f"{self.look_ahead}; make the buffers from this adaptor")
+        self.write(window.q_p, window.k_p, window.v_p, 0)
         self.first.fill_(first)
-        self.last.fill_(T - 1)
+
+    def write(self, q_p: torch.Tensor, k_p: torch.Tensor, v_p: torch.Tensor, row: int) -> None:
+        """Put frames `row`.. of the window (Bp, H, T, Dh each) in place; the window now ends with them."""
+        end = row + k_p.shape[2]
+        if end > self.k_p.shape[2] or k_p.shape[:2] != self.k_p.shape[:2]:
+            raise AdaptorError(f"a prefix of shape {tuple(k_p.shape)} at row {row} does not fit a buffer of "
+                               f"{tuple(self.k_p.shape)}")
+        for own, new in ((self.q_p, q_p), (self.k_p, k_p), (self.v_p, v_p)):
+            own[:, :, row:end].copy_(new)
+        self.bias[..., :end] = 0.0
+        self.bias[..., end:] = torch.finfo(self.bias.dtype).min
+        self.last.fill_(end - 1)
+
+
+class PrefixBuffers:
+    """A stream's prefix: per adapted layer, a `FusedPrefixAttention` over `capacity` frames that stays in
+    place (a captured decode step reads each new window where the last one was).
+
+    Filled by `ConditionAdaptor.fill`: streamed (frame t at position t, the positions [0, `filled`)
+    computed once each) under a look-ahead limit, else the window recomputed per chunk.
+    """
+
+    def __init__(self, adaptor: "ConditionAdaptor", capacity: int):
+        decoder = adaptor.decoder
+        H = decoder.config.num_attention_heads
+        shape = (1, H, capacity, decoder.config.hidden_size // H)
+        device, dtype = adaptor.prefix_init.device, decoder.dtype
+        self.adaptor, self.capacity = adaptor, capacity
+        self.filled = 0
+        self.layers: list[FusedPrefixAttention | None] = [None] * adaptor.first_layer
+        for i in range(len(adaptor.merge)):
+            q_p, k_p, v_p = (torch.zeros(shape, dtype=dtype, device=device) for _ in range(3))
+            layer = FusedPrefixAttention(q_p, k_p, v_p, adaptor.gates[i], adaptor.config.look_ahead)
+            layer.bias = k_p.new_zeros(1, 1, 1, capacity)
+            self.layers.append(layer)
+        self.reset()
+
+    def serves(self, adaptor: "ConditionAdaptor", capacity: int) -> bool:
+        return adaptor is self.adaptor and capacity == self.capacity
+
+    def reset(self) -> None:
+        """Empty: the stream (re)starts at position 0."""
+        self.filled = 0
+        for layer in self.adapted():
+            layer.first.fill_(0)
+            layer.bias.fill_(torch.finfo(layer.bias.dtype).min)
+            layer.last.fill_(0)
+
+    def adapted(self) -> list[FusedPrefixAttention]:
+        return [layer for layer in self.layers if layer is not None]
+
+    def load(self, prefix: Sequence[FusedPrefixAttention | None], first: int) -> None:
+        """A whole window's prefix (`ConditionAdaptor.prefix`), its frame 0 at position `first`."""
+        for buffer, layer in zip(self.layers, prefix):
+            if layer is not None:
+                buffer.load(layer, first)
+        self.filled = 0
+
+    def shift(self, positions: int) -> None:
+        """Move every layer's window by `positions` (a slide without a new prefix)."""
+        for buffer in self.adapted():
+            buffer.first.add_(positions)
 
 
 class ConditionAdaptor(nn.Module):
@@ -258,6 +324,7 @@ class ConditionAdaptor(nn.Module):
         self.merge = nn.ModuleList(nn.Linear(config.joint_dim, d, bias=False) for _ in range(n_layers))  # W_e per layer
         self.layer_pos = nn.Parameter(torch.randn(n_layers, config.max_frames, d) * 0.02)        # pos_l
         self.gates = nn.Parameter(torch.zeros(n_layers))                                            # g_l, init 0
+        self.trained: dict = {}   # what it was trained under (conditioning.recorded_settings, windows, dropout)
         self.to(next(decoder.parameters()).device)
 
     @property
@@ -267,53 +334,96 @@ class ConditionAdaptor(nn.Module):
         return {"hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
                 "num_attention_heads": cfg.num_attention_heads, "num_codebooks": cfg.num_codebooks}
 
-    def window_adapters(self, window: TimelineWindow, n_positions: int, newest: bool = False) -> list[Callable | None]:
-        """`adapters` over a feature window for a decoder sequence of `n_positions`.
+    def prefix(self, features, window: ChunkWindow) -> list[FusedPrefixAttention | None]:
+        """The prefix over the newest `window.frames` frames of `features`, at the window's positions.
 
-        Takes at most `n_positions` frames (and the adaptor's window): the first ones for a
-        piece generated from its start, the newest for a live continuation whose last
-        positions are the new codes. Anything with face / motion / flow arrays and
-        `n_frames` will do (a TimelineWindow, a prepared clip).
+        Anything with face / motion / flow arrays and `n_frames` will do (a TimelineWindow,
+        a prepared clip); it must hold at least the window's frames.
         """
-        T = min(n_positions, window.n_frames, self.config.max_frames)
-        span = slice(window.n_frames - T, None) if newest else slice(0, T)
-        device = self.prefix_init.device
-
-        def batch(x: np.ndarray) -> torch.Tensor:   # (T, ...) -> (1, T, ...) float32 on the adaptor's device
-            return torch.from_numpy(np.array(x[span], dtype=np.float32))[None].to(device)   # a copy: clips may be read-only
-
-        return self.adapters(batch(window.face), batch(window.motion), batch(window.flow))
+        if features.n_frames < window.frames:
+            raise AdaptorError(f"a condition window of {window.frames} frames from features of {features.n_frames}")
+        return self.adapters(*self._batch(features, slice(features.n_frames - window.frames, None)),
+                             first=window.first)
 
     def adapters(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor,
-                 first: int = 0) -> list[Callable | None]:
-        """Run the condition prefix over one window; return one hook per decoder layer (None = unadapted).
+                 first: int = 0) -> list[FusedPrefixAttention | None]:
+        """Run the condition prefix over one window: one `FusedPrefixAttention` per decoder layer (None = unadapted).
 
         face (B, T, face_dim), motion (B, T, motion_dim), flow (B, T, *flow_shape), all on
-        the 50 Hz grid; frame t conditions decoder sequence position `first` + t (training
-        on live-shaped windows sets `first` as the stream does, `dataset.LiveWindows`).
+        the 50 Hz grid; frame t conditions decoder sequence position `first` + t and takes
+        positional row `first` + t (the conditioning contract).
         """
-        self._check_inputs(face, motion, flow)
+        layers = self._prefix_layers(face, motion, flow, first)
+        return [None] * self.first_layer + [FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], self.config.look_ahead,
+                                                                 first) for i, (q_p, k_p, v_p) in enumerate(layers)]
+
+    def fill(self, buffers: PrefixBuffers, features, window: ChunkWindow) -> None:
+        """Make `buffers` hold the prefix of `window` over the newest frames of `features` (as `prefix`).
+
+        Under a look-ahead limit the prefix is causal, so the positions the buffers already hold
+        keep their states and only the window's new positions are computed, attending to them
+        (streamed: equal to recomputing the window). Unlimited (the paper), every frame sees
+        every other: the window is recomputed, as many of its frames as `features` holds.
+        """
+        if self.config.look_ahead is None or window.first != 0 or buffers.filled > window.newest + 1:
+            frames = min(window.frames, features.n_frames)
+            window = ChunkWindow(done=window.done, n=window.n, frames=frames, first=window.newest - frames + 1,
+                                 K=window.K)
+            buffers.load(self.prefix(features, window), window.first)
+            return
+        start, end = buffers.filled, window.newest + 1
+        if features.n_frames < end - start:
+            raise AdaptorError(f"{end - start} new prefix frames from features of {features.n_frames}")
+        if end > start:
+            span = slice(features.n_frames - (end - start), None)
+            layers = self._prefix_layers(*self._batch(features, span), start, past=buffers)
+            for buffer, (q_p, k_p, v_p) in zip(buffers.adapted(), layers):
+                buffer.write(q_p, k_p, v_p, start)
+        buffers.filled = end
+
+    def _batch(self, features, span: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(face, motion, flow) rows `span` of `features` as (1, T, ...) float32 on the adaptor's device."""
+        def batch(x: np.ndarray) -> torch.Tensor:   # a copy: clips may be read-only
+            return torch.from_numpy(np.array(x[span], dtype=np.float32))[None].to(self.prefix_init.device)
+
+        return batch(features.face), batch(features.motion), batch(features.flow)
+
+    def _prefix_layers(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor, first: int,
+                       past: PrefixBuffers | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(Q^p_l, K^p_l, V^p_l) (B, H, T, Dh) of each adapted layer for frames at positions `first`..,
+        their self-attention reaching back to the positions `past` holds (streamed) or within the window."""
+        self._check_inputs(face, motion, flow, first)
         face, motion, flow = (x.to(self.prefix_init.dtype) for x in (face, motion, flow))  # e.g. float16 flow
         B, T, _ = face.shape
+        rows = slice(first, first + T)
         dtype = self.decoder.dtype
-        joint = self.embedding(face, motion, flow)                     # eq. (6) before W_e: (B, T, joint_dim)
-        h = self.prefix_init[:T].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
-
-        hooks: list[Callable | None] = [None] * self.first_layer
-        limited = self.config.look_ahead is not None    # unlimited: no mask (the paper); else causal (docstring)
-        for i, layer in enumerate(self.decoder.layers[self.first_layer:]):
-            z = self.merge[i](joint) + self.layer_pos[i, :T]           # Z_l = W_e,l^T u + pos_l: (B, T, d)
+        joint = self.embedding(face, motion, flow, first)              # eq. (6) before W_e: (B, T, joint_dim)
+        h = self.prefix_init[rows].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
+        start = 0 if past is None else first                           # key rows before the new frames
+        mask = None
+        if self.config.look_ahead is not None:                         # causal (module docstring)
+            keys = torch.arange(start + T, device=face.device)
+            mask = keys[None, :] <= (start + torch.arange(T, device=face.device))[:, None]   # (T, start + T)
+        layers = []
+        adapted = self.decoder.layers[self.first_layer:]
+        for i, layer in enumerate(adapted):
+            z = self.merge[i](joint) + self.layer_pos[i, rows]         # Z_l = W_e,l^T u + pos_l: (B, T, d)
             x = layer.self_attn_layer_norm(h) + z.to(dtype)            # H_l^p + Z_l, after the first norm
             attn = layer.self_attn
             q_p = attn.split_heads(attn.q_proj(x))                     # Q_l^p, K_l^p, V_l^p: (B, H, T, Dh)
             k_p, v_p = attn.keys_values(x)
-            a = F.scaled_dot_product_attention(q_p, k_p, v_p, is_causal=limited)  # prefix self-attention
+            keys, values = k_p, v_p
+            if past is not None:                                       # the frames before, as computed then
+                held = past.layers[self.first_layer + i]
+                keys = torch.cat([held.k_p[:, :, :start].expand(B, -1, -1, -1), k_p], dim=2)
+                values = torch.cat([held.v_p[:, :, :start].expand(B, -1, -1, -1), v_p], dim=2)
+            a = F.scaled_dot_product_attention(q_p, keys, values, attn_mask=mask)   # prefix self-attention
             h = h + attn.merge_heads(a)                                # (B, T, d)
             h = h + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(h))))           # frozen feed-forward
-            hooks.append(FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], self.config.look_ahead, first))
-        return hooks
+            layers.append((q_p, k_p, v_p))
+        return layers
 
-    def _check_inputs(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor) -> None:
+    def _check_inputs(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor, first: int) -> None:
         cfg = self.config
         B, T = face.shape[:2]
         expected = {"face": (face, (B, T, cfg.face_dim)), "motion": (motion, (B, T, cfg.motion_dim)),
@@ -321,9 +431,10 @@ class ConditionAdaptor(nn.Module):
         for name, (tensor, shape) in expected.items():
             if tuple(tensor.shape) != shape:
                 raise AdaptorError(f"{name} features have shape {tuple(tensor.shape)}, expected {shape}")
-        if not 1 <= T <= cfg.max_frames:
-            raise AdaptorError(f"condition window of {T} frames; this adaptor takes 1 to {cfg.max_frames} "
-                               f"({cfg.max_frames / 50:.2f} s at 50 Hz)")
+        if T < 1 or first < 0 or first + T > cfg.max_frames:
+            raise AdaptorError(f"a condition window of {T} frames at positions {first}..{first + T - 1}; this adaptor "
+                               f"has positions 0..{cfg.max_frames - 1} ({cfg.max_frames / 50:.2f} s at 50 Hz): "
+                               f"keep generation.window_seconds at most that")
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -338,7 +449,8 @@ def save_adaptor(adaptor: ConditionAdaptor, out_dir: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    header = {"format": FORMAT_VERSION, "config": adaptor.config.to_json(), "base": adaptor.base_shape}
+    header = {"format": FORMAT_VERSION, "config": adaptor.config.to_json(), "base": adaptor.base_shape,
+              "trained": adaptor.trained}
     text = json.dumps(header, indent=2, sort_keys=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adaptor.state_dict().items()}
     with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
@@ -376,8 +488,9 @@ def load_adaptor(path: str | os.PathLike, musicgen) -> ConditionAdaptor:
     if stored is None or json.loads(stored) != header:
         raise AdaptorError(f"{config_file} does not belong to {weights} (different runs mixed); "
                            f"copy both files from the same checkpoint folder")
-    if header.get("format") != FORMAT_VERSION:
-        raise AdaptorError(f"{config_file}: adaptor format {header.get('format')}, this program reads {FORMAT_VERSION}")
+    if header.get("format") not in (1, FORMAT_VERSION):
+        raise AdaptorError(f"{config_file}: adaptor format {header.get('format')}, this program reads 1 and "
+                           f"{FORMAT_VERSION}")
 
     decoder = getattr(musicgen, "decoder", musicgen)
     try:
@@ -397,8 +510,21 @@ def load_adaptor(path: str | os.PathLike, musicgen) -> ConditionAdaptor:
         if tensor.shape != own[name].shape:
             raise AdaptorError(f"{weights}: tensor {name} has shape {tuple(tensor.shape)}, "
                                f"expected {tuple(own[name].shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise AdaptorError(f"{weights}: tensor {name} holds NaN or infinite values (a damaged file or a "
+                               f"diverged training run); use another checkpoint of the run")
     adaptor.load_state_dict(state)
+    adaptor.trained = header.get("trained", {})
     return adaptor
+
+
+def check_live_sources(adaptor: ConditionAdaptor | None) -> None:
+    """Refuse, in one line, an adaptor that reads features a live session cannot compute (only the tracker's)."""
+    external = adaptor.config.external_sources if adaptor is not None else ()
+    if external:
+        raise AdaptorError(f"this adaptor reads {' and '.join(external)} features from files, which live and "
+                           f"video generation cannot compute: use it with `evaluate` on prepared clips, or train "
+                           f"one on the tracker's features")
 
 
 def _describe(base: dict) -> str:
@@ -413,5 +539,5 @@ def trainable_share(adaptor: ConditionAdaptor) -> tuple[int, int, float]:
     return own, frozen, 100.0 * own / (own + frozen)
 
 
-__all__ = ["AdaptorConfig", "AdaptorError", "ConditionAdaptor", "FusedPrefixAttention",
+__all__ = ["AdaptorConfig", "AdaptorError", "ConditionAdaptor", "FusedPrefixAttention", "check_live_sources",
            "load_adaptor", "save_adaptor", "trainable_share"]

@@ -73,24 +73,23 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
-def download_musicgen(size: str, dest_dir: str | Path, progress: bool = True) -> Path:
-    """Download `facebook/musicgen-{size}` into `dest_dir/musicgen-{size}` and return that folder.
+def fetch_snapshot(repo: str, target: str | Path, progress: bool = True, allow_patterns: list[str] | None = None,
+                   repo_type: str = "model") -> Path:
+    """`snapshot_download` of hub repo `repo` into `target` (resumable); failures as one-line DownloadErrors.
 
-    Raises DownloadError (one actionable line) when the hub cannot be reached and no
-    complete copy is on disk, when the repo is not found, or when the result is missing
-    files the loader needs.
+    Offline or unreachable with no complete copy on disk, a repo not found, or a folder
+    that cannot be written.
     """
     import huggingface_hub
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    repo = repo_id(size)
-    target = model_dir(size, dest_dir)
+    target = Path(target)
     bars_were_disabled = are_progress_bars_disabled()
     if not progress:
         disable_progress_bars()
     try:
-        huggingface_hub.snapshot_download(repo, local_dir=target, allow_patterns=ALLOW_PATTERNS)
+        huggingface_hub.snapshot_download(repo, repo_type=repo_type, local_dir=target, allow_patterns=allow_patterns)
     except LocalEntryNotFoundError as err:
         if huggingface_hub.constants.HF_HUB_OFFLINE:
             reason, advice = "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE"
@@ -106,6 +105,18 @@ def download_musicgen(size: str, dest_dir: str | Path, progress: bool = True) ->
     finally:
         if not progress and not bars_were_disabled:
             enable_progress_bars()
+    return target
+
+
+def download_musicgen(size: str, dest_dir: str | Path, progress: bool = True) -> Path:
+    """Download `facebook/musicgen-{size}` into `dest_dir/musicgen-{size}` and return that folder.
+
+    Raises DownloadError (one actionable line) when the hub cannot be reached and no
+    complete copy is on disk, when the repo is not found, or when the result is missing
+    files the loader needs.
+    """
+    repo = repo_id(size)
+    target = fetch_snapshot(repo, model_dir(size, dest_dir), progress, ALLOW_PATTERNS)
     missing = missing_files(target)
     if missing:
         raise DownloadError(f"{target} is incomplete (missing {', '.join(missing)}); run the download "

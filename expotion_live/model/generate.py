@@ -15,7 +15,7 @@ import torch
 
 from ..features.schema import FRAME_RATE
 from .codec import Codec
-from .config import CheckpointError, DecoderConfig
+from .config import DecoderConfig
 from .decoder import Adapter, KVCache, MusicGenDecoder
 from .delay_pattern import UNKNOWN, DelayPattern
 from .precision import apply_precision, module_dtype, resolve_precision
@@ -49,14 +49,6 @@ def decode_backend_name(device: str = "auto", precision: str = "auto") -> str:
     return apply_precision(MusicGenDecoder(tiny), resolve_precision(precision, device), device).backend.name
 
 
-def _check_finite(decoder: MusicGenDecoder, model_dir) -> None:
-    """Refuse NaN or infinite weights (a damaged file) at load: they would fail deep inside sampling."""
-    for name, weight in decoder.named_parameters():
-        if not torch.isfinite(weight.detach().sum(dtype=torch.float32)):
-            raise CheckpointError(f"the MusicGen weights in {model_dir} are damaged ({name} holds NaN or "
-                                  f"infinite values); download or copy the model folder again")
-
-
 class MusicGen:
     """The frozen base model: our decoder, T5 text encoder and EnCodec, on one device."""
 
@@ -80,7 +72,6 @@ class MusicGen:
         ckpt = open_checkpoint(model_dir)
         precision = resolve_precision(precision, device)    # "auto" = the device's default
         decoder = load_decoder(ckpt, device, module_dtype(precision, device))   # no fp32 copy on a GPU
-        _check_finite(decoder, model_dir)
         apply_precision(decoder, precision, device)   # and with it the decode backend (`decoder.backend`)
         return cls(decoder, load_text_encoder(ckpt, device), load_codec(ckpt, device), precision)
 

@@ -4,13 +4,15 @@ The layout is what `MusicgenForConditionalGeneration.save_pretrained` writes and
 `facebook/musicgen-{small,medium,large}` hold: `config.json`, `model.safetensors` or
 sharded `model-*.safetensors` with `model.safetensors.index.json`, and the tokenizer
 files. A decoder-only directory (`MusicgenForCausalLM.save_pretrained`) loads too.
-Every failure is a `CheckpointError` naming the file and the key.
+Every failure is a `CheckpointError` naming the file and the key, a NaN or infinite weight
+in any of the networks (decoder, T5, EnCodec) included.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +93,8 @@ def _tensor_files(model_dir: Path) -> dict[str, Path]:
 
 def load_state_exact(module: nn.Module, ckpt: Checkpoint, candidates: Callable[[str], Sequence[str]],
                      assign: bool = False, device=None, dtype: torch.dtype | None = None) -> None:
-    """Load every tensor `module` expects, naming the checkpoint file and key on a missing weight or wrong shape.
+    """Load every tensor `module` expects, naming the checkpoint file and key on a missing, misshapen or
+    non-finite weight (NaN would surface only deep inside sampling or as NaN audio).
 
     `candidates(key)` lists the checkpoint keys that may hold the module's `key`, best
     first (older saves name weight-norm tensors `weight_g`/`weight_v`; T5 ties weights).
@@ -113,14 +116,29 @@ def load_state_exact(module: nn.Module, ckpt: Checkpoint, candidates: Callable[[
             path = ckpt.tensor_files[found]
             if path not in opened:
                 opened[path] = files.enter_context(safe_open(path, framework="pt"))
-            value = opened[path].get_tensor(found)
+            with _stop_signals_held():
+                value = opened[path].get_tensor(found)
             if value.shape != tensor.shape:
                 raise CheckpointError(f"{path}: weight {found} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(tensor.shape)} from config.json")
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise CheckpointError(f"{path}: weight {found} holds NaN or infinite values (the file is "
+                                      f"damaged); download or copy the model folder again")
             if value.is_floating_point():
                 value = value.to(device=device, dtype=dtype or tensor.dtype)
             state[key] = value
     module.load_state_dict(state, strict=True, assign=assign)
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP during a tensor read: raised inside torch's C++ code, their
+    KeyboardInterrupt comes out as an unrelated ValueError; held, it arrives right after the read."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _file_of(ckpt: Checkpoint) -> Path:

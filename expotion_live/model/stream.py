@@ -16,8 +16,10 @@ has `window` positions (MusicGen was trained on 30 s = 1500); when the next chun
 would not fit, the stream slides (`slide`): it prefills the most recent `context`
 complete frames at position 0 and generation goes on from there (the incomplete
 frames are drawn again). A prompt change rewrites only the text's cross-attention keys
-and values (`set_text`); the adaptor's prefix comes with each `advance` and is loaded
-into fixed buffers, aligned so the window's newest frame meets the newest position.
+and values (`set_text`); the adaptor's prefix lives in fixed buffers (`condition`:
+`adaptor.PrefixBuffers`), filled for each chunk where the conditioning contract places
+it (`conditioning.ChunkWindow`: `next_window` says where the next chunk's goes). The
+window, its fits and slides are the contract's `StreamLayout`; nothing here re-derives them.
 
 One step (`_step`) samples the next column from the last logits and decodes it, reading
 and writing only tensors that stay in place (the sequence, the cache, the logits, a
@@ -28,13 +30,14 @@ synchronisation; elsewhere (the CPU's numba kernels) `EagerSteps` calls it step 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from .adaptor import FusedPrefixAttention, PrefixBuffers
+from .conditioning import ChunkWindow, StreamLayout, chunk_window
 from .decoder import KVCache
-from .delay_pattern import UNKNOWN
+from .delay_pattern import UNKNOWN, DelayPattern
 from .sampling import fill_gumbel, guide, noise_width, sample_with_noise
 from .text import TextCondition
 
@@ -70,6 +73,7 @@ class GenerationStream:
         self.K, self.vocab_size = config.num_codebooks, config.vocab_size
         self.window = window
         self.context = context           # frames a slide prefills
+        self.layout = StreamLayout(window, context, self.K)
         self.slides = 0
         self.generator = torch.Generator(device=self.device)
         if seed is None:
@@ -85,7 +89,7 @@ class GenerationStream:
         self.temperature = torch.ones((), device=self.device)
         self.noise = torch.zeros(0, device=self.device)        # (window, 1, K, width): each chunk's random numbers
         self.step_index = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.adapters: list | None = None                     # per-layer prefix buffers, once an adaptor is set
+        self.prefix: PrefixBuffers | None = None             # the adaptor's per-layer prefix, once one is set
         self.sampling = Sampling()
         self.next_position = 0           # host copy of `position`
         self.frames_done = 0             # complete frames since the last (re)start
@@ -105,35 +109,34 @@ class GenerationStream:
         if self.cache.cross_k.data_ptr() != before:
             self.text_version += 1
 
-    def _load_prefix(self, hooks: Sequence | None, last: int, capacity: int) -> None:
-        """The adaptor's hooks for the coming steps, or None; their window's newest frame meets position `last`.
+    def condition(self, adaptor) -> PrefixBuffers | None:
+        """The prefix buffers every step from now on reads, made once per adaptor (None: no adaptor).
 
-        The buffers are made once per adaptor (its gates are read where they are), so a
-        captured step reads each new window where the last one was.
+        The caller fills them for each chunk (`ConditionAdaptor.fill`) where `next_window` says.
         """
-        if hooks is None:
-            self.adapters = None
-            return
-        gates = [None if h is None else h.gate for h in hooks]
-        if self.adapters is None or any(g is not (None if b is None else b.gate) for g, b in zip(gates, self.adapters)):
-            self.adapters = [None if h is None else h.buffer(capacity) for h in hooks]
-        for buffer, hook in zip(self.adapters, hooks):
-            if hook is not None:
-                buffer.load(hook, first=last - hook.k_p.shape[2] + 1)
+        if adaptor is None:
+            self.prefix = None
+        elif self.prefix is None or not self.prefix.serves(adaptor, adaptor.config.max_frames):
+            self.prefix = PrefixBuffers(adaptor, adaptor.config.max_frames)
+        return self.prefix
+
+    def next_window(self, n_frames: int, max_frames: int) -> ChunkWindow:
+        """Where the condition window of the next `advance(n_frames)` sits (after the slide it will need)."""
+        done = self.frames_done if self.started else 0
+        if self.started and not self.layout.fits(done, n_frames):
+            done = self.layout.slide()
+        return chunk_window(done, n_frames, self.K, max_frames)
 
     # -- generation --------------------------------------------------------------------------
     @torch.no_grad()
-    def advance(self, n_frames: int, sampling: Sampling, hooks: Sequence | None = None,
-                prefix_capacity: int = 0) -> torch.LongTensor:
+    def advance(self, n_frames: int, sampling: Sampling, window: ChunkWindow | None = None) -> torch.LongTensor:
         """The next `n_frames` complete frames (1, K, n), on the device.
 
         Starts the stream on its first call, and slides when the frames would not fit
-        the window (unless `slide` was called ahead). `hooks`: the adaptor's,
-        from the newest window, aligned so its newest frame meets this call's last position.
+        the window (unless `slide` was called ahead). With an adaptor (`condition`), `window`
+        is this call's (`next_window(n_frames, ...)`), and the prefix buffers hold its prefix.
         """
-        if n_frames + self.context + self.K + 1 > self.window:
-            raise ValueError(f"{n_frames} frames after {self.context} of context do not fit a stream "
-                             f"window of {self.window} positions")
+        self.layout.check(n_frames)
         decoder = self.decoder
         if (decoder.positions_table.device != self.cache.self_k.device or decoder.dtype != self.cache.self_k.dtype
                 or (decoder.backend.position_major and not self.cache.position_major)):
@@ -144,7 +147,11 @@ class GenerationStream:
             self.slide()
         start, done = (self.next_position, self.frames_done) if self.started else (1, 0)   # 1: after the start token
         steps = done + n_frames + self.K - start                 # frame t is complete at position t + K
-        self._load_prefix(hooks, start + steps - 1, prefix_capacity)
+        if (window is None) != (self.prefix is None):
+            raise ValueError("an adaptor's chunk needs its ChunkWindow (next_window), and only such a chunk one")
+        if window is not None and (window.done, window.n, window.newest) != (done, n_frames, start + steps - 1):
+            raise ValueError(f"a condition window for {window.n} frames after {window.done} does not fit the "
+                             f"stream's next chunk ({n_frames} after {done}): make it with next_window")
         if not self.started:
             self.restart()                                       # its prefill under this chunk's prefix
         self._set_sampling(sampling)
@@ -174,7 +181,7 @@ class GenerationStream:
                 seq[:, k, k + 1:k + 1 + P] = prompt_codes[:, k].to(self.device)
         start = P + 1                                                    # start token + prompt frames
         prefix = seq[:, :, :start].expand(2, K, start)
-        self.logits.copy_(self.decoder.prefill_codes(prefix, self.cache, self.adapters))
+        self.logits.copy_(self.decoder.prefill_codes(prefix, self.cache, self._layers()))
         self.position.fill_(start)
         self.next_position = start
         self.frames_done = P
@@ -186,27 +193,28 @@ class GenerationStream:
         return self._frames(self.frames_done - n, n)
 
     def _frames(self, first: int, n: int) -> torch.LongTensor:
-        # frame t of codebook k sits at position t + 1 + k
-        index = (torch.arange(first, first + n, device=self.device)[None, :] + 1
-                 + torch.arange(self.K, device=self.device)[:, None])           # (K, n)
+        index = DelayPattern(self.K, first + n, 0, device=self.device).position_index[:, first:]   # (K, n)
         return self.seq.gather(2, index[None])                                  # (1, K, n)
+
+    def _layers(self) -> list[FusedPrefixAttention | None] | None:
+        return None if self.prefix is None else self.prefix.layers
 
     def fits(self, n_frames: int) -> bool:
         """Whether `n_frames` more frames fit the window without a slide."""
-        return self.frames_done + n_frames + self.K <= self.window
+        return self.layout.fits(self.frames_done, n_frames)
 
     @torch.no_grad()
-    def slide(self) -> None:
+    def slide(self, refilled: bool = False) -> None:
         """Restart from the last `context` complete frames: the window's oldest positions are dropped.
 
-        The adaptor's prefix stays with the moments it conditioned (its positions move back
-        with the frames), so the context is prefilled under the prefix it was made with.
+        Codes and prefix re-anchor together at position 0. `refilled`: the prefix buffers were
+        filled for the new positions (`layout.slide_window`), so the context is prefilled under
+        the prefix training gives them; else the last prefix moves back with the frames it conditioned.
         """
         context = self.recent_frames(self.context)
         shift = self.next_position - (context.shape[-1] + 1)
-        for buffer in self.adapters or ():
-            if buffer is not None:
-                buffer.first.sub_(shift)
+        if self.prefix is not None and not refilled:
+            self.prefix.shift(-shift)
         self.restart(context)
         self.slides += 1
 
@@ -239,7 +247,7 @@ class GenerationStream:
         column = torch.where(column == UNKNOWN, picked[..., None], column)         # pads and prompt stay
         self.seq.index_copy_(2, self.position, column)
         self.logits.copy_(self.decoder.decode_step(column.expand(2, self.K, 1), self.position, self.cache,
-                                                   self.adapters, attend_length=attend_length))
+                                                   self._layers(), attend_length=attend_length))
         self.position.add_(1)
         self.step_index.add_(1)
 
@@ -283,7 +291,7 @@ class GraphSteps:
 
     def _current_key(self) -> tuple:
         stream = self.stream
-        return (stream.sampling.shape_key(stream.vocab_size), stream.text_version, id(stream.adapters),
+        return (stream.sampling.shape_key(stream.vocab_size), stream.text_version, id(stream.prefix),
                 tuple(stream.noise.shape[1:]), stream.decoder.backend)   # the object: kept alive, compared by identity
 
     def prepare(self) -> None:

@@ -3,14 +3,20 @@
 One server thread (`osc-control`) receives datagrams and calls the `Controls` methods
 (`live.controller.LiveController`) in arrival order; where that leads, see the thread map
 in `live/session.py`.
-Anything malformed, unknown or failing is logged, counted and dropped: a stray packet
-on the network must never stop a performance.
+Anything malformed, unknown, too long, too frequent, unauthenticated or failing is logged
+(a few lines, however many packets), counted and dropped: a stray packet on the network
+must never stop a performance. On an address other than loopback every message must
+carry the shared secret as its first argument (docs/osc.md).
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import math
+import struct
 import threading
+import time
 from collections import Counter
 from typing import Protocol
 
@@ -35,20 +41,27 @@ class Controls(Protocol):
     def load_preset(self, name: str) -> None: ...
 
 
-# address -> (Controls method, argument types, allowed range for a float argument: the setting's own,
-# which the window's widgets use too)
+MAX_PROMPT_CHARS = 400     # a text prompt's length: T5 encodes longer ones at a cost the next chunk pays
+MAX_NAME_CHARS = 64        # a preset's name
+
+# address -> (Controls method, argument types, allowed range: a float argument's (the setting's own, which
+# the window's widgets use too) or a string argument's length)
 COMMANDS: dict[str, tuple[str, tuple[type, ...], tuple[float, float] | None]] = {
     "/expotion/start": ("start", (), None),
     "/expotion/stop": ("stop", (), None),
-    "/expotion/prompt": ("set_prompt", (str,), None),
+    "/expotion/prompt": ("set_prompt", (str,), (1, MAX_PROMPT_CHARS)),
     "/expotion/guidance": ("set_guidance", (float,), RANGES["generation.cfg"]),
     "/expotion/temperature": ("set_temperature", (float,), RANGES["generation.temperature"]),
     "/expotion/calibrate": ("calibrate", (), None),
-    "/expotion/preset": ("load_preset", (str,), None),
+    "/expotion/preset": ("load_preset", (str,), (1, MAX_NAME_CHARS)),
 }
 
 
 MAX_PACKET_BYTES = 8192    # the largest control packet read whole: prompts are short
+RATE_PER_SECOND = 20.0     # messages one sender may send to one address, on average...
+RATE_BURST = 20            # ...and at once: more than a fader's moves, far fewer than a flood
+MAX_SENDERS = 1024         # (sender, address) pairs whose rate is tracked
+OSC_TYPE_TAGS = set("ihfdsbrmtTFN[]")   # what python-osc parses; it logs (not raises) on any other
 
 
 class ControlError(RuntimeError):
@@ -72,8 +85,45 @@ def check_args(address: str, args: tuple) -> tuple | str:
                 return f"value {value!r} outside {low}-{high}"
         if kind is str and not value.strip():
             return "expects a non-empty string"
+        if kind is str and len(value) > bounds[1]:
+            return f"string of {len(value)} characters, at most {bounds[1]:g}"
         converted.append(value)
     return tuple(converted)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` lets only this machine in."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:        # a host name: it may name any interface
+        return False
+
+
+def unparsed_part(data: bytes) -> str:
+    """What in an OSC datagram python-osc would skip with a warning of its own ("" if nothing).
+
+    Found here first, so such packets are counted and logged like every other bad packet.
+    """
+    if data.startswith(b"#bundle\0"):
+        index = 16                          # "#bundle\0" and the time tag
+        while index + 4 <= len(data):
+            (size,) = struct.unpack(">i", data[index:index + 4])
+            content = data[index + 4:index + 4 + max(size, 0)]
+            index += 4 + max(size, 0)
+            if not (content.startswith(b"/") or content.startswith(b"#bundle\0")):
+                return f"a bundle element of {len(content)} bytes that is neither a message nor a bundle"
+            if reason := unparsed_part(content):
+                return reason
+        return ""
+    end = data.find(b"\0")
+    tags_at = (end // 4 + 1) * 4            # the address is padded to a multiple of 4 bytes
+    if end < 0 or data[tags_at:tags_at + 1] != b",":
+        return ""
+    tags = data[tags_at + 1:data.find(b"\0", tags_at)].decode("ascii", errors="replace")
+    unknown = sorted(set(tags) - OSC_TYPE_TAGS)
+    return f"unsupported OSC type tag(s) {''.join(unknown)!r}" if unknown else ""
 
 
 class _ControlDispatcher(Dispatcher):
@@ -102,12 +152,22 @@ class _ControlUDPServer(BlockingOSCUDPServer):
 
 
 class ControlServer:
-    """Listens on `host:port` (port 0 = any free port, see `.port`) and drives `controls`."""
+    """Listens on `host:port` (port 0 = any free port, see `.port`) and drives `controls`.
 
-    def __init__(self, controls: Controls, port: int, host: str = "127.0.0.1"):
+    `secret`: required as every message's first argument; needed (non-empty) when `host`
+    is not loopback, since then anyone on the network could reach the show.
+    """
+
+    def __init__(self, controls: Controls, port: int, host: str = "127.0.0.1", secret: str = ""):
+        if not secret and not is_loopback(host):
+            raise ControlError(f"control_host {host} lets other machines control the show: set [osc] "
+                               f"control_secret (each message then starts with it, docs/osc.md), or bind 127.0.0.1")
         self._controls = controls
-        self.counts: Counter[str] = Counter()     # handled / malformed / too_large / unknown / failed
+        self._secret = secret.encode()
+        self.counts: Counter[str] = Counter()   # handled / malformed / too_large / unknown / unauthenticated /
+                                                # rate_limited / failed
         self._lock = threading.Lock()             # counts are read from other threads
+        self._allowance: dict[tuple[str, str], tuple[float, float]] = {}   # (sender, address) -> (tokens, time)
         try:
             self._server = _ControlUDPServer((host, port), _ControlDispatcher(self))
         except OSError as err:
@@ -141,15 +201,27 @@ class ControlServer:
             self._reject("too_large", f"packet of more than {MAX_PACKET_BYTES} bytes from {client_address}")
             return
         try:
+            if unparsed := unparsed_part(data):
+                raise ValueError(unparsed)
             packet = osc_packet.OscPacket(data)
         except Exception as err:   # ParseError, and the UnicodeDecodeError of a string that is not UTF-8
             self._reject("malformed", f"unparseable packet of {len(data)} bytes from {client_address}: "
                                       f"{type(err).__name__}: {err}")
             return
+        sender = client_address[0] if client_address else ""
         for timed in packet.messages:
-            self._handle_message(timed.message.address, tuple(timed.message.params))
+            self._handle_message(timed.message.address, tuple(timed.message.params), sender)
 
-    def _handle_message(self, address: str, args: tuple) -> None:
+    def _handle_message(self, address: str, args: tuple, sender: str = "") -> None:
+        if self._secret:
+            given = args[0] if args and isinstance(args[0], str) else ""
+            if not hmac.compare_digest(given.encode(), self._secret):
+                self._reject("unauthenticated", f"{address} from {sender} without the control secret")
+                return
+            args = args[1:]
+        if not self._allowed(sender, address):
+            self._reject("rate_limited", f"{address} from {sender}: more than {RATE_PER_SECOND:g} a second")
+            return
         if address not in COMMANDS:
             self._reject("unknown", f"unknown address {address}; known: {', '.join(COMMANDS)}")
             return
@@ -164,6 +236,19 @@ class ControlServer:
             self._reject("failed", f"{address} {list(checked)!r} failed: {err}")
             return
         self._count("handled")
+
+    def _allowed(self, sender: str, address: str) -> bool:
+        """A token bucket per sender and address: RATE_BURST at once, RATE_PER_SECOND on average."""
+        now = time.monotonic()
+        if len(self._allowance) > MAX_SENDERS:      # a flood from many (forged) senders: start afresh
+            self._allowance.clear()
+        tokens, then = self._allowance.get((sender, address), (RATE_BURST, now))
+        tokens = min(RATE_BURST, tokens + (now - then) * RATE_PER_SECOND)
+        if tokens < 1:
+            self._allowance[(sender, address)] = (tokens, now)
+            return False
+        self._allowance[(sender, address)] = (tokens - 1, now)
+        return True
 
     def _count(self, kind: str) -> int:
         with self._lock:

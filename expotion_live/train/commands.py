@@ -1,6 +1,6 @@
 """The `prepare`, `train` and `evaluate` subcommands: a performer's recordings to a trained adaptor.
 
-Defaults are the paper's / the authors' recipe (DESIGN.md §2); see docs/training.md.
+Defaults are the paper's / the authors' recipe (docs/training.md).
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..features.external import TRACKER, check_source
 from ..features.schema import INPUTS
 from ..settings import Settings, flag, number
 from .config import TrainConfig
@@ -81,6 +82,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-captions", action="store_true",
                    help="ablation (paper Table 1, 'Generic'): train every clip on --default-caption instead of "
                         "its caption.txt; stored in the adaptor, so evaluate does the same")
+    p.add_argument("--text-dropout", type=number(float, 0.0, 1.0), default=_T.text_dropout,
+                   help="condition dropout: the share of pieces trained on guidance's null text, so the adaptor "
+                        "is trained for both halves of CFG (default: %(default)s, audiocraft's)")
+    p.add_argument("--face-source", type=_source, default=TRACKER, metavar="SOURCE",
+                   help="face features from the tracker (default) or from each clip's SOURCE.features.npz, "
+                        "e.g. the paper's MARLIN (docs/training.md); such an adaptor cannot play live")
+    p.add_argument("--motion-source", type=_source, default=TRACKER, metavar="SOURCE",
+                   help="motion features from the tracker's pose and flow (default) or from each clip's "
+                        "SOURCE.features.npz, e.g. the authors' 'raft' or 'synchformer' (replaces pose and flow)")
     p.add_argument("--look-ahead", type=_look_ahead, default=0, metavar="FRAMES|unlimited",
                    help="frames of video after its own moment a code may attend to (default: %(default)s, as live "
                         "generation has none; 'unlimited' is the paper's, for offline use); stored in the adaptor")
@@ -91,7 +101,8 @@ def add_parser(subparsers) -> None:
         "evaluate", help="tempo error and beat F1 of generated vs reference music on prepared clips",
         description="Generate music for each prepared clip (with --adaptor: from its video features too) and "
                     "score its rhythm against the clip's music: tempo error (BPM) and beat F1, the paper's "
-                    "rhythm metrics. FAD, KL and CLAP need weights that cannot be fetched here.")
+                    "rhythm metrics. FAD, KL, IS, CLAP and the paper's FAD-VGG, KL-PaSST and LanguageBind "
+                    "scores come from local model files (the flags below); nothing is downloaded.")
     p.add_argument("data", help="dataset folder prepared with `expotion-live prepare`")
     _model_flags(p)
     p.add_argument("--adaptor", help="adaptor checkpoint folder (e.g. RUN/best); without it, the text-only base")
@@ -115,6 +126,12 @@ def add_parser(subparsers) -> None:
                         "(e.g. MIT/ast-finetuned-audioset-10-10-0.4593 saved with save_pretrained)")
     p.add_argument("--clap", metavar="DIR", help="CLAP text-audio score: a local CLAP folder "
                                                   "(e.g. laion/clap-htsat-unfused saved with save_pretrained)")
+    p.add_argument("--vggish", metavar="FILE", help="the paper's FAD-VGG: torchvggish's weights file "
+                                                    "(vggish-10086976.pth)")
+    p.add_argument("--passt", metavar="FILE", help="the paper's KL on PaSST: hear21passt's weights file "
+                                                   "(passt-s-f128-p16-s10-ap.476-swa.pt; needs hear21passt installed)")
+    p.add_argument("--languagebind", metavar="DIR", help="video-music score: a folder with LanguageBind's video/ "
+                                                         "and audio/ models (needs the languagebind package)")
     p.add_argument("--json", metavar="FILE", help="also write per-clip and mean scores as JSON")
     p.add_argument("--audio-out", metavar="DIR", help="also write each generated clip as a WAV")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -123,11 +140,18 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="several `evaluate --json` files as one table in the paper's layout (markdown and PNG)",
         description="One row per evaluated configuration (inputs, caption or generic prompt), the paper's "
-                    "Table 1 columns that evaluate computes: FAD, KL, CLAP, tempo error, beat F1. The runs "
-                    "must have scored the same clips.")
+                    "Table 1 columns that any run computed (FAD-VGG, KL-PaSST, FAD, KL, IS, tempo error, beat F1, "
+                    "CLAP, LanguageBind). The runs must have scored the same clips.")
     p.add_argument("runs", nargs="+", metavar="JSON", help="files written by `expotion-live evaluate --json`")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for table.md and table.png")
     p.set_defaults(handler=_report)
+
+
+def _source(text: str) -> str:
+    try:
+        return check_source(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _look_ahead(text: str) -> int | None:
@@ -193,6 +217,7 @@ def _train(args, settings: Settings) -> int:
     from ..model.adaptor import AdaptorConfig, AdaptorError
     from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
     from .prepare import training_clips
+    from .sources import clip_for, source_width
     from .trainer import Trainer, TrainingError
 
     config = TrainConfig(
@@ -200,24 +225,31 @@ def _train(args, settings: Settings) -> int:
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, grad_clip=args.grad_clip,
         segment_seconds=args.segment_seconds, val_fraction=args.val_fraction, seed=args.seed,
         save_every=args.save_every, amp=not args.no_amp, default_caption=args.default_caption,
-        live_windows=not args.paper_windows)
-    adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers, flow_cnn=not args.no_flow_cnn,
-                                   inputs=args.inputs, captions=not args.no_captions, look_ahead=args.look_ahead)
+        live_windows=not args.paper_windows, text_dropout=args.text_dropout)
     trainer = None
     try:
         settings = _settings(args, settings)
         cache = cache_dir_for(args.data)
         index = read_index(cache)
         train_names, val_names = split_clips(training_clips(index), config.val_fraction, config.seed)
+        clips = {name: load_clip(cache, name) for name in train_names + val_names}
+        widths = {key: source_width(cache, list(clips.values()), source)     # the input sizes follow the source
+                  for key, source in (("face_dim", args.face_source), ("motion_dim", args.motion_source))
+                  if source != TRACKER}
+        adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers,
+                                       flow_cnn=not args.no_flow_cnn and args.motion_source == TRACKER,
+                                       inputs=args.inputs, captions=not args.no_captions, look_ahead=args.look_ahead,
+                                       face_source=args.face_source, motion_source=args.motion_source, **widths)
         musicgen = _load_musicgen(settings, device=_train_device(settings), precision="fp32")
         from .prepare import codec_fingerprint
 
         if index["codec"] != codec_fingerprint(musicgen.codec):
             return _fail(f"{cache} was prepared with another model's codec; run prepare again with --model "
                          f"{settings.model.dir}")
-        trainer = Trainer(musicgen, [load_clip(cache, n) for n in train_names], [load_clip(cache, n) for n in val_names],
+        trainer = Trainer(musicgen, [clip_for(adaptor_config, cache, clips[n]) for n in train_names],
+                          [clip_for(adaptor_config, cache, clips[n]) for n in val_names],
                           args.out, config, adaptor_config, device=musicgen.device, progress=not args.quiet,
-                          generation=settings.generation)
+                          generation=settings.generation, features=index.get("tracking"))
         print(f"{len(train_names)} training clips, {len(val_names)} validation clips "
               f"({len(index['test'])} test clips held out), "
               f"{trainer.steps_per_epoch} steps per epoch", flush=True)
@@ -229,8 +261,10 @@ def _train(args, settings: Settings) -> int:
         _leave_process_group()
     if result.interrupted:
         return 130
-    print(f"adaptor: {Path(args.out)} (latest), {Path(args.out) / 'best'} (lowest validation loss); "
-          f"curves: {Path(args.out) / 'curves.png'}")
+    best = Path(args.out) / "best"
+    chosen = (f", {best} (lowest validation loss)" if best.is_dir() else
+              " (no validation clips, so no best/: --val-fraction holds some out when there are enough)")
+    print(f"adaptor: {Path(args.out)} (latest){chosen}; curves: {Path(args.out) / 'curves.png'}")
     return 0
 
 
@@ -254,9 +288,10 @@ def _leave_process_group() -> None:
 def _evaluate(args, settings: Settings) -> int:
     from ..model.adaptor import AdaptorError, load_adaptor
     from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
-    from .evaluate import evaluate_clips, format_table, real_music, write_json
-    from .metrics import AudioClassifier, Clap, audio_metrics
+    from .evaluate import clip_videos, evaluate_clips, format_table, real_music, write_json
+    from .metrics import AudioClassifier, Clap, LanguageBind, Passt, VGGish, audio_metrics
     from .prepare import test_clips, training_clips
+    from .sources import clip_for
     from .trainer import seen_clips
 
     try:
@@ -284,22 +319,39 @@ def _evaluate(args, settings: Settings) -> int:
             return _fail(f"--no-captions is for the base model: {args.adaptor} is evaluated as it was trained "
                          f"({'with' if adaptor.config.captions else 'without'} captions, from its adaptor.json)")
         captions = adaptor.config.captions if adaptor is not None else not args.no_captions
+        if adaptor is not None and "tracking" in index:    # the clips' features against the adaptor's
+            from ..model.conditioning import differences_warning
+
+            trained = adaptor.trained.get("tracking", {})
+            differences = [f"tracking.{key} (trained {trained[key]!r}, test clips prepared with {value!r})"
+                           for key, value in index["tracking"].items() if key in trained and trained[key] != value]
+            if warning := differences_warning("evaluate", differences):
+                print(warning, file=sys.stderr)
         classifier = AudioClassifier(args.classifier, musicgen.device) if args.classifier else None
         clap = Clap(args.clap, musicgen.device) if args.clap else None
+        vggish = VGGish(args.vggish, musicgen.device) if args.vggish else None
+        passt = Passt(args.passt, musicgen.device) if args.passt else None
+        languagebind = LanguageBind(args.languagebind, musicgen.device) if args.languagebind else None
         generated = []
-        keep = classifier is not None or clap is not None
+        keep = any(m is not None for m in (classifier, clap, vggish, passt, languagebind))
         gen = settings.generation
-        results = evaluate_clips(musicgen, [load_clip(cache, n) for n in names], adaptor, seconds=args.seconds,
+        clips = [load_clip(cache, n) for n in names]
+        if adaptor is not None:
+            clips = [clip_for(adaptor.config, cache, clip) for clip in clips]
+        results = evaluate_clips(musicgen, clips, adaptor, seconds=args.seconds,
                                  cfg=gen.cfg, temperature=gen.temperature, top_k=gen.top_k, seed=args.seed,
                                  default_caption=args.default_caption, captions=captions,
                                  audio_out=args.audio_out, progress=not args.quiet,
-                                 on_audio=(lambda result, audio: generated.append(audio)) if keep else None)
+                                 on_audio=(lambda result, audio: generated.append(audio)) if keep else None,
+                                 generation=gen)
         set_scores = {}
         if keep:
+            needs_music = any(m is not None for m in (classifier, vggish, passt))
             music = real_music(args.data, [r.clip for r in results], [r.seconds for r in results],
-                               musicgen.sample_rate) if classifier is not None else []
+                               musicgen.sample_rate) if needs_music else []
+            videos = clip_videos(args.data, [r.clip for r in results]) if languagebind is not None else None
             set_scores = audio_metrics(generated, music, [r.caption for r in results], musicgen.sample_rate,
-                                       classifier, clap)
+                                       classifier, clap, vggish, passt, languagebind, videos)
     except (DatasetError, AdaptorError, ValueError, OSError) as err:   # incl. TrainingError, MetricsError
         return _fail(str(err))
     print(format_table(results, set_scores))

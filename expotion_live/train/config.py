@@ -14,7 +14,8 @@ class TrainConfig:
     warmup_epochs: float = 2.0          # linear warm-up before the cosine (authors)
     grad_clip: float = 0.1              # gradient-norm clip (authors)
     segment_seconds: float = 10.0       # training piece length (paper: 10 s clips)
-    live_windows: bool = True           # each batch shaped as one live chunk (dataset.live_shapes); off: the paper's
+    live_windows: bool = True           # each batch cut to one live window (conditioning.session_windows); off: the paper's
+    text_dropout: float = 0.2           # condition dropout: captions dropped to guidance's null text (audiocraft's 0.2)
     val_fraction: float = 0.1           # share of clips held out for the validation loss
     seed: int = 0                       # split, initialisation and data order
     save_every: int = 50                # steps between resumable checkpoints inside an epoch; 0 = epoch ends only

@@ -32,6 +32,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..capture.sources import VIDEO_SUFFIXES
 from ..features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
+from ..model.conditioning import ChunkWindow
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
 CAPTION_FILE = "caption.txt"
@@ -203,7 +204,7 @@ class Segment:
     clip: int       # index into the clip list
     start: int      # first code frame
     length: int     # code frames
-    first: int = 0  # decoder position of the video window's frame 0 (a live-shaped window's is not 0)
+    first: int = 0  # decoder position of the video window's frame 0 (conditioning.ChunkWindow.first)
     frames: int = 0  # video frames in the window; 0: `length`, aligned with the codes (the paper)
 
     @property
@@ -219,50 +220,9 @@ def segments(clips: list[CachedClip], length: int) -> list[Segment]:
             for start in range(0, clip.n_frames - length + 1, length)]
 
 
-@dataclass(frozen=True)
-class WindowShape:
-    """One live chunk as the adaptor meets it: the codes the decoder has read by the chunk's end and the window."""
-
-    codes: int      # code frames since the stream's (re)start, this chunk's included
-    frames: int     # video frames in the window (context + chunk, at most the adaptor's max_frames)
-    first: int      # decoder position of the window's frame 0; its newest frame meets the chunk's last position
-
-    def footprint(self, n_codebooks: int) -> int:
-        """Frames of a clip the shape covers: video reaching back before the codes (a window older than the
-        stream), the codes, and the K - 1 positions after them the newest frame sits at."""
-        return max(0, -self.first) + self.codes + n_codebooks
-
-    def place(self, piece: Segment, n_codebooks: int) -> Segment:
-        """This shape cut from the start of a fixed-length `piece` (its footprint must fit)."""
-        if self.footprint(n_codebooks) > piece.length:
-            raise DatasetError(f"a live window shape of {self.footprint(n_codebooks)} frames does not fit a "
-                               f"piece of {piece.length}")
-        return Segment(piece.clip, piece.start + max(0, -self.first), self.codes, self.first, self.frames)
-
-
-def live_shapes(timing, window: int, n_codebooks: int, max_frames: int) -> list[WindowShape]:
-    """Every chunk's shape as the live engine makes it, from the stream's start through one slide's cycle.
-
-    `timing` is the scheduler's `ChunkTiming` (chunk, first-chunk and context frames) and
-    `window` the stream's positions, so training follows the live settings. The rules are
-    the engine's: `GenerationStream.advance` slides to the last `context` frames when a
-    chunk would not fit its window (`fits`), decodes up to position last = frames + K - 1,
-    and aligns the window's newest frame with it; `MusicGenSource` hands the adaptor the
-    newest context + chunk frames (`window_adapters`). After the first slide the cycle
-    repeats, so one pass through it is every shape a session meets (chunks that end on a
-    conductor's beat vary in length; these are the set lengths).
-    """
-    K = n_codebooks
-    shapes: list[WindowShape] = []
-    done, n, slid = 0, timing.first_chunk_frames, False
-    while True:
-        if done + n + K > window:                              # GenerationStream.fits
-            if slid:
-                return shapes
-            done, slid = timing.context_frames, True           # GenerationStream.slide
-            if done + n + K > window:
-                raise DatasetError(f"{n} frames after {done} of context do not fit a stream window of {window}")
-            continue
-        frames = min(timing.context_frames + n, max_frames)
-        shapes.append(WindowShape(codes=done + n, frames=frames, first=done + n + K - frames))
-        done, n = done + n, timing.chunk_frames
+def cut(window: ChunkWindow, piece: Segment) -> Segment:
+    """A live chunk's window (the conditioning contract's) cut from the start of a fixed-length `piece`:
+    the codes since the stream's start, and the video at the positions the stream puts it."""
+    if window.footprint() > piece.length:
+        raise DatasetError(f"a live window of {window.footprint()} frames does not fit a piece of {piece.length}")
+    return Segment(piece.clip, piece.start, window.codes, window.first, window.frames)

@@ -3,18 +3,23 @@
 For each prepared clip (by default the test split `prepare` held out), music is
 generated from its caption (and, with an adaptor, its visual features), decoded, and
 compared with the reference music (the clip's EnCodec codes decoded by the same codec,
-so codec artefacts do not count against the model):
+so codec artefacts do not count against the model). An adaptor is evaluated as it plays:
+an adaptor trained on live windows renders each clip through the live engine offline
+(`engine.offline`, as `generate --video` does) under the [generation] window settings it
+was trained with; one trained on the paper's windows generates each piece in one pass
+from its start, as the paper evaluates. Without an adaptor, the base model in one pass.
 
 - tempo error: |BPM(generated) - BPM(reference)|, tempo from librosa's beat tracker;
 - beat F1: mir_eval's F-measure of the generated beat times against the reference's
   (70 ms window).
 
-With local model folders, `metrics.py` adds FAD and KL (against the real music files,
-not re-decoded codes: FAD measures closeness to real music) and the CLAP score, over the
-whole set. IS and LanguageBind (video-audio) are not computed.
+With local models, `metrics.py` adds FAD and KL (against the real music files, not
+re-decoded codes: FAD measures closeness to real music), IS, the CLAP score and the
+video-music score, over the whole set.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path, write_json as write_json_file
+from ..features.schema import FRAME_RATE, TimelineWindow
+from ..model.conditioning import ChunkWindow, as_trained
+from ..settings import GenerationSettings
 
 
 @dataclass(frozen=True)
@@ -62,11 +70,13 @@ def evaluate_clips(musicgen, clips, adaptor=None, seconds: float = 10.0, cfg: fl
                    temperature: float = 1.0, top_k: int = 250, seed: int = 0,
                    default_caption: str = "music with catchy melody", captions: bool = True,
                    audio_out: str | os.PathLike | None = None, progress: bool = True,
-                   on_audio: Callable[[ClipEvaluation, np.ndarray], None] | None = None) -> list[ClipEvaluation]:
+                   on_audio: Callable[[ClipEvaluation, np.ndarray], None] | None = None,
+                   generation=None) -> list[ClipEvaluation]:
     """Generate the first `seconds` of every clip (with the adaptor when given) and score its rhythm.
 
     `captions=False` prompts every clip with `default_caption` (the paper's "Generic").
     `on_audio(result, generated)` sees each clip's music, for the metrics over the whole set.
+    `generation`: the [generation] settings a live-trained adaptor plays under (module docstring).
     """
     import torch
     from tqdm import tqdm
@@ -74,16 +84,22 @@ def evaluate_clips(musicgen, clips, adaptor=None, seconds: float = 10.0, cfg: fl
     results = []
     for clip in tqdm(clips, desc="evaluate", unit="clip", disable=not progress):
         n = min(clip.n_frames, round(seconds * musicgen.frame_rate))
-        if adaptor is not None:
-            n = min(n, adaptor.config.max_frames)
         caption = (captions and clip.caption) or default_caption
-        text = musicgen.encode_text([caption])
-        hooks = None
-        if adaptor is not None:
-            with torch.no_grad():
-                hooks = adaptor.window_adapters(clip, n)
-        codes = musicgen.generate(text, n, cfg=cfg, temperature=temperature, top_k=top_k, seed=seed, adapters=hooks)
-        generated = musicgen.decode_audio(codes)[0]
+        if adaptor is not None and adaptor.trained.get("windows") == "live":
+            generated = render_as_played(musicgen, adaptor, clip, n, caption, generation, cfg, temperature, top_k,
+                                         seed).audio
+        else:
+            if adaptor is not None:
+                n = min(n, adaptor.config.max_frames)
+            prefix = None
+            if adaptor is not None:
+                with torch.no_grad():
+                    K = musicgen.decoder.config.num_codebooks     # the piece from its start: frame t at position t
+                    prefix = adaptor.prefix(clip_features(clip, n), ChunkWindow(done=0, n=n, frames=n, first=0, K=K))
+            text = musicgen.encode_text([caption])
+            codes = musicgen.generate(text, n, cfg=cfg, temperature=temperature, top_k=top_k, seed=seed,
+                                      adapters=prefix)
+            generated = musicgen.decode_audio(codes)[0]
         reference_codes = torch.from_numpy(np.asarray(clip.codes[:, :n], dtype=np.int64))[None]
         reference = musicgen.decode_audio(reference_codes.to(musicgen.device))[0]
         if audio_out is not None:
@@ -93,6 +109,28 @@ def evaluate_clips(musicgen, clips, adaptor=None, seconds: float = 10.0, cfg: fl
         if on_audio is not None:
             on_audio(results[-1], generated)
     return results
+
+
+def clip_features(clip, n_frames: int) -> TimelineWindow:
+    """A prepared clip's first `n_frames` of features as the engine reads a video's (t_end in seconds)."""
+    return TimelineWindow(t_end=(n_frames - 1) / FRAME_RATE, face=np.asarray(clip.face[:n_frames]),
+                          motion=np.asarray(clip.motion[:n_frames]), flow=np.asarray(clip.flow[:n_frames]))
+
+
+def render_as_played(musicgen, adaptor, clip, n_frames: int, caption: str, generation, cfg: float,
+                     temperature: float, top_k: int, seed: int):
+    """`engine.offline.render_codes` of a clip's features under the window settings `adaptor` was trained
+    with (the rest of `generation` as given), from `seed`: what `generate --video` plays for it."""
+    from ..engine.musicgen_source import MusicGenSource
+    from ..engine.offline import render_codes
+    from ..engine.scheduler import ChunkTiming
+    from ..engine.source import GenerationParams
+
+    generation = dataclasses.replace(as_trained(generation or GenerationSettings(), adaptor.trained), seed=seed)
+    source = MusicGenSource.from_settings(musicgen, adaptor, None, generation)
+    params = GenerationParams(prompt=caption, cfg=cfg, temperature=temperature, top_k=top_k, top_p=0.0)
+    return render_codes(source, clip_features(clip, clip.n_frames), params,
+                        ChunkTiming.from_settings(generation, musicgen.sample_rate), n_frames)
 
 
 def real_music(data_dir: str | os.PathLike, names: list[str], seconds: list[float],
@@ -110,6 +148,18 @@ def real_music(data_dir: str | os.PathLike, names: list[str], seconds: list[floa
         source = sources[name]
         music.append(read_audio(source.audio or source.video, sample_rate)[:round(length * sample_rate)])
     return music
+
+
+def clip_videos(data_dir: str | os.PathLike, names: list[str]) -> list[Path]:
+    """Each clip's video file, as the video-music score compares with."""
+    from .dataset import DatasetError, find_clips
+
+    sources = {clip.name: clip.video for clip in find_clips(data_dir)[0]}
+    gone = [name for name in names if name not in sources]
+    if gone:
+        raise DatasetError(f"clip {gone[0]!r} is prepared but its folder is gone from {data_dir}: the video-music "
+                           f"score reads the videos")
+    return [sources[name] for name in names]
 
 
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -138,7 +188,8 @@ def format_table(results: list[ClipEvaluation], set_scores: dict | None = None) 
     return "\n".join(lines)
 
 
-SET_SCORES = {"fad": "FAD", "kl": "KL", "clap": "CLAP score"}
+SET_SCORES = {"fad": "FAD", "kl": "KL", "is": "IS", "clap": "CLAP score", "fad_vggish": "FAD-VGG",
+              "kl_passt": "KL-PaSST", "video_music": "LanguageBind"}
 
 
 def write_json(results: list[ClipEvaluation], path: str | os.PathLike, extra: dict,
@@ -147,6 +198,6 @@ def write_json(results: list[ClipEvaluation], path: str | os.PathLike, extra: di
     data = {"summary": summary(results, set_scores), **extra,
             "clips": [{"clip": r.clip, "seconds": r.seconds, "caption": r.caption, **asdict(r.scores)}
                       for r in results],
-            "not_computed": ", ".join(missing + ["IS", "LanguageBind"]) + " (FAD and KL need --classifier, "
-                            "CLAP --clap; IS and LanguageBind are not implemented)"}
+            "not_computed": ", ".join(missing) + " (FAD, KL and IS need --classifier, CLAP --clap, FAD-VGG "
+                            "--vggish, KL-PaSST --passt, LanguageBind --languagebind)"}
     write_json_file(path, data)

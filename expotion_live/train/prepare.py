@@ -15,7 +15,11 @@ live session with `[tracking] calibrate_at_start` takes it: a take begins at res
 The test split is chosen here and recorded in index.json, so `train` never sees it (nor
 picks `best/` with it) and `evaluate` scores it. It is sticky: clips already recorded
 keep their side when clips are added, so an adaptor trained earlier has still not seen
-the test clips.
+the test clips. A dataset that comes with its own split (`SPLIT_FILE`, which `import`
+writes from the authors' test.lst) keeps that one instead.
+
+Features of other extractors in a clip folder (`<source>.features.npz`) are cached beside
+the tracker's on the same grid (`sources.cache_external`).
 """
 from __future__ import annotations
 
@@ -29,12 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..features.external import features_file, sources_in
 from ..features.schema import FACE_FOUND_COLUMN
 from .dataset import (AUDIO_SUFFIXES, CACHE_VERSION, ClipSource, DatasetError, find_clips, load_clip, read_index,
                       read_meta, set_caption, write_clip, write_index)
+from .sources import cache_external, load_external
 
 FEATURES = "calibrated-2"   # how the cached features were made: a change redoes every clip
 TEST_FRACTION = 0.1         # share of clips held out as the test split
+SPLIT_FILE = "split.json"   # in a dataset folder: {"train": [...], "test": [...]}, a published split to keep
+SILENCE = 1e-4              # peak below this (-80 dBFS): a music file that holds no music
+
 
 class AudioReadError(RuntimeError):
     """The music of a clip could not be decoded."""
@@ -81,7 +90,8 @@ def codec_fingerprint(codec) -> str:
 
 def _stamp(clip: ClipSource) -> dict:
     """What the cached arrays depend on: the source files and how features are made (not the caption)."""
-    files = [clip.video] + ([clip.audio] if clip.audio else [])
+    files = ([clip.video] + ([clip.audio] if clip.audio else [])
+             + [features_file(clip.video.parent, source) for source in sources_in(clip.video.parent)])
     return {str(p.name): [p.stat().st_size, p.stat().st_mtime_ns] for p in files} | {"features": FEATURES}
 
 
@@ -111,6 +121,20 @@ def choose_test_clips(names: list[str], fraction: float, previous: dict | None) 
     return sorted(kept + fresh[:max(0, want - len(kept))])
 
 
+def published_split(data_dir: str | os.PathLike) -> set[str] | None:
+    """The test clips a dataset's SPLIT_FILE names, or None when it has none."""
+    import json
+
+    path = Path(data_dir) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+        return set(split["test"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"{path} is not a split file ({{\"train\": [...], \"test\": [...]}}): {err}") from None
+
+
 def test_clips(index: dict) -> list[str]:
     """The test split recorded in a cache's index."""
     if "test" not in index:
@@ -131,19 +155,23 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
     from tqdm import tqdm
 
     from ..features.offline import extract_video
+    from ..model.conditioning import feature_settings
 
     clips, problems = find_clips(data_dir)
     report = PrepareReport(skipped=list(problems))
     fingerprint = codec_fingerprint(musicgen.codec)
+    features = feature_settings(tracking_settings)   # edited [tracking] keys re-extract the clips
     min_frames = round(min_seconds * musicgen.frame_rate)
     bar = tqdm(clips, desc="prepare", unit="clip", disable=not progress)
     for clip in bar:
         bar.set_postfix_str(clip.name)
-        stamp = _stamp(clip) | {"codec": fingerprint}
+        stamp = _stamp(clip) | {"codec": fingerprint, "tracking": features}
         meta = read_meta(cache_dir, clip.name)
         if meta is not None and meta["source"] == stamp:
             try:
-                load_clip(cache_dir, clip.name)      # the arrays are all there and whole
+                cached = load_clip(cache_dir, clip.name)      # the arrays are all there and whole
+                for source in sources_in(clip.video.parent):
+                    load_external(cache_dir, cached, source)
             except DatasetError as err:
                 log(f"rebuilding {clip.name}: {err}")
             else:
@@ -174,7 +202,15 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
             report.skipped.append((clip.name, f"no face: found in {100 * face_fraction:.0f}% of frames, "
                                               f"need {100 * min_face_fraction:.0f}%"))
             continue
+        if not np.abs(audio[:frames * musicgen.codec.hop_length]).max() > SILENCE:
+            log(f"warning: the music of {clip.name} ({(clip.audio or clip.video).name}) is silent: "
+                f"the adaptor would learn silence for this performance; check the file")
         codes = musicgen.codec.encode(audio[None, :frames * musicgen.codec.hop_length])[0].cpu().numpy()  # (K, T)
+        try:
+            cache_external(cache_dir, clip.name, clip.video.parent, frames)   # before meta.json marks the clip whole
+        except ValueError as err:
+            report.skipped.append((clip.name, f"unreadable features: {err}"))
+            continue
         report.prepared.append((clip.name, write_clip(cache_dir, clip.name, window, codes, clip.caption, stamp)))
 
     usable = sorted(report.prepared + report.reused)
@@ -182,18 +218,23 @@ def prepare_dataset(data_dir: str | os.PathLike, musicgen, tracking_settings, ca
         previous = read_index(cache_dir)
     except DatasetError:
         previous = None
+    published = published_split(data_dir)
     try:
-        test = choose_test_clips([name for name, _ in usable], test_fraction, previous) if usable else []
+        if published is not None:
+            test = sorted(name for name, _ in usable if name in published)
+            log(f"test split from {Path(data_dir) / SPLIT_FILE}")
+        else:
+            test = choose_test_clips([name for name, _ in usable], test_fraction, previous) if usable else []
     except DatasetError as err:   # too few clips: training still works, and `evaluate` says why it has no test clips
         log(f"no test split: {err}")
         test = []
-    if previous is not None and previous.get("test_fraction", test_fraction) != test_fraction:
+    if published is None and previous is not None and previous.get("test_fraction", test_fraction) != test_fraction:
         log("the test split is chosen anew (another --test-fraction): adaptors trained before it may have "
             "trained on its clips")
     write_index(cache_dir, {
-        "version": CACHE_VERSION, "codec": fingerprint, "frame_rate": musicgen.frame_rate,
+        "version": CACHE_VERSION, "codec": fingerprint, "frame_rate": musicgen.frame_rate, "tracking": features,
         "clips": [{"name": name, "frames": frames} for name, frames in usable],
-        "test_fraction": test_fraction, "test": test,
+        "test_fraction": test_fraction if published is None else None, "test": test,
         "skipped": [{"name": name, "reason": reason} for name, reason in sorted(report.skipped)],
     })
     for name, reason in sorted(report.skipped):

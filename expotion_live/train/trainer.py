@@ -1,8 +1,15 @@
 """PEFT training of the condition adaptor on prepared clips; MusicGen itself stays frozen.
 
-The recipe is the authors' (DESIGN.md §2): AdamW (lr 1e-2, weight decay 0.02), linear
+The recipe is the authors' (docs/training.md): AdamW (lr 1e-2, weight decay 0.02), linear
 warm-up for 2 epochs then cosine to 1e-4, gradient-norm clip 0.1, fp16 autocast on CUDA,
-cross-entropy over the 4 codebooks laid out in the delay pattern, 10 s segments.
+cross-entropy over the 4 codebooks laid out in the delay pattern, 10 s segments, and
+condition dropout: each piece's caption is dropped (the null text of guidance's second
+half) with `text_dropout`, so the adaptor is trained for both halves of CFG.
+
+Windows: by default each batch is cut to one window the live engine makes
+(`conditioning.session_windows`: the stream's growth, slides and a conductor's chunk
+lengths), so the adaptor meets in training exactly the windows it plays under.
+What it was trained under is recorded in its adaptor.json (`ConditionAdaptor.trained`).
 
 Resuming: `trainer_state.pt` in the run folder holds everything needed to continue
 (adaptor weights, optimiser moments, position in the epoch, loss history). It is
@@ -40,13 +47,14 @@ from torch import nn
 from ..atomic import atomic_path, write_json
 from ..engine.scheduler import ChunkTiming
 from ..model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor, trainable_share
+from ..model.conditioning import StreamLayout, recorded_settings, session_windows
 from ..model.decoder import fused_attention
 from ..model.delay_pattern import DelayPattern
 from ..model.text import TextCondition
 from ..settings import GenerationSettings
 from .config import TrainConfig
 from .curves import plot_curves
-from .dataset import CachedClip, Segment, live_shapes, segments
+from .dataset import CachedClip, Segment, cut, segments
 
 STATE_FILE = "trainer_state.pt"
 CLIPS_FILE = "clips.json"
@@ -178,8 +186,9 @@ class Trainer:
     def __init__(self, musicgen, train_clips: list[CachedClip], val_clips: list[CachedClip], out_dir: str | os.PathLike,
                  config: TrainConfig = TrainConfig(), adaptor_config: AdaptorConfig = AdaptorConfig(),
                  device="cpu", log: Callable[[str], None] = print, progress: bool = True,
-                 generation: GenerationSettings | None = None):
-        """`generation`: the live settings whose chunk shapes `config.live_windows` trains on (None: defaults)."""
+                 generation: GenerationSettings | None = None, features: dict | None = None):
+        """`generation`: the live settings whose windows `config.live_windows` trains on (None: defaults);
+        `features`: the feature settings the clips were prepared with (the cache index's "tracking")."""
         self.musicgen = musicgen
         self.decoder = musicgen.decoder.eval().requires_grad_(False)
         self.config = config
@@ -205,13 +214,16 @@ class Trainer:
         self.state = self._load_state()
         if self.state is not None:
             adaptor_config = AdaptorConfig.from_json(self.state["adaptor_config"])
-        self.shapes = (self._live_shapes(generation or GenerationSettings(), adaptor_config)
-                       if config.live_windows else None)
-        if self.shapes is None and adaptor_config.max_frames < self.segment_frames:
+        generation = generation or GenerationSettings()
+        self.windows = self._live_windows(generation, adaptor_config) if config.live_windows else None
+        if self.windows is None and adaptor_config.max_frames < self.segment_frames:
             raise TrainingError(f"segments of {self.segment_frames} frames exceed the adaptor's window of "
                                 f"{adaptor_config.max_frames} frames: lower --segment-seconds")
         torch.manual_seed(config.seed)
         self.adaptor = ConditionAdaptor(adaptor_config, self.decoder).to(self.device)
+        self.adaptor.trained = {"windows": "live" if config.live_windows else "paper",
+                                "text_dropout": config.text_dropout,
+                                **recorded_settings(generation, features or {})}
         self.model = AdaptedLoss(self.adaptor)
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -272,31 +284,47 @@ class Trainer:
         mask = torch.stack([F.pad(m, (0, width - m.shape[0])) for m in masks])            # (B, S)
         return TextCondition(hidden.to(self.device), mask.to(self.device))
 
-    def _live_shapes(self, generation: GenerationSettings, adaptor_config: AdaptorConfig):
-        """The live engine's chunk shapes under `generation` (dataset.live_shapes), checked to fit the pieces."""
+    def _dropped(self, text: TextCondition, step: int) -> TextCondition:
+        """Condition dropout: each piece's text replaced, with `text_dropout`, by guidance's null text
+        (`TextCondition.with_null`'s second half); drawn from (seed, step), so a resumed run draws the same."""
+        p = self.config.text_dropout
+        if p <= 0:
+            return text
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        keep = (torch.rand(text.hidden.shape[0], generator=generator) >= p).to(self.device)   # (B,)
+        return TextCondition(text.hidden * keep[:, None, None].to(text.hidden.dtype),
+                             text.mask * keep[:, None].to(text.mask.dtype))
+
+    def _live_windows(self, generation: GenerationSettings, adaptor_config: AdaptorConfig):
+        """The live engine's windows under `generation` (conditioning.session_windows), checked to fit."""
         rate, K = self.musicgen.frame_rate, self.decoder.config.num_codebooks
-        shapes = live_shapes(ChunkTiming.from_settings(generation, self.musicgen.sample_rate),
-                             round(generation.window_seconds * rate), K, adaptor_config.max_frames)
-        need = max(shape.footprint(K) for shape in shapes)
+        timing = ChunkTiming.from_settings(generation, self.musicgen.sample_rate)
+        layout = StreamLayout(round(generation.window_seconds * rate), timing.context_frames, K)
+        if layout.window > adaptor_config.max_frames:
+            raise TrainingError(f"generation.window_seconds {generation.window_seconds:g} exceeds the adaptor's "
+                                f"{adaptor_config.max_frames / rate:g} s of positions: lower it")
+        windows = session_windows(layout, timing.first_chunk_frames, timing.chunk_frames, adaptor_config.max_frames,
+                                  seed=self.config.seed)
+        need = max(window.footprint() for window in windows)
         if need > self.segment_frames:
-            raise TrainingError(f"live-shaped windows (generation.window_seconds {generation.window_seconds:g}, "
+            raise TrainingError(f"live windows (generation.window_seconds {generation.window_seconds:g}, "
                                 f"context_seconds {generation.context_seconds:g}) need pieces of {need / rate:g} s: "
                                 f"raise --segment-seconds to {need / rate:g}, or train the paper's way "
                                 f"with --paper-windows")
-        return shapes
+        return windows
 
     def _shaped(self, batches: list[list[Segment]], generator: torch.Generator | None = None) -> list[list[Segment]]:
-        """With live windows, each batch cut to one live shape (one window offset per batch), drawn with
-        `generator`, or without one in turn (validation: the same shapes every time)."""
-        if self.shapes is None:
+        """With live windows, each batch cut to one live window (one per batch), drawn with
+        `generator`, or without one in turn (validation: the same windows every time)."""
+        if self.windows is None:
             return batches
-        K, n = self.decoder.config.num_codebooks, len(self.shapes)
+        n = len(self.windows)
         picks = (range(len(batches)) if generator is None
                  else torch.randint(n, (len(batches),), generator=generator).tolist())
-        return [[self.shapes[i % n].place(s, K) for s in batch] for batch, i in zip(batches, picks)]
+        return [[cut(self.windows[i % n], s) for s in batch] for batch, i in zip(batches, picks)]
 
     def _epoch_order(self, epoch: int) -> list[list[Segment]]:
-        """This process's batches for `epoch`: order and live shapes fixed by (seed, epoch), split across ranks."""
+        """This process's batches for `epoch`: order and live windows fixed by (seed, epoch), split across ranks."""
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         order = torch.randperm(len(self.train_segments), generator=generator).tolist()
         B = self.config.batch_size
@@ -379,8 +407,9 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             batch = self._batch(self.train_clips, batches[step_in_epoch])
+            text = self._dropped(self._text(batch.captions), global_step)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
-                loss_sum, n = self.model(batch, self._text(batch.captions))
+                loss_sum, n = self.model(batch, text)
                 loss = loss_sum / n
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()

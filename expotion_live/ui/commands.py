@@ -7,6 +7,7 @@ expected failure into one actionable line on stderr.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def add_parser(subparsers) -> None:
     gui.add_argument("--start", action="store_true", help="start playing as soon as the window opens")
     gui.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the screen after --quit-after seconds")
     gui.add_argument("--quit-after", metavar="S", type=settings_mod.number(float, 0.0, 24 * 3600),
-                     help="close the window after S seconds (demos, CI); settings are still saved")
+                     help="close the window after S seconds (demos, CI); settings changed in it are still saved")
     gui.set_defaults(handler=run_gui)
 
     export = subparsers.add_parser(
@@ -43,7 +44,24 @@ def _fail(message: str) -> int:
     return 1
 
 
+# Qt platforms that draw without a desktop (QT_QPA_PLATFORM): tests, screenshots, remote viewers
+WINDOWLESS_QT_PLATFORMS = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb")
+
+
+def display_problem() -> str:
+    """Why the window cannot open here ("" when it can): Qt would abort with its plugin text instead."""
+    from ..doctor import check_display
+
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in WINDOWLESS_QT_PLATFORMS:
+        return ""
+    display = check_display()[0]
+    return "" if display.ok else f"{display.detail}: {display.fix}"
+
+
 def run_gui(args, settings: Settings) -> int:
+    if problem := display_problem():
+        print(f"expotion-live gui: {problem}", file=sys.stderr)
+        return 2
     overrides: dict[str, object] = {}
     if args.camera:
         overrides["camera.source"] = args.camera
@@ -61,8 +79,9 @@ def run_gui(args, settings: Settings) -> int:
     from .window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    settings_path = settings_mod.default_path()
-    window = MainWindow(settings, settings_path, presets_dir(getattr(args, "config", None) or settings_path))
+    # the performer's changes go back to the file the settings came from: --config FILE, else the default one
+    settings_path = Path(getattr(args, "config", None) or settings_mod.default_path())
+    window = MainWindow(settings, settings_path, presets_dir(settings_path))
     window.show()
     if args.start:
         QTimer.singleShot(0, window.start)
@@ -72,7 +91,7 @@ def run_gui(args, settings: Settings) -> int:
                 save_screenshot(window, Path(args.screenshot))
             window.close()
         QTimer.singleShot(round(args.quit_after * 1000), finish)
-    # Ctrl-C, SIGTERM and SIGHUP close the window like its close button (settings saved, recording
+    # Ctrl-C, SIGTERM and SIGHUP close the window like its close button (changes saved, recording
     # kept); Python runs signal handlers only between bytecodes, so a timer lets it in while Qt waits.
     previous = {sig: signal.signal(sig, lambda *_: window.close())
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}

@@ -8,12 +8,14 @@ session) goes to `SessionWorker` as a queued signal; results come back as signal
 (see `workers.py`). The thread map is in `live/session.py`.
 
 Prompt, guidance, temperature and top-k reach a running session at its next chunk;
-model, camera, audio and chunk-size changes apply at the next Start. The settings are
-saved on close.
+model, camera, audio and chunk-size changes apply at the next Start. On close, the settings
+the performer changed in the window, and only those, are written into the settings file
+(`settings.save_changes`): not what came from the control port, a preset or a one-off flag.
 """
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
@@ -83,10 +85,12 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Settings, settings_path: Path | None = None, presets_dir: Path | None = None,
                  performances_dir: Path | None = None):
-        """`settings_path`: saved on close (None = not saved); the folders default to ./presets, ./performances."""
+        """`settings_path`: the performer's changes are saved there on close (None = not saved); the folders
+        default to ./presets, ./performances."""
         super().__init__()
         self.setWindowTitle("Expotion Live")
         self.settings_path = settings_path
+        self._edited: dict[str, object] = {}     # setting -> the value the performer chose in the window
         self.presets_dir = presets_dir or Path.cwd() / "presets"
         self.performances_dir = performances_dir or Path.cwd() / "performances"
         self.running = False
@@ -281,7 +285,7 @@ class MainWindow(QMainWindow):
         form.addRow("", self.osc_apply)
         form.addRow("Out", self.osc_state)
         form.addRow("Control in", self.control_state)
-        self.osc_apply.clicked.connect(self._apply_osc_targets)
+        self.osc_apply.clicked.connect(lambda: self._apply_osc_targets(edited=True))
         return tab
 
     def _build_daw_tab(self) -> QWidget:
@@ -402,10 +406,11 @@ class MainWindow(QMainWindow):
     def _set(self, key: str, value) -> bool:
         """Keep one setting in the controller; a bad value is reported in the banner and changes nothing."""
         try:
-            self.controller.set(key, value)
+            after = self.controller.set(key, value)
         except SettingsError as err:
             self.show_banner(str(err))
             return False
+        self._edited[key] = settings_mod.value_of(after, key)
         return True
 
     def load_preset(self, name: str) -> None:
@@ -433,13 +438,16 @@ class MainWindow(QMainWindow):
         self.preset_box.setCurrentText(name)
         self.show_banner(f"saved {path}")
 
-    def _apply_osc_targets(self) -> None:
+    def _apply_osc_targets(self, edited: bool = False) -> None:
+        """Send to the targets in the box; `edited`: the performer pressed Apply (else they came with the settings)."""
         lines = [line.strip() for line in self.osc_targets.toPlainText().splitlines() if line.strip()]
         try:
             targets = self.controller.set_targets(lines)
         except OscTargetError as err:
             self.osc_state.setText(f"not applied: {err}")
             return
+        if edited:
+            self._edited["osc.targets"] = tuple(lines)
         self.osc_state.setText(", ".join(str(t) for t in targets) or "no targets")
 
     # ---- session ---------------------------------------------------------------------------
@@ -548,7 +556,7 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def shutdown(self) -> None:
-        """Stop everything in order and save the settings; safe to call twice."""
+        """Stop everything in order and save the performer's changes; safe to call twice."""
         for timer in (self._preview_timer, self._stage_timer):
             if timer.isActive():
                 timer.stop()
@@ -558,5 +566,9 @@ class MainWindow(QMainWindow):
             else:                    # kept referenced: Qt must not destroy a thread that still runs
                 log.warning("the session worker did not stop in time")
         self.controller.close()
-        if self.settings_path is not None:
-            settings_mod.save(self.settings, self.settings_path)
+        if self.settings_path is not None and self._edited:
+            try:
+                settings_mod.save_changes(self.settings_path, self._edited)
+            except OSError as err:     # a full disk: one line, and the window still closes
+                print(f"expotion-live gui: your settings changes were not saved: {err}", file=sys.stderr)
+            self._edited = {}
