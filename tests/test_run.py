@@ -1,6 +1,7 @@
 """`expotion-live run --headless`: the installation/CI mode, through its real argument parser."""
 import argparse
 
+import numpy as np
 import soundfile as sf
 
 from expotion_live.live import run as run_mod
@@ -15,8 +16,9 @@ def run(argv):
 
 
 def test_headless_run_on_face_video_with_tiny_model_writes_the_file(tmp_path, face_video, tiny_musicgen_dir, capsys):
-    out = tmp_path / "show.wav"
+    out, codes_out = tmp_path / "show.wav", tmp_path / "codes.npz"
     code = run(["--headless", "--video", str(face_video), "--out", str(out), "--duration", "2",
+                "--codes-out", str(codes_out),
                 "--model", str(tiny_musicgen_dir), "--precision", "fp32", "--engine", "musicgen",
                 "--prompt", "slow strings", "--file-only"])
     err = capsys.readouterr().err
@@ -24,6 +26,12 @@ def test_headless_run_on_face_video_with_tiny_model_writes_the_file(tmp_path, fa
     audio, sr = sf.read(out, dtype="float32")
     assert sr == 32000 and len(audio) == 2 * 32000 and abs(audio).max() > 1e-3
     assert "MusicGenSource -> file" in err and "played 2.0 s" in err and "underruns 0" in err
+    # Every generated code frame, the video frame at its position and its chunk: at least what was played.
+    codes = np.load(codes_out)
+    K, n = codes["codes"].shape
+    assert K == 4 and n >= 2 * 50 and codes["frame_times"].shape == codes["chunk"].shape == (n,)
+    assert codes["chunk"][0] == 0 and np.all(np.diff(codes["chunk"]) >= 0) and codes["chunk"][-1] >= 2
+    assert np.all(np.diff(codes["frame_times"]) >= 0)     # later codes meet the same or later video frames
 
 
 def test_expected_failures_are_one_line_errors(tmp_path, capsys):

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .. import settings as settings_mod
 from ..atomic import OutputInUseError, OutputLock, OutputPathError, check_output
 from ..audio.output import AudioDeviceError
@@ -37,6 +39,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--video", metavar="FILE", help="performance video instead of the camera (settings: camera.source)")
     p.add_argument("--camera", metavar="SPEC", help="camera index or name (settings: camera.source)")
     p.add_argument("--out", metavar="WAV", help="record what is played to this WAV file (settings: audio.out)")
+    p.add_argument("--codes-out", metavar="NPZ",
+                   help="save every generated code frame (codes [4, frames]), the time of the video frame at its "
+                        "decoder position (frame_times, the timeline's clock) and its chunk (chunk): MusicGen only")
     p.add_argument("--duration", type=settings_mod.number(float, 0.01, MAX_SECONDS), metavar="S",
                    help="stop after S seconds of audio (default: until Ctrl-C or SIGTERM)")
     add_model_flags(p)
@@ -82,13 +87,22 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
         if settings.audio.out:
             check_output(settings.audio.out, (".wav",), "--out")
             lock = OutputLock(settings.audio.out, "--out")
+        if args.codes_out:
+            check_output(args.codes_out, (".npz",), "--codes-out")
         check_osc(settings)
     except (OutputPathError, OutputInUseError, OscTargetError) as err:
         return _fail(str(err))
     controller = LiveController(settings, presets_dir(getattr(args, "config", None) or settings_mod.default_path()),
                                 notice=lambda line: print(f"expotion-live run: {line}", file=sys.stderr))
+    codes = None
+    if args.codes_out:
+        codes = CodeLog()
+        controller.build_source = codes.recording(controller.build_source)
     try:
-        return _play(controller, settings, args)
+        code = _play(controller, settings, args)
+        if codes is not None:
+            codes.save(args.codes_out)
+        return code
     except (SessionError, AudioDeviceError, CaptureError, ValueError, OSError) as err:
         return _fail(str(err).splitlines()[0])
     finally:
@@ -142,6 +156,45 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
     if not ok:
         return _fail(f"generation failed: {status.error}")
     return 1 if recording_stopped else 0
+
+
+class CodeLog:
+    """Which code was generated under which video frame (`--codes-out`): each chunk's new codes with the
+    time of the frame at each one's decoder position, kept as the generator thread renders them."""
+
+    def __init__(self):
+        self._codes: list[np.ndarray] = []          # (K, n) per chunk
+        self._frame_times: list[np.ndarray] = []    # (n,) per chunk
+        self._chunks: list[np.ndarray] = []         # (n,) per chunk
+
+    def recording(self, build_source):
+        """`build_source` whose MusicGen source logs each chunk it renders here."""
+        def build(settings):
+            source = build_source(settings)
+            if not hasattr(source, "last_frame_times"):
+                raise SessionError(f"--codes-out needs MusicGen (--engine musicgen); {source.name} makes no codes")
+            render = source.render
+
+            def render_logged(request):
+                audio = render(request)
+                self._codes.append(source.last_codes[0].numpy().copy())
+                self._frame_times.append(np.array(source.last_frame_times, np.float64))
+                self._chunks.append(np.full(request.n_frames, request.index, np.int64))
+                return audio
+
+            source.render = render_logged
+            return source
+
+        return build
+
+    def save(self, path) -> None:
+        """codes (K, frames), frame_times (frames,) float64, chunk (frames,), written atomically."""
+        from ..atomic import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            np.savez(file, codes=np.concatenate(self._codes, axis=1) if self._codes else np.zeros((0, 0), np.int64),
+                     frame_times=np.concatenate(self._frame_times) if self._frame_times else np.zeros(0),
+                     chunk=np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int64))
 
 
 class RunNotices:
