@@ -36,6 +36,9 @@ GEOMETRY_DIM = 3 * len(GEOMETRY_LANDMARKS)
 # Compact optical-flow field fed to the adaptor's Flow-Embedding CNN: (dx, dy) on a
 # coarse grid, in pixels of a 320-wide image per 1/30 s (independent of the camera's rate).
 FLOW_SHAPE = (2, 24, 32)
+# The flow's precision: prepared clips store it so (hours of flow), and the adaptor reads every flow at it,
+# live and offline too, so what it plays meets the values it was trained on.
+FLOW_DTYPE = np.float16
 # Hands as the performer sees them (not as the raw camera image shows them): row 0 of every
 # per-hand array is their left hand, row 1 their right. 21 MediaPipe hand landmarks each
 # (0 wrist, 4 thumb tip, 8 index tip, 5/9/13/17 the knuckles at the base of the fingers).

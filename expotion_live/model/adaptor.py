@@ -48,7 +48,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..features.external import TRACKER, check_source
-from ..features.schema import FACE_DIM, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
+from ..features.schema import FACE_DIM, FLOW_DTYPE, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
 from .conditioning import ChunkWindow
 from .decoder import additive_mask
 
@@ -382,11 +382,13 @@ class ConditionAdaptor(nn.Module):
         buffers.filled = end
 
     def _batch(self, features, span: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(face, motion, flow) rows `span` of `features` as (1, T, ...) float32 on the adaptor's device."""
-        def batch(x: np.ndarray) -> torch.Tensor:   # a copy: clips may be read-only
+        """(face, motion, flow) rows `span` of `features` as (1, T, ...) float32 on the adaptor's device,
+        the flow at the precision prepared clips keep it (FLOW_DTYPE)."""
+        def batch(x: np.ndarray, span: slice = span) -> torch.Tensor:   # a copy: clips may be read-only
             return torch.from_numpy(np.array(x[span], dtype=np.float32))[None].to(self.prefix_init.device)
 
-        return batch(features.face), batch(features.motion), batch(features.flow)
+        flow = np.asarray(features.flow[span], dtype=FLOW_DTYPE)
+        return batch(features.face), batch(features.motion), batch(flow, slice(None))
 
     def _prefix_layers(self, face: torch.Tensor, motion: torch.Tensor, flow: torch.Tensor, first: int,
                        past: PrefixBuffers | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

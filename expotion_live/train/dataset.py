@@ -31,7 +31,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..capture.sources import VIDEO_SUFFIXES
-from ..features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
+from ..features.schema import FACE_DIM, FLOW_DTYPE, FLOW_SHAPE, MOTION_DIM, TimelineWindow
 from ..model.conditioning import ChunkWindow
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
@@ -115,7 +115,7 @@ def write_clip(cache_dir: str | os.PathLike, name: str, window: TimelineWindow, 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "meta.json").unlink(missing_ok=True)   # incomplete until meta.json is back
     arrays = {"face": window.face[:n].astype(np.float32), "motion": window.motion[:n].astype(np.float32),
-              "flow": window.flow[:n].astype(np.float16), "codes": codes[:, :n].astype(np.int16)}
+              "flow": window.flow[:n].astype(FLOW_DTYPE), "codes": codes[:, :n].astype(np.int16)}
     for key, array in arrays.items():
         with atomic_path(folder / f"{key}.npy") as tmp:
             np.save(tmp, array)
