@@ -50,13 +50,14 @@ class JackStream:
                                   lead_seconds=(2 * period + round(block_size * self.sample_rate / sample_rate))
                                   / self.sample_rate)
         self.latency_seconds = self.feed.lead_seconds + period / self.sample_rate
-        self.underflows = 0           # JACK reports xruns to its server log, not to clients
+        self.underflows = 0           # xruns the server reported: a cycle missed its deadline
         self.callbacks = 0
         self.error = ""
         self._attached = True
         self._in_fill = False
         self._client.set_process_callback(self._process)
         self._client.set_shutdown_callback(self._shutdown)
+        self._client.set_xrun_callback(self._xrun)
 
     def _process(self, frames: int) -> None:
         self.callbacks += 1
@@ -67,6 +68,9 @@ class JackStream:
         else:
             out.fill(0.0)
         self._in_fill = False
+
+    def _xrun(self, delay: float) -> None:
+        self.underflows += 1
 
     def _shutdown(self, status, reason: str) -> None:
         self.error = f"the JACK server shut down: {reason}"

@@ -63,3 +63,4 @@ class ResampledFeed:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        self._soxr = None             # soxr's state is freed now, not at interpreter exit

@@ -15,7 +15,7 @@ import threading
 import time
 
 STALL_SECONDS = 0.25     # a consumer this late stalled: devices call back every few milliseconds
-FAIL_SECONDS = 0.75      # a device silent this long has failed; with POLL_SECONDS, noticed within a second
+FAIL_SECONDS = 0.6       # a device silent this long has failed: noticed, and said, within a second
 POLL_SECONDS = 0.05
 
 
