@@ -197,3 +197,12 @@ def test_a_jack_server_killed_mid_run_hands_over_to_the_file_sink_at_once_and_th
     played, _ = sf.read(tmp_path / "show.wav", dtype="float32")
     assert len(played) == player.blocks_played * BLOCK and recorder.dropped_samples == 0
     assert_is_the_tone(played[int(np.argmax(np.abs(played) > 1e-4)):], SR, len(played) / SR - 0.2)
+
+
+def test_doctor_opens_the_device_it_would_use_and_says_its_rate(portaudio_sees_jack):
+    from expotion_live.doctor import check_audio
+
+    [check] = check_audio(override(Settings(), {"audio.device": "jack"}))
+    assert check.ok and check.detail.startswith("plays: jack at 48000 Hz, resampled from 32000 Hz; have: ")
+    [check] = check_audio(override(Settings(), {"audio.api": "jack", "audio.jack_ports": ("nowhere:in",)}))
+    assert not check.ok and "no JACK input port 'nowhere:in'" in check.detail

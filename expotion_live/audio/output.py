@@ -347,6 +347,24 @@ def open_device(player: BlockPlayer, audio) -> AudioStream:
     return AudioStream(player, audio.device, audio.sample_rate, audio.block_size, audio.latency, audio.device_rate)
 
 
+def probe_output(audio, seconds: float = 0.3) -> str:
+    """Open the device [audio] names, play silence briefly and close it: what it really is.
+
+    Raises AudioDeviceError when it cannot be opened or never calls back.
+    """
+    player = BlockPlayer(RingBuffer(audio.sample_rate), DspPath(audio.sample_rate, audio.block_size, enabled=False))
+    device = open_device(player, audio)
+    device.start()
+    time.sleep(seconds)
+    if not device.callbacks:
+        device.abandon()
+        raise AudioDeviceError(f"output device {device.device_name!r} opened but never asked for audio")
+    device.stop()
+    rate = device.sample_rate
+    how = "" if rate == audio.sample_rate else f", resampled from {audio.sample_rate} Hz"
+    return f"{device.device_name} at {rate} Hz{how}"
+
+
 def open_output(player: BlockPlayer, audio, mode: str) -> tuple[Supervised | FileSink, str]:
     """Where played blocks go, for the live session and `record` alike ([audio] settings).
 
