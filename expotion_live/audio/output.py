@@ -211,7 +211,7 @@ class AudioStream:
         self.sample_rate = device_rate or _device_rate(sd, self.device_index, sample_rate)
         self.underflows = 0           # PortAudio reported output_underflow (the device ran dry)
         self.callbacks = 0            # callbacks so far: the watchdog's sign of life
-        self.error = ""               # set when PortAudio ends the stream by itself
+        self.error = ""               # PortAudio says nothing when its server dies: the watchdog counts callbacks
         self._attached = True         # False once detached: the callback no longer touches the player
         self._in_fill = False
         if self.sample_rate == sample_rate:
@@ -224,8 +224,7 @@ class AudioStream:
         try:
             self._stream = sd.OutputStream(
                 samplerate=self.sample_rate, blocksize=device_block, device=self.device_index,
-                channels=1, dtype="float32", callback=self._callback, latency=latency or "low",
-                finished_callback=self._finished)
+                channels=1, dtype="float32", callback=self._callback, latency=latency or "low")
         except sd.PortAudioError as err:
             raise AudioDeviceError(f"cannot open output device {self.device_name!r} at {self.sample_rate} Hz: {err}") from None
 
@@ -239,10 +238,6 @@ class AudioStream:
         else:
             outdata.fill(0.0)
         self._in_fill = False
-
-    def _finished(self) -> None:
-        if self._attached:
-            self.error = "the stream ended"
 
     @property
     def latency_seconds(self) -> float:
