@@ -10,6 +10,7 @@ JACK's process callback only copies from its ring.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from .output import AudioDeviceError
@@ -93,8 +94,10 @@ class JackStream:
         self.feed.stop()
 
     def abandon(self) -> None:
-        """Detach from a server that failed; closing the client would wait on it."""
+        """Detach from a server that failed and close the client off this thread: libjack's
+        threads of a client left open after its server died crash the process later."""
         self.detach()
+        threading.Thread(target=self._client.close, name="jack-close", daemon=True).start()
 
     def stop(self) -> None:
         self.detach()
