@@ -185,15 +185,6 @@ def find_output_device(name: str) -> int:
     raise AudioDeviceError(f"no output device matches {name!r}; available: {listing}")
 
 
-def _device_rate(sd, index: int, sample_rate: int) -> int:
-    """The music's rate when the device takes it (no resampling), else the device's own."""
-    try:
-        sd.check_output_settings(index, samplerate=sample_rate, channels=1, dtype="float32")
-        return sample_rate
-    except sd.PortAudioError:
-        return int(sd.query_devices(index)["default_samplerate"])
-
-
 class AudioStream:
     """A mono float32 PortAudio output stream at the device's rate.
 
@@ -208,25 +199,35 @@ class AudioStream:
         self.player = player
         self.device_index = find_output_device(device)
         self.device_name = sd.query_devices(self.device_index)["name"]
-        self.sample_rate = device_rate or _device_rate(sd, self.device_index, sample_rate)
         self.underflows = 0           # PortAudio reported output_underflow (the device ran dry)
         self.callbacks = 0            # callbacks so far: the watchdog's sign of life
         self.error = ""               # PortAudio says nothing when its server dies: the watchdog counts callbacks
         self._attached = True         # False once detached: the callback no longer touches the player
         self._in_fill = False
-        if self.sample_rate == sample_rate:
-            self.feed, self._fill, device_block = None, player.fill, block_size
-        else:
-            device_block = round(block_size * self.sample_rate / sample_rate)
-            self.feed = ResampledFeed(player, block_size, sample_rate, self.sample_rate,
-                                      lead_seconds=3 * device_block / self.sample_rate)
-            self._fill = self.feed.fill
+        self._latency = latency or "low"
         try:
-            self._stream = sd.OutputStream(
-                samplerate=self.sample_rate, blocksize=device_block, device=self.device_index,
-                channels=1, dtype="float32", callback=self._callback, latency=latency or "low")
+            self._open(sd, device_rate or sample_rate, sample_rate, block_size)
         except sd.PortAudioError as err:
-            raise AudioDeviceError(f"cannot open output device {self.device_name!r} at {self.sample_rate} Hz: {err}") from None
+            own = int(sd.query_devices(self.device_index)["default_samplerate"])
+            if device_rate or own == sample_rate:
+                raise AudioDeviceError(f"cannot open output device {self.device_name!r} at "
+                                       f"{device_rate or sample_rate} Hz: {err}") from None
+            try:                      # the music's rate refused (a JACK server, a 48 kHz-only card): the device's own
+                self._open(sd, own, sample_rate, block_size)
+            except sd.PortAudioError as err:
+                raise AudioDeviceError(f"cannot open output device {self.device_name!r} at {own} Hz: {err}") from None
+
+    def _open(self, sd, rate: int, sample_rate: int, block_size: int) -> None:
+        self.sample_rate = rate
+        if rate == sample_rate:
+            self.feed, self._fill, device_block = None, self.player.fill, block_size
+        else:
+            device_block = round(block_size * rate / sample_rate)
+            self.feed = ResampledFeed(self.player, block_size, sample_rate, rate,
+                                      lead_seconds=3 * device_block / rate)
+            self._fill = self.feed.fill
+        self._stream = sd.OutputStream(samplerate=rate, blocksize=device_block, device=self.device_index,
+                                       channels=1, dtype="float32", callback=self._callback, latency=self._latency)
 
     def _callback(self, outdata, frames, time_info, status) -> None:
         self.callbacks += 1
