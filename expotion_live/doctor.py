@@ -78,13 +78,14 @@ def check_cameras(settings: Settings) -> list[Check]:
 
 
 def check_audio(settings: Settings) -> list[Check]:
-    """The output devices as the session finds them (`audio.output`), the default marked."""
+    """The output devices as the session finds them, the default marked, and the one a show would
+    use opened and played for a moment: a listed device may still refuse (a rate, a busy card)."""
     try:
         import sounddevice as sd
     except OSError:
         return [Check("audio output", False, "PortAudio library not found",
                       fix="install PortAudio: sudo apt-get install libportaudio2", needed_for_show=True)]
-    from .audio.output import AudioDeviceError, find_output_device, output_devices
+    from .audio.output import AudioDeviceError, find_output_device, output_devices, probe_output
 
     try:
         outputs = output_devices()
@@ -103,7 +104,13 @@ def check_audio(settings: Settings) -> list[Check]:
     except AudioDeviceError:
         return [Check("audio output", False, f"no device matches audio.device={wanted!r}; have: {names}",
                       fix="set audio.device to part of one of these names", needed_for_show=True)]
-    return [Check("audio output", True, names, needed_for_show=True)]
+    try:
+        opened = probe_output(settings.audio)
+    except AudioDeviceError as err:
+        return [Check("audio output", False, f"{err}; have: {names}",
+                      fix="pick another device (audio.device, --audio-output) or record with --out show.wav",
+                      needed_for_show=True)]
+    return [Check("audio output", True, f"plays: {opened}; have: {names}", needed_for_show=True)]
 
 
 def check_accelerator() -> list[Check]:

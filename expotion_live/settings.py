@@ -75,7 +75,10 @@ class GenerationSettings:
 @dataclass(frozen=True)
 class AudioSettings:
     device: str = ""              # output device name (substring match); "" = system default
-    sample_rate: int = 32000      # EnCodec's rate; the stream runs at it
+    api: str = "portaudio"        # "portaudio": the device above; "jack": a JACK client playing into jack_ports
+    jack_ports: tuple[str, ...] = ()  # JACK input ports to play into, e.g. ["system:playback_1"]; () = the physical ones
+    sample_rate: int = 32000      # EnCodec's rate: the music, the DSP and the recording run at it
+    device_rate: int = 0          # the device's rate (resampled with soxr); 0 = the music's if the device takes it, else the device's own
     block_size: int = 512         # frames per callback: DSP latency is one block
     buffer_seconds: float = 8.0   # ring buffer capacity between generator and callback
     latency: float = 0.0          # PortAudio output latency hint, seconds; 0 = the device's low default (raise it on a busy machine)
@@ -159,7 +162,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "generation.top_p": (0, 1), "generation.seed": (-1, 2**32 - 1), "generation.chunk_seconds": (0.02, 10),
     "generation.context_seconds": (0, 30), "generation.window_seconds": (2, 40), "generation.crossfade_ms": (0, 1000),
     "generation.first_chunk_seconds": (0.02, 10), "generation.decode_context_seconds": (0, 5),
-    "audio.sample_rate": (8000, 192000), "audio.block_size": (16, 16384), "audio.buffer_seconds": (1, 600),
+    "audio.sample_rate": (8000, 192000), "audio.device_rate": (0, 384000), "audio.block_size": (16, 16384), "audio.buffer_seconds": (1, 600),
     "audio.latency": (0, 2), "audio.min_gain": (0, 1), "audio.filter_min_hz": (20, 96000),
     "audio.filter_max_hz": (20, 96000), "audio.dsp_smoothing_ms": (0, 1000),
     "osc.control_port": (0, 65535),
@@ -167,6 +170,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "link.quantum": (1, 16), "link.conduct_change_bpm": (0.5, 60), "link.conduct_hold_seconds": (0, 60),
     "engine.min_lead_seconds": (0, 60), "engine.low_water_seconds": (0, 60), "engine.loop_seconds": (0.02, 10),
 }
+
+
+# Keys whose value is one of a few words.
+CHOICES: dict[str, tuple[str, ...]] = {"audio.api": ("portaudio", "jack")}
 
 
 def in_range(value, low: float, high: float) -> bool:
@@ -232,6 +239,8 @@ def _build(cls, data: dict, prefix: str):
             if key in RANGES and not in_range(values[name], *RANGES[key]):
                 low, high = RANGES[key]
                 raise SettingsError(f"{key} = {value!r} is outside {low:g} to {high:g}")
+            if key in CHOICES and values[name] not in CHOICES[key]:
+                raise SettingsError(f"{key} = {value!r}: choose one of {', '.join(CHOICES[key])}")
     return dataclasses.replace(cls(), **values) if values else cls()
 
 

@@ -23,7 +23,9 @@ import numpy as np
 from ..atomic import AtomicFile, disk_full, writing
 from .dsp import DspPath
 from .monitor import AudioMonitor
+from .resample import ResampledFeed
 from .ring_buffer import RingBuffer
+from .watchdog import STALL_SECONDS, Supervised
 
 
 class AudioDeviceError(RuntimeError):
@@ -184,36 +186,93 @@ def find_output_device(name: str) -> int:
 
 
 class AudioStream:
-    """A mono float32 PortAudio output stream whose callback runs `BlockPlayer.fill`."""
+    """A mono float32 PortAudio output stream at the device's rate.
+
+    At the music's rate the callback runs `BlockPlayer.fill` itself; at any other rate
+    (chosen here, once) it copies from a `ResampledFeed`, which resamples on its own thread.
+    `device_rate` 0 = the music's rate when the device takes it, else the device's default.
+    """
 
     def __init__(self, player: BlockPlayer, device: str, sample_rate: int, block_size: int,
-                 latency: float = 0.0):
+                 latency: float = 0.0, device_rate: int = 0):
         sd = _portaudio()
         self.player = player
         self.device_index = find_output_device(device)
         self.device_name = sd.query_devices(self.device_index)["name"]
         self.underflows = 0           # PortAudio reported output_underflow (the device ran dry)
+        self.callbacks = 0            # callbacks so far: the watchdog's sign of life
+        self.error = ""               # PortAudio says nothing when its server dies: the watchdog counts callbacks
+        self._attached = True         # False once detached: the callback no longer touches the player
+        self._in_fill = False
+        self._latency = latency or "low"
         try:
-            self._stream = sd.OutputStream(
-                samplerate=sample_rate, blocksize=block_size, device=self.device_index,
-                channels=1, dtype="float32", callback=self._callback, latency=latency or "low")
+            self._open(sd, device_rate or sample_rate, sample_rate, block_size)
         except sd.PortAudioError as err:
-            raise AudioDeviceError(f"cannot open output device {self.device_name!r} at {sample_rate} Hz: {err}") from None
+            own = int(sd.query_devices(self.device_index)["default_samplerate"])
+            if device_rate or own == sample_rate:
+                raise AudioDeviceError(f"cannot open output device {self.device_name!r} at "
+                                       f"{device_rate or sample_rate} Hz: {err}") from None
+            try:                      # the music's rate refused (a JACK server, a 48 kHz-only card): the device's own
+                self._open(sd, own, sample_rate, block_size)
+            except sd.PortAudioError as err:
+                raise AudioDeviceError(f"cannot open output device {self.device_name!r} at {own} Hz: {err}") from None
+
+    def _open(self, sd, rate: int, sample_rate: int, block_size: int) -> None:
+        self.sample_rate = rate
+        if rate == sample_rate:
+            self.feed, self._fill, device_block = None, self.player.fill, block_size
+        else:
+            device_block = round(block_size * rate / sample_rate)
+            self.feed = ResampledFeed(self.player, block_size, sample_rate, rate,
+                                      lead_seconds=3 * device_block / rate)
+            self._fill = self.feed.fill
+        self._stream = sd.OutputStream(samplerate=rate, blocksize=device_block, device=self.device_index,
+                                       channels=1, dtype="float32", callback=self._callback, latency=self._latency)
 
     def _callback(self, outdata, frames, time_info, status) -> None:
+        self.callbacks += 1
         if status.output_underflow:
             self.underflows += 1
-        self.player.fill(outdata[:, 0])
+        self._in_fill = True          # before the check: see `detach`
+        if self._attached:
+            self._fill(outdata[:, 0])
+        else:
+            outdata.fill(0.0)
+        self._in_fill = False
 
     @property
     def latency_seconds(self) -> float:
-        """PortAudio's estimate of output latency after the callback."""
-        return float(self._stream.latency)
+        """Audio buffered after the player: PortAudio's output latency, plus the resampler's lead."""
+        return float(self._stream.latency) + (self.feed.lead_seconds if self.feed else 0.0)
+
+    @property
+    def dropped_samples(self) -> int:
+        """Silence played because the resampler fell behind, in the music's samples."""
+        return 0 if self.feed is None else round(self.feed.dropped_samples * self.feed.source_rate / self.sample_rate)
 
     def start(self) -> None:
+        if self.feed is not None:
+            self.feed.start()
         self._stream.start()
 
+    def detach(self) -> None:
+        """Stop consuming the player, without touching PortAudio (its server may be gone)."""
+        self._attached = False
+        while self._in_fill:          # a block being filled finishes first
+            time.sleep(0.001)
+        if self.feed is not None:
+            self.feed.stop()
+
+    def abandon(self) -> None:
+        """Detach from a device that failed, leaving PortAudio alone: stopping, closing or
+        terminating it would block for good once its server is gone, even at exit."""
+        import atexit
+
+        self.detach()
+        atexit.unregister(_portaudio()._exit_handler)
+
     def stop(self) -> None:
+        self.detach()
         self._stream.stop()
         self._stream.close()
 
@@ -229,6 +288,10 @@ class FileSink:
         self.realtime = realtime
         self.max_blocks = None if duration is None else round(duration * sample_rate / block_size)
         self.underflows = 0           # same interface as AudioStream; a sink has no device to run dry
+        self.dropped_samples = 0
+        self.failure = ""
+        self.stalls = 0               # times this thread woke STALL_SECONDS late (a stopped or starved process)
+        self.stalled_seconds = 0.0
         self.latency_seconds = 0.0    # nothing is buffered after the player
         self.device_name = ""         # no sound card: the session names the file (or nothing) instead
         self.finished = threading.Event()   # set when `duration` has been played
@@ -247,6 +310,10 @@ class FileSink:
                 delay = next_time - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                elif -delay >= STALL_SECONDS:   # no catch-up burst: the ring would run dry and the file get a hole
+                    self.stalls += 1
+                    self.stalled_seconds -= delay
+                    next_time = time.monotonic()
                 next_time += block_seconds
             else:
                 while self.player.ring.available() < self.block_size and not self._stop.is_set():
@@ -267,21 +334,56 @@ class FileSink:
 OUTPUT_MODES = ("auto", "device", "file")
 
 
-def open_output(player: BlockPlayer, audio, mode: str) -> tuple[AudioStream | FileSink, str]:
+def open_device(player: BlockPlayer, audio) -> AudioStream:
+    """The output [audio] names: a PortAudio device, or a JACK client connected to `jack_ports`."""
+    if audio.api == "jack":
+        from .jack_output import JackStream
+
+        return JackStream(player, audio.jack_ports, audio.sample_rate, audio.block_size)
+    return AudioStream(player, audio.device, audio.sample_rate, audio.block_size, audio.latency, audio.device_rate)
+
+
+def probe_output(audio, seconds: float = 0.3) -> str:
+    """Open the device [audio] names, play silence briefly and close it: what it really is.
+
+    Raises AudioDeviceError when it cannot be opened or never calls back.
+    """
+    player = BlockPlayer(RingBuffer(audio.sample_rate), DspPath(audio.sample_rate, audio.block_size, enabled=False))
+    device = open_device(player, audio)
+    device.start()
+    time.sleep(seconds)
+    if not device.callbacks:
+        device.abandon()
+        raise AudioDeviceError(f"output device {device.device_name!r} opened but never asked for audio")
+    device.stop()
+    rate = device.sample_rate
+    how = "" if rate == audio.sample_rate else f", resampled from {audio.sample_rate} Hz"
+    return f"{device.device_name} at {rate} Hz{how}"
+
+
+def open_output(player: BlockPlayer, audio, mode: str) -> tuple[Supervised | FileSink, str]:
     """Where played blocks go, for the live session and `record` alike ([audio] settings).
 
     "device": the sound card, or AudioDeviceError; "file": no sound card, a wall-clock FileSink;
-    "auto": the sound card, else the file sink unless [audio] device names a card. The string is
-    why auto fell back to the file sink ("" when it did not).
+    "auto": the sound card, else the file sink unless [audio] names a device. The string is
+    why auto fell back to the file sink ("" when it did not). A device that fails while
+    playing is replaced by the file sink (`Supervised`).
     """
     if mode not in OUTPUT_MODES:
         raise ValueError(f"output must be one of {OUTPUT_MODES}, got {mode!r}")
+
+    def file_sink() -> FileSink:
+        return FileSink(player, audio.sample_rate, audio.block_size, realtime=True)
+
     reason = ""
     if mode != "file":
         try:
-            return AudioStream(player, audio.device, audio.sample_rate, audio.block_size, audio.latency), ""
+            device = open_device(player, audio)
         except AudioDeviceError as err:
-            if mode == "device" or audio.device:
+            if mode == "device" or audio.device or audio.api != "portaudio":
                 raise
             reason = str(err)
-    return FileSink(player, audio.sample_rate, audio.block_size, realtime=True), reason
+        else:
+            then = f"writing {audio.out} goes on" if audio.out else "the music goes on unheard"
+            return Supervised(device, file_sink, then), ""
+    return file_sink(), reason

@@ -199,7 +199,7 @@ class CodeLog:
 
 class RunNotices:
     """One line on stderr for each change the operator of a headless run must hear of at once:
-    the recording stopped (a full disk), the camera or video ended, failed, or stopped delivering,
+    the recording stopped (a full disk), the audio device failed, the camera or video ended, failed, or stopped delivering,
     the number of Ableton Link peers changed."""
 
     def __init__(self, stall_seconds: float = STALL_SECONDS):
@@ -217,6 +217,8 @@ class RunNotices:
                   f"peer{'' if self._link_peers == 1 else 's'}, {status.link.tempo:.1f} BPM", file=sys.stderr)
         if status.recording_stopped:
             self._say(status.recording_stopped)
+        if status.output_failure:
+            self._say(status.output_failure)
         if status.tracking_status != self._status:
             self._status = status.tracking_status
             if self._status not in ("running", "stopped"):
@@ -248,5 +250,6 @@ def _summary(status: SessionStatus, written: Path | None) -> str:
     return (f"played {status.played_seconds:.1f} s{f' -> {written}' if written else ''}; RTF {rtf}, "
             f"first sound {seconds(status.time_to_first_sound)}, control latency {seconds(status.control_latency_mean)} "
             f"mean, {seconds(status.control_latency_max)} max, "
-            f"DSP latency {seconds(status.dsp_latency)}, underruns {status.underruns}, "
+            f"DSP latency {seconds(status.dsp_latency)}, underruns {status.underruns} "
+            f"({status.dropped_seconds:.2f} s of silence), stalls {status.stalls} ({status.stalled_seconds:.1f} s), "
             f"stretched {status.stretched_seconds:.1f} s, tracking {status.tracking_rate:.0f} fps over the run")

@@ -102,6 +102,10 @@ class SessionStatus:
     sustained_rtf: float | None          # since start
     buffer_seconds: float                # audio buffered ahead of the playhead
     underruns: int                       # ring ran dry after the first sound + device underflows
+    dropped_seconds: float               # silence those underruns played in place of music
+    stalls: int                          # the output stopped pulling for STALL_SECONDS or more (audio/watchdog.py)
+    stalled_seconds: float
+    output_failure: str                  # "" unless the device failed mid-run and the file sink took over
     stretching: bool                     # generation is behind and the last chunk is being looped
     stretched_seconds: float
     control_latency: float | None        # visual event -> first played sample generated with it (the last chunk's)
@@ -328,6 +332,9 @@ class LiveSession:
             sustained_rtf=sched.sustained_rtf if measured else None,
             buffer_seconds=self.ring.available() / sr,
             underruns=self.ring.underrun_blocks + self.output.underflows,
+            dropped_seconds=(self.ring.underrun_samples + self.output.dropped_samples) / sr,
+            stalls=self.output.stalls, stalled_seconds=self.output.stalled_seconds,
+            output_failure=self.output.failure,
             stretching=sched.stretching,
             stretched_seconds=sched.stretched_seconds,
             control_latency=sched.control_latency if played_chunk and sched.control_latency > 0 else None,
