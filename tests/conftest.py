@@ -83,6 +83,20 @@ JACK_SERVER = f"expotion-test-{os.getpid()}"   # private: never a performer's ru
 JACK_RATE = 48000                              # an audio interface's usual rate, not the model's 32 kHz
 
 
+def clear_stale_jack() -> None:
+    """Forget JACK servers that died uncleanly, when no JACK server runs at all.
+
+    JACK keeps a few server slots in shared memory (/dev/shm) and never frees the slot of a
+    server killed under its name, so killed test servers would use them all up over runs
+    ("Too many servers already active"). With no jackd alive nothing uses them.
+    """
+    if subprocess.run(["pgrep", "-x", "jackd"], capture_output=True).returncode == 0:
+        return
+    for path in Path("/dev/shm").glob("jack*"):
+        if path.stat().st_uid == os.getuid():
+            path.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def jack_server():
     """The name of a JACK server on the dummy driver at JACK_RATE, started for this test session.
@@ -91,6 +105,7 @@ def jack_server():
     """
     if shutil.which("jackd") is None:
         pytest.fail("jackd is not installed: run bash scripts/install --test")
+    clear_stale_jack()
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
     server = subprocess.Popen(["jackd", "--no-realtime", "-n", JACK_SERVER, "-d", "dummy",
                                "-r", str(JACK_RATE), "-p", "256"],
