@@ -166,6 +166,9 @@ def portaudio_device_plays_the_tone(device: str) -> None:
 @pytest.fixture
 def doomed_jack():
     """A JACK server of this test's own at 48 kHz, for the test to kill (never the shared one)."""
+    from conftest import clear_stale_jack
+
+    clear_stale_jack()
     name = f"expotion-doomed-{os.getpid()}"
     server = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", str(JACK_RATE), "-p", "256"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
