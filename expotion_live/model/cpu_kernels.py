@@ -102,20 +102,21 @@ def int8_rows(x, w, scale, out):
 
 
 @njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _int4_row_dot(x, m, w, scale, b, n):
+def _int4_row_dot(x, x_sums, m, w, scale, b, n):
     """Block b's share of out[m, n] in `int4_rows`: the rows its pairing leaves alone."""
     groups = scale.shape[2]
     half_group = w.shape[2] // groups
+    low, shift = np.uint8(15), np.uint8(4)
     total = np.float32(0.0)
     for g in range(groups):
         byte0 = g * half_group
         col0 = 2 * byte0
         a = np.float32(0.0)
         for j in range(half_group):
-            wb = w[b, n, byte0 + j]
-            a += (np.float32(wb & 15) - np.float32(8.0)) * x[m, b, col0 + j]
-            a += (np.float32(wb >> 4) - np.float32(8.0)) * x[m, b, col0 + half_group + j]
-        total += a * scale[b, n, g]
+            a += np.float32(w[b, n, byte0 + j] & low) * x[m, b, col0 + j]
+        for j in range(half_group):
+            a += np.float32(w[b, n, byte0 + j] >> shift) * x[m, b, col0 + half_group + j]
+        total += (a - np.float32(8.0) * x_sums[m, b, g]) * scale[b, n, g]
     return total
 
 
@@ -127,16 +128,28 @@ def int4_rows(x, w, scale, out):
     x (M, nb, B) f32 is the (M, K) activations cut into nb blocks of B columns; w (nb, N,
     B/2) uint8 holds two weights a byte, stored as q + 8 (q in -7..7); scale (nb, N, B/G)
     one fp32 scale per group of G columns. Within a group, byte j holds column j in its
-    low nibble and column j + G/2 in its high one, so both halves read x front to back
-    (contiguous loads LLVM vectorizes). As `int8_rows`: rows n and n + N/2 are read
-    together, each weight widened once in registers for every row of x. Releases the GIL.
+    low nibble and column j + G/2 in its high one. As `int8_rows`: rows n and n + N/2 are
+    read together, each weight widened once in registers for every row of x. Releases the GIL.
+
+    The nibbles are summed as stored (0..15) and the offset taken off once per group,
+    sum_k x_k (q_k + 8) - 8 sum_k x_k, and each half of a group is its own loop: the
+    nibble masks stay uint8 (numba widens `byte & 15` with an int constant to int64, a
+    quarter of the vector lanes) and every loop reads x front to back, as int8's does.
     """
     M = x.shape[0]
     nb, N, _ = w.shape
     groups = scale.shape[2]
     half_group = w.shape[2] // groups
     half = N // 2
-    eight = np.float32(8.0)
+    low, shift = np.uint8(15), np.uint8(4)
+    x_sums = np.empty((M, nb, groups), np.float32)
+    for m in range(M):
+        for b in range(nb):
+            for g in range(groups):
+                t = np.float32(0.0)
+                for k in range(2 * half_group):
+                    t += x[m, b, 2 * g * half_group + k]
+                x_sums[m, b, g] = t
     for m in range(M):
         for n in range(N):
             out[m, n] = 0.0
@@ -153,31 +166,36 @@ def int4_rows(x, w, scale, out):
                     c0 = np.float32(0.0)
                     c1 = np.float32(0.0)
                     for j in range(half_group):
-                        wb = w[b, n, byte0 + j]
-                        vb = w[b, far, byte0 + j]
-                        w_lo = np.float32(wb & 15) - eight
-                        w_hi = np.float32(wb >> 4) - eight
-                        v_lo = np.float32(vb & 15) - eight
-                        v_hi = np.float32(vb >> 4) - eight
-                        x0_lo = x[m, b, col0 + j]
-                        x0_hi = x[m, b, col0 + half_group + j]
-                        x1_lo = x[m + 1, b, col0 + j]
-                        x1_hi = x[m + 1, b, col0 + half_group + j]
-                        a0 += w_lo * x0_lo + w_hi * x0_hi
-                        a1 += w_lo * x1_lo + w_hi * x1_hi
-                        c0 += v_lo * x0_lo + v_hi * x0_hi
-                        c1 += v_lo * x1_lo + v_hi * x1_hi
-                    out[m, n] += a0 * scale[b, n, g]
-                    out[m + 1, n] += a1 * scale[b, n, g]
-                    out[m, far] += c0 * scale[b, far, g]
-                    out[m + 1, far] += c1 * scale[b, far, g]
+                        wk = np.float32(w[b, n, byte0 + j] & low)
+                        vk = np.float32(w[b, far, byte0 + j] & low)
+                        x0 = x[m, b, col0 + j]
+                        x1 = x[m + 1, b, col0 + j]
+                        a0 += wk * x0
+                        a1 += wk * x1
+                        c0 += vk * x0
+                        c1 += vk * x1
+                    for j in range(half_group):
+                        wk = np.float32(w[b, n, byte0 + j] >> shift)
+                        vk = np.float32(w[b, far, byte0 + j] >> shift)
+                        x0 = x[m, b, col0 + half_group + j]
+                        x1 = x[m + 1, b, col0 + half_group + j]
+                        a0 += wk * x0
+                        a1 += wk * x1
+                        c0 += vk * x0
+                        c1 += vk * x1
+                    s0 = np.float32(8.0) * x_sums[m, b, g]
+                    s1 = np.float32(8.0) * x_sums[m + 1, b, g]
+                    out[m, n] += (a0 - s0) * scale[b, n, g]
+                    out[m + 1, n] += (a1 - s1) * scale[b, n, g]
+                    out[m, far] += (c0 - s0) * scale[b, far, g]
+                    out[m + 1, far] += (c1 - s1) * scale[b, far, g]
                 m += 2
             if m < M:
-                out[m, n] += _int4_row_dot(x, m, w, scale, b, n)
-                out[m, far] += _int4_row_dot(x, m, w, scale, b, far)
+                out[m, n] += _int4_row_dot(x, x_sums, m, w, scale, b, n)
+                out[m, far] += _int4_row_dot(x, x_sums, m, w, scale, b, far)
         if N % 2:   # an odd row count leaves the last row unpaired
             for m in range(M):
-                out[m, N - 1] += _int4_row_dot(x, m, w, scale, b, N - 1)
+                out[m, N - 1] += _int4_row_dot(x, x_sums, m, w, scale, b, N - 1)
 
 
 @njit("void(float32[:, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, ::1], float32[:, :, ::1])",
