@@ -70,7 +70,7 @@ _INT4_GROUP = 64
 # weak judge of int8 quality (real checkpoints have outlier channels), so fp32 and bf16
 # stay one flag away. tests/test_precision.py checks the bound on tiny random decoders,
 # through both the full forward and prefill + decode_step.
-LOGIT_TOLERANCE = {"fp32": 0.0, "bf16": 1e-2, "int8": 3e-2, "int4": 3e-1}
+LOGIT_TOLERANCE = {"fp32": 0.0, "bf16": 1e-2, "int8": 3e-2, "int4": 4e-1}
 
 
 def logit_error(logits: torch.Tensor, reference: torch.Tensor) -> float:
