@@ -18,7 +18,9 @@ backend its precision got at load (`model.backends`). Per implementation it prin
   (this host's bandwidth drifts by a quarter within minutes), and how far above that
   floor the step is;
 - the relative logit error of each precision against our fp32 on the same inputs, over
-  a prefill (many rows per projection) and decoding steps (two rows: int8's own kernel).
+  a prefill (many rows per projection) and decoding steps (two rows: int8's and int4's
+  own kernels), and the greedy-token agreement there: the share of positions whose most
+  likely token is fp32's (random weights judge neither well: `bench quality` on real ones).
 
 The floor leaves out the KV cache reads (ours and transformers' attend over the filled
 part; ours on the torch path rounds it up to a bucket of 64 positions) and all per-op
@@ -28,7 +30,7 @@ cores trust `--threads 1`: with two threads on two busy cores every op waits unt
 both threads get a core, so other processes' load multiplies the step time.
 
     python bench/decode.py [--device cpu|cuda] [--models small,medium,large] [--steps 200]
-                           [--precisions fp32,bf16,int8] [--threads 1,2] [--json out/bench_decode.json]
+                           [--precisions fp32,bf16,int8,int4] [--threads 1,2] [--json out/bench_decode.json]
     expotion-live bench decode ...   (the same `main(argv)`)
 """
 from __future__ import annotations
@@ -52,7 +54,8 @@ sys.path.insert(0, str(REPO))
 
 from expotion_live.atomic import write_json  # noqa: E402
 from expotion_live.features.schema import FRAME_RATE  # noqa: E402
-from expotion_live.model.precision import PRECISIONS, projection_bytes  # noqa: E402
+from expotion_live.model.precision import (PRECISIONS, greedy_agreement, logit_error,  # noqa: E402
+                                           projection_bytes)
 
 BUDGET_MS = 1000 / FRAME_RATE     # a step must take at most this to keep up with playback
 PROMPT = "warm electronic groove with soft pads"
@@ -79,6 +82,7 @@ class Row:
     x_floor: float = 0.0
     speedup: float = 0.0          # vs transformers' generate, median ms per step
     logit_rel_err: float | None = None  # vs our fp32 on the same codes and text
+    greedy_agreement: float | None = None  # share of positions whose argmax token is fp32's, same inputs
     model: str = "small"
     device: str = "cpu"
     backend: str = "-"            # ours: the decoder's decode backend (model.backends); "-" for transformers
@@ -305,18 +309,19 @@ def print_table(rows: list[Row], model: str, codec_s_per_s: float, load: tuple) 
     print(f"EnCodec decode: {codec_s_per_s:.3f} s per s of audio (fp32)\n")
     header = (f"{'implementation':<22} {'prec':<5} {'backend':<11} {'thr':>3} {'median ms':>9} {'p99 ms':>7} "
               f"{'RTF':>5} {'RTF+codec':>9} {'x faster':>8} {'MB/step':>8} {'GB/s':>5} {'floor ms':>8} {'x floor':>7} "
-              f"{'logit err':>9} {'peak GB':>7} "
+              f"{'logit err':>9} {'greedy':>6} {'peak GB':>7} "
               f"{'budget':>7}")
     print(header)
     print("-" * len(header))
     for r in rows:
         err = "-" if r.logit_rel_err is None else f"{r.logit_rel_err:.1e}"
+        greedy = "-" if r.greedy_agreement is None else f"{r.greedy_agreement:.3f}"
         peak = "-" if r.peak_gb is None else f"{r.peak_gb:.1f}"
         verdict = "ok" if r.ms_median <= BUDGET_MS else f"{r.ms_median / BUDGET_MS:.1f}x"
         print(f"{r.name:<22} {r.precision:<5} {r.backend:<11} {r.threads:>3} {r.ms_median:>9.1f} {r.ms_p99:>7.1f} "
               f"{r.rtf:>5.2f} {r.rtf_with_codec:>9.2f} {r.speedup:>8.2f} {r.weight_mb_per_step:>8.0f} {r.bandwidth_gb_s:>5.1f} "
               f"{r.floor_ms:>8.1f} "
-              f"{r.x_floor:>7.2f} {err:>9} {peak:>7} {verdict:>7}")
+              f"{r.x_floor:>7.2f} {err:>9} {greedy:>6} {peak:>7} {verdict:>7}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -398,7 +403,8 @@ def run(args: argparse.Namespace, model_dir: Path, model: str) -> list[Row]:
     for r in rows:
         r.model = model
         if "fp32" in logits:
-            r.logit_rel_err = ((logits[r.precision] - logits["fp32"]).norm() / logits["fp32"].norm()).item()
+            r.logit_rel_err = logit_error(logits[r.precision], logits["fp32"])
+            r.greedy_agreement = greedy_agreement(logits[r.precision], logits["fp32"])
     if not args.no_transformers:
         reference = {}
         for threads in args.threads:

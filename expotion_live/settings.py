@@ -49,7 +49,7 @@ class TrackingSettings:
 class ModelSettings:
     dir: str = "checkpoints/musicgen-small"  # MusicGen weights in the transformers layout
     adaptor: str = ""             # adaptor checkpoint directory; "" = none
-    precision: str = "auto"       # auto | fp32 | bf16 | int8
+    precision: str = "auto"       # auto | fp32 | bf16 | int8 | int4
     device: str = "auto"          # auto | cpu | cuda | mps
     threads: int = 1              # torch CPU threads for generation: tracking needs another core, and threads
                                   # that share busy cores wait on each other every step (bench decode --threads)

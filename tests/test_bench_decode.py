@@ -40,10 +40,12 @@ def test_bench_decode_times_every_precision_at_every_thread_count(tiny_musicgen_
         assert row["x_floor"] == pytest.approx(row["ms_median"] / row["floor_ms"])
         # the backend each precision got at load, on the CPU
         assert row["backend"] == ("-" if name == "transformers generate" else
-                                  {"fp32": "cpu-modules", "bf16": "cpu-modules", "int8": "int8-numba"}[precision])
+                                  {"fp32": "cpu-modules", "bf16": "cpu-modules", "int8": "int8-numba",
+                                   "int4": "int4-numba"}[precision])
         if name != "transformers generate":
-            err = row["logit_rel_err"]
+            err, greedy = row["logit_rel_err"], row["greedy_agreement"]
             assert err == 0.0 if precision == "fp32" else 0.0 < err < LOGIT_TOLERANCE[precision]
+            assert greedy == 1.0 if precision == "fp32" else 0.5 < greedy <= 1.0
 
 
 def test_bench_decode_rejects_a_bad_thread_list(capsys):

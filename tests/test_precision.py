@@ -1,9 +1,9 @@
-"""Weight precision: each precision's logits stay near fp32, and int8 really stores int8.
+"""Weight precision: each precision's logits stay near fp32, and int8 and int4 really store int8 and int4.
 
 Oracle: the same random decoder left in fp32. Both the reference forward (24 rows per
 projection, over int8's many-row limit: the bf16 matmul) and prefill + decode_step (two
 rows, the CFG decoding shape: our int8 kernel) are checked, at an even and an odd width.
-The kernel itself is checked against the exact product of the int8 weights it holds,
+Each kernel is checked against the exact product of the int8 / int4 weights it holds,
 in the blocked layout wide projections use.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from torch import nn
 
 from expotion_live.model.config import DecoderConfig
 from expotion_live.model.decoder import MusicGenDecoder
-from expotion_live.model.precision import (LOGIT_TOLERANCE, PRECISIONS, Bf16Linear, Int8Linear, apply_precision,
-                                           default_precision, projection_bytes)
+from expotion_live.model.precision import (LOGIT_TOLERANCE, PRECISIONS, Bf16Linear, Int4Linear, Int8Linear,
+                                           apply_precision, default_precision, projection_bytes)
 from expotion_live.model.text import TextCondition
 
 
@@ -47,7 +47,7 @@ def logits_both_paths(decoder: MusicGenDecoder, seed=1) -> tuple[torch.Tensor, t
 
 
 @pytest.mark.parametrize("hidden, heads", [(64, 4), (40, 5)])
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
 def test_logits_stay_close_to_fp32(precision, hidden, heads):
     decoder = random_decoder(hidden, heads)
     ref_full, ref_step = logits_both_paths(decoder)
@@ -88,6 +88,18 @@ def test_int8_and_bf16_really_store_fewer_bytes():
     assert not any(type(m) is nn.Linear for m in int8.modules())
 
 
+def test_int4_stores_half_a_byte_per_weight_and_a_scale_per_group():
+    decoder = random_decoder(hidden=128)
+    n_weights = sum(m.weight.numel() for m in decoder.modules() if isinstance(m, nn.Linear))
+    int4 = apply_precision(decoder, "int4", "cpu")
+    projections = [m for m in int4.modules() if isinstance(m, Int4Linear)]
+    assert len(projections) == 2 * (4 + 4 + 2) + 4 and not any(type(m) is nn.Linear for m in int4.modules())
+    assert all(m.weight.dtype == torch.uint8 and m.group == 64 for m in projections)
+    assert projection_bytes(int4) == n_weights // 2 + 4 * (n_weights // 64)   # half a byte, 4 bytes per 64
+    q = torch.cat([m.int4_weight().flatten() for m in projections])
+    assert q.abs().max() == 7 and len(q.unique()) == 15                        # symmetric, all 15 levels used
+
+
 @pytest.mark.parametrize("in_features, block", [(64, 64), (40, 40), (2048, 1024), (1500, 750)])
 @pytest.mark.parametrize("lead", [(1, 1), (2, 1), (3, 1), (4, 2), (5, 8)])  # up to 8 rows: our kernel; 40: bf16 matmul
 @pytest.mark.parametrize("out_features", [48, 37])   # the kernel pairs rows n and n + N/2; odd N leaves one alone
@@ -108,7 +120,30 @@ def test_int8_projection_computes_the_product_of_its_int8_weights(in_features, b
     assert (q.dequantized_weight(torch.float32) - linear.weight).abs().le(q.weight_scale[:, None] / 2 + 1e-7).all()
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("in_features, block, group", [(64, 64, 64), (40, 40, 40), (2048, 1024, 64),
+                                                       (1500, 750, 50)])
+@pytest.mark.parametrize("lead", [(1, 1), (2, 1), (3, 1), (4, 2), (5, 8)])  # up to 8 rows: our kernel; 40: bf16 matmul
+@pytest.mark.parametrize("out_features", [48, 37])   # rows n and n + N/2 are paired, as in the int8 kernel
+def test_int4_projection_computes_the_product_of_its_int4_weights(in_features, block, group, lead, out_features):
+    torch.manual_seed(0)
+    linear = nn.Linear(in_features, out_features, bias=True)
+    q = Int4Linear(linear)
+    assert q.weight.shape == (in_features // block, out_features, block // 2)   # two weights a byte, blocked
+    assert q.weight_scale.shape == (in_features // block, out_features, block // group) and q.group == group
+    x = torch.randn(*lead, in_features)
+    weights = q.int4_weight().double() * q.column_scales().double()             # (N, K): q_nk * scale of its group
+    exact = (x.double() @ weights.T + linear.bias.double()).float()
+    with torch.no_grad():
+        y = q(x)
+    kernel = q.uses_int4_kernel(x.reshape(-1, in_features))
+    assert kernel == (x.numel() // in_features <= 8)
+    assert y.shape == (*lead, out_features)
+    assert relative_error(y, exact) < (1e-5 if kernel else 1e-2)
+    # Symmetric per-group quantization: each weight within half a step of its group's scale.
+    assert (q.dequantized_weight(torch.float32) - linear.weight).abs().le(q.column_scales() / 2 + 1e-7).all()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
 def test_gradients_reach_the_input_through_frozen_projections(precision):
     """The adaptor trains through the frozen decoder layers, whatever their precision."""
     torch.manual_seed(0)
@@ -124,12 +159,14 @@ def test_gradients_reach_the_input_through_frozen_projections(precision):
 
 def test_bad_precision_is_a_clear_error():
     decoder = random_decoder()
-    with pytest.raises(ValueError, match="choose one of auto, fp32, bf16, int8"):
+    with pytest.raises(ValueError, match="choose one of auto, fp32, bf16, int8, int4"):
         apply_precision(decoder, "fp16", "cpu")
     apply_precision(decoder, "int8", "cpu")
     apply_precision(decoder, "int8", "cpu")  # idempotent
     with pytest.raises(ValueError, match="load the model again"):
         apply_precision(decoder, "fp32", "cpu")
+    with pytest.raises(ValueError, match="already Int8Linear; load the model again"):
+        apply_precision(decoder, "int4", "cpu")
 
 
 def test_auto_resolves_to_the_device_default():

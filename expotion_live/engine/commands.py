@@ -34,7 +34,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", help="MusicGen weights directory (settings: model.dir)")
     p.add_argument("--adaptor", metavar="CKPT", help="trained condition adaptor (settings: model.adaptor)")
     p.add_argument("--prompt", metavar="TEXT", help="text prompt (settings: generation.prompt)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"),
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8", "int4"),
                    help="decoder weights (settings: model.precision)")
 
 

@@ -8,6 +8,7 @@ always ends with), never inside a step:
 
 - "int8-numba"   every projection `Int8Linear` without bias, fp32 on the CPU: a layer is
                  two numba calls on numpy views of the weights and the cache (`int8_step`).
+- "int4-numba"   the same with every projection `Int4Linear` without bias.
 - "cpu-modules"  any other fp32 decoder on the CPU: the decoder's modules, attention by
                  our one-query kernel (`attention.decode_attention`).
 - "fused-gpu"    plain bias-free `nn.Linear` projections on CUDA: the same math in fewer,
@@ -30,10 +31,10 @@ from torch import nn
 
 from .attention import Attend, decode_attention, fused_attention
 from .gpu_step import FusedDecodeStep
-from .int8_step import Int8DecodeStep
-from .precision import Bf16Linear, Int8Linear
+from .int8_step import QuantizedDecodeStep
+from .precision import Bf16Linear, Int4Linear, Int8Linear
 
-NAMES = ("int8-numba", "cpu-modules", "fused-gpu", "modules")
+NAMES = ("int8-numba", "int4-numba", "cpu-modules", "fused-gpu", "modules")
 
 
 class ModulesStep:
@@ -58,7 +59,7 @@ class ModulesStep:
 
 def _projections(decoder: nn.Module) -> list[nn.Module]:
     return [m for layer in decoder.layers for m in layer.modules()
-            if isinstance(m, (nn.Linear, Bf16Linear, Int8Linear))]
+            if isinstance(m, (nn.Linear, Bf16Linear, Int8Linear, Int4Linear))]
 
 
 def _all_of(decoder: nn.Module, kind: type) -> bool:
@@ -72,6 +73,8 @@ def _why_not(name: str, decoder: nn.Module) -> str | None:
     fp32_cpu = device == "cpu" and dtype == torch.float32
     if name == "int8-numba" and not (fp32_cpu and _all_of(decoder, Int8Linear)):
         return "it needs an fp32 decoder on the CPU whose projections are all Int8Linear without bias"
+    if name == "int4-numba" and not (fp32_cpu and _all_of(decoder, Int4Linear)):
+        return "it needs an fp32 decoder on the CPU whose projections are all Int4Linear without bias"
     if name == "cpu-modules" and not fp32_cpu:
         return "it needs an fp32 decoder on the CPU"
     if name == "fused-gpu" and not _all_of(decoder, nn.Linear):
@@ -82,7 +85,7 @@ def _why_not(name: str, decoder: nn.Module) -> str | None:
 def preferred(device: torch.device) -> tuple[str, ...]:
     """The backends worth running on this device, fastest first; "modules" runs anywhere."""
     if device.type == "cpu":
-        return "int8-numba", "cpu-modules", "modules"
+        return "int8-numba", "int4-numba", "cpu-modules", "modules"
     if device.type == "cuda":
         return "fused-gpu", "modules"
     return ("modules",)
@@ -104,8 +107,8 @@ def choose(decoder: nn.Module, name: str | None = None) -> str:
 def build(decoder: nn.Module, name: str):
     """Backend `name` (one `choose` returned) bound to this decoder's current weights."""
     cuda = decoder.positions_table.device.type == "cuda"
-    if name == "int8-numba":
-        return Int8DecodeStep(decoder.layers)
+    if name in ("int8-numba", "int4-numba"):
+        return QuantizedDecodeStep(name, decoder.layers)
     if name == "fused-gpu":
         return FusedDecodeStep(decoder.layers, cuda_graphs=cuda)
     if name == "cpu-modules":

@@ -6,12 +6,15 @@ are plain loops that LLVM vectorizes (fastmath), cached on disk and run with the
 released:
 
 - `int8_rows`: int8 projections (used by `precision.Int8Linear`);
+- `int4_rows`: int4 projections with a scale per group of columns (`precision.Int4Linear`);
 - `attend_one`: attention of one query over a prefix of position-major keys and values
   (`attention.decode_attention`, the "cpu-modules" backend's);
 - `self_attention_step`, `rest_of_layer_step`: a whole decoder layer for one position of
-  an int8 decoder in two calls (`int8_step.Int8DecodeStep`, the "int8-numba" backend),
-  split where the adaptor adds its term. A projection is passed as the pair (int8
-  weight blocks, scales) of `precision.Int8Linear`, a layer norm as (weight, bias, eps).
+  a quantized decoder in two calls, split where the adaptor adds its term
+  (`int8_step.QuantizedDecodeStep`, the "int8-numba" and "int4-numba" backends). A projection is passed as the pair (weight blocks,
+  scales) of `precision.Int8Linear` or `precision.Int4Linear`; `project` picks the
+  kernel from the weight's dtype when numba compiles the caller. A layer norm is
+  passed as (weight, bias, eps).
 
 Which decoding step runs them is the decode backend's choice (`backends`), made once per
 decoder placement. `takes(t)` is the rule for a module that calls them per call on
@@ -25,7 +28,8 @@ import math
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 
 def takes(t: torch.Tensor) -> bool:
@@ -97,6 +101,103 @@ def int8_rows(x, w, scale, out):
             out[m, n] *= scale[n]
 
 
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
+def _int4_row_dot(x, x_sums, m, w, scale, b, n):
+    """Block b's share of out[m, n] in `int4_rows`: the rows its pairing leaves alone."""
+    groups = scale.shape[2]
+    half_group = w.shape[2] // groups
+    low, shift = np.uint8(15), np.uint8(4)
+    total = np.float32(0.0)
+    for g in range(groups):
+        byte0 = g * half_group
+        col0 = 2 * byte0
+        a = np.float32(0.0)
+        for j in range(half_group):
+            a += np.float32(w[b, n, byte0 + j] & low) * x[m, b, col0 + j]
+        for j in range(half_group):
+            a += np.float32(w[b, n, byte0 + j] >> shift) * x[m, b, col0 + half_group + j]
+        total += (a - np.float32(8.0) * x_sums[m, b, g]) * scale[b, n, g]
+    return total
+
+
+@njit("void(float32[:, :, ::1], uint8[:, :, ::1], float32[:, :, ::1], float32[:, ::1])",
+      cache=True, nogil=True, fastmath=True, boundscheck=False)
+def int4_rows(x, w, scale, out):
+    """out = x W^T for a few rows, W int4 in column blocks with one scale per group of columns.
+
+    x (M, nb, B) f32 is the (M, K) activations cut into nb blocks of B columns; w (nb, N,
+    B/2) uint8 holds two weights a byte, stored as q + 8 (q in -7..7); scale (nb, N, B/G)
+    one fp32 scale per group of G columns. Within a group, byte j holds column j in its
+    low nibble and column j + G/2 in its high one. As `int8_rows`: rows n and n + N/2 are
+    read together, each weight widened once in registers for every row of x. Releases the GIL.
+
+    The nibbles are summed as stored (0..15) and the offset taken off once per group,
+    sum_k x_k (q_k + 8) - 8 sum_k x_k, and each half of a group is its own loop: the
+    nibble masks stay uint8 (numba widens `byte & 15` with an int constant to int64, a
+    quarter of the vector lanes) and every loop reads x front to back, as int8's does.
+    """
+    M = x.shape[0]
+    nb, N, _ = w.shape
+    groups = scale.shape[2]
+    half_group = w.shape[2] // groups
+    half = N // 2
+    low, shift = np.uint8(15), np.uint8(4)
+    x_sums = np.empty((M, nb, groups), np.float32)
+    for m in range(M):
+        for b in range(nb):
+            for g in range(groups):
+                t = np.float32(0.0)
+                for k in range(2 * half_group):
+                    t += x[m, b, 2 * g * half_group + k]
+                x_sums[m, b, g] = t
+    for m in range(M):
+        for n in range(N):
+            out[m, n] = 0.0
+    for b in range(nb):
+        for n in range(half):
+            far = n + half
+            m = 0
+            while m + 1 < M:
+                for g in range(groups):
+                    byte0 = g * half_group
+                    col0 = 2 * byte0
+                    a0 = np.float32(0.0)
+                    a1 = np.float32(0.0)
+                    c0 = np.float32(0.0)
+                    c1 = np.float32(0.0)
+                    for j in range(half_group):
+                        wk = np.float32(w[b, n, byte0 + j] & low)
+                        vk = np.float32(w[b, far, byte0 + j] & low)
+                        x0 = x[m, b, col0 + j]
+                        x1 = x[m + 1, b, col0 + j]
+                        a0 += wk * x0
+                        a1 += wk * x1
+                        c0 += vk * x0
+                        c1 += vk * x1
+                    for j in range(half_group):
+                        wk = np.float32(w[b, n, byte0 + j] >> shift)
+                        vk = np.float32(w[b, far, byte0 + j] >> shift)
+                        x0 = x[m, b, col0 + half_group + j]
+                        x1 = x[m + 1, b, col0 + half_group + j]
+                        a0 += wk * x0
+                        a1 += wk * x1
+                        c0 += vk * x0
+                        c1 += vk * x1
+                    s0 = np.float32(8.0) * x_sums[m, b, g]
+                    s1 = np.float32(8.0) * x_sums[m + 1, b, g]
+                    out[m, n] += (a0 - s0) * scale[b, n, g]
+                    out[m + 1, n] += (a1 - s1) * scale[b, n, g]
+                    out[m, far] += (c0 - s0) * scale[b, far, g]
+                    out[m + 1, far] += (c1 - s1) * scale[b, far, g]
+                m += 2
+            if m < M:
+                out[m, n] += _int4_row_dot(x, x_sums, m, w, scale, b, n)
+                out[m, far] += _int4_row_dot(x, x_sums, m, w, scale, b, far)
+        if N % 2:   # an odd row count leaves the last row unpaired
+            for m in range(M):
+                out[m, N - 1] += _int4_row_dot(x, x_sums, m, w, scale, b, N - 1)
+
+
 @njit("void(float32[:, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, ::1], float32[:, :, ::1])",
       cache=True, nogil=True, fastmath=True, boundscheck=False)
 def attend_one(q, k, v, bias, out):
@@ -150,12 +251,31 @@ def attend_one(q, k, v, bias, out):
                 out[b, h, d] *= inv
 
 
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _project(x, projection, out):
-    """out = x W^T for x (M, K) C-contiguous and `projection` = (int8 blocks, scales)."""
-    weight, scale = projection
-    n_blocks, _, block = weight.shape
-    int8_rows(x.reshape(x.shape[0], n_blocks, block), weight, scale, out)
+def project(x, projection, out):
+    """out = x W^T for x (M, K) C-contiguous and `projection` = (weight blocks, scales), int8 or int4.
+
+    Only numba-compiled callers can call it: its overload picks the kernel from the
+    weight's dtype when the caller is compiled (int8 -> `int8_rows`, uint8 -> `int4_rows`).
+    """
+    raise TypeError("cpu_kernels.project runs inside numba-compiled kernels only")
+
+
+@overload(project, jit_options={"fastmath": True, "boundscheck": False})
+def _project_by_weight_dtype(x, projection, out):
+    weight_type = projection[0]
+    if weight_type.dtype == types.int8:
+        def project_int8(x, projection, out):
+            weight, scale = projection
+            n_blocks, _, block = weight.shape
+            int8_rows(x.reshape(x.shape[0], n_blocks, block), weight, scale, out)
+        return project_int8
+    if weight_type.dtype == types.uint8:
+        def project_int4(x, projection, out):
+            weight, scale = projection
+            n_blocks = weight.shape[0]
+            int4_rows(x.reshape(x.shape[0], n_blocks, 2 * weight.shape[2]), weight, scale, out)
+        return project_int4
+    return None
 
 
 @njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
@@ -191,9 +311,9 @@ def self_attention_step(x, norm, q_proj, k_proj, v_proj, cache_k, cache_v, posit
     k = np.empty_like(x)
     v = np.empty_like(x)
     _layer_norm(x, norm, h)
-    _project(h, q_proj, q)
-    _project(h, k_proj, k)
-    _project(h, v_proj, v)
+    project(h, q_proj, q)
+    project(h, k_proj, k)
+    project(h, v_proj, v)
     cache_k[position] = k.reshape(M, H, Dh)
     cache_v[position] = v.reshape(M, H, Dh)
     attend_one(q.reshape(M, H, Dh), cache_k, cache_v, bias, s.reshape(M, H, Dh))
@@ -210,7 +330,7 @@ def rest_of_layer_step(x, s, o_proj, cross_norm, cross_q_proj, cross_o_proj, cro
     """
     M, D = x.shape
     delta = np.empty_like(x)
-    _project(s, o_proj, delta)
+    project(s, o_proj, delta)
     x += delta
     if cross_bias.shape[1] > 0:
         H, Dh = cross_k.shape[2], cross_k.shape[3]
@@ -218,18 +338,18 @@ def rest_of_layer_step(x, s, o_proj, cross_norm, cross_q_proj, cross_o_proj, cro
         q = np.empty_like(x)
         attended = np.empty_like(x)
         _layer_norm(x, cross_norm, h)
-        _project(h, cross_q_proj, q)
+        project(h, cross_q_proj, q)
         attend_one(q.reshape(M, H, Dh), cross_k, cross_v, cross_bias, attended.reshape(M, H, Dh))
-        _project(attended, cross_o_proj, delta)
+        project(attended, cross_o_proj, delta)
         x += delta
     h = np.empty_like(x)
     _layer_norm(x, ffn_norm, h)
     hidden = np.empty((M, fc1[0].shape[1]), np.float32)
-    _project(h, fc1, hidden)
+    project(h, fc1, hidden)
     root_half = np.float32(math.sqrt(0.5))
     for m in range(M):
         for j in range(hidden.shape[1]):
             a = hidden[m, j]
             hidden[m, j] = np.float32(0.5) * a * (np.float32(1.0) + math.erf(a * root_half))
-    _project(hidden, fc2, delta)
+    project(hidden, fc2, delta)
     x += delta

@@ -1,6 +1,6 @@
-"""The decoding step of an int8 decoder on the CPU: two numba calls per layer instead of ~30 torch ops.
+"""The decoding step of an int8 or int4 decoder on the CPU: two numba calls per layer instead of ~30 torch ops.
 
-With int8 projections the weights are few bytes, and our kernel streams them fast;
+With int8 or int4 projections the weights are few bytes, and our kernel streams them fast;
 what is left of a step run as torch modules is ~30 small torch ops per layer (layer
 norms, head views, cache writes, residual adds, GELU) on (2, D) tensors, and attention
 over the bucketed length. Here each layer is `cpu_kernels.self_attention_step` then
@@ -8,8 +8,9 @@ over the bucketed length. Here each layer is `cpu_kernels.self_attention_step` t
 step is projections, attention and little else. `bench/decode.py` measures the whole step.
 
 It is the "int8-numba" backend of `backends` (every projection `Int8Linear` without
-bias, fp32 on the CPU); the math is the decoder's, checked against its "modules"
-backend in tests/test_int8_step.py.
+bias, fp32 on the CPU) and the "int4-numba" one (every projection `Int4Linear`): the
+same two kernels, compiled once for each weight layout (`cpu_kernels.project`). The
+math is the decoder's, checked against its "modules" backend in tests/test_int8_step.py.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class LayerWeights(NamedTuple):
 
 
 def projection_arrays(linear: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-    """An `Int8Linear`'s (int8 weight blocks (K/B, N, B), scales (N,)) as numpy views, as the kernels take them."""
+    """An `Int8Linear`'s (int8 weight blocks (K/B, N, B), scales (N,)) or an `Int4Linear`'s (packed blocks
+    (K/B, N, B/2), group scales (K/B, N, B/G)) as numpy views, as the kernels take them."""
     return linear.weight.detach().numpy(), linear.weight_scale.detach().numpy()
 
 
@@ -51,14 +53,14 @@ def _norm(norm: nn.LayerNorm) -> tuple[np.ndarray, np.ndarray, float]:
     return norm.weight.detach().numpy(), norm.bias.detach().numpy(), float(norm.eps)
 
 
-class Int8DecodeStep:
-    """`decode_step`'s layers for an int8 decoder on the CPU; built once per decoder placement."""
+class QuantizedDecodeStep:
+    """`decode_step`'s layers for an int8 or int4 decoder on the CPU; built once per decoder placement."""
 
-    name = "int8-numba"
     position_major = True    # the kernels read positions 0..p of a layer's cache as one run
     cuda_graphs = False
 
-    def __init__(self, layers: Sequence[nn.Module]):
+    def __init__(self, name: str, layers: Sequence[nn.Module]):
+        self.name = name
         self.layers = [LayerWeights(
             self_norm=_norm(layer.self_attn_layer_norm), q=projection_arrays(layer.self_attn.q_proj),
             k=projection_arrays(layer.self_attn.k_proj), v=projection_arrays(layer.self_attn.v_proj),
