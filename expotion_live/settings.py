@@ -113,6 +113,7 @@ class MidiSettings:
     rate_hz: float = 50.0         # most updates per second of one controller: a DAW's automation needs no more
     note: int = 0                 # note played when the mouth opens (velocity: how wide); 0 = no notes
     clock: bool = False           # MIDI clock (24 per beat) at the music's tempo, start/stop with the music
+    api: str = "auto"             # auto (the system's own: ALSA, CoreMIDI, Windows MM) | alsa | jack | coremidi | winmm
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "midi.channel": (1, 16), "midi.rate_hz": (1, 1000), "midi.note": (0, 127),
     "link.quantum": (1, 16), "link.conduct_change_bpm": (0.5, 60), "link.conduct_hold_seconds": (0, 60),
     "engine.min_lead_seconds": (0, 60), "engine.low_water_seconds": (0, 60), "engine.loop_seconds": (0.02, 10),
+}
+
+
+# The allowed words of every setting that takes one of a few, checked on load like RANGES.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "midi.api": ("auto", "alsa", "jack", "coremidi", "winmm"),
 }
 
 
@@ -230,6 +237,8 @@ def _build(cls, data: dict, prefix: str):
             if key in RANGES and not in_range(values[name], *RANGES[key]):
                 low, high = RANGES[key]
                 raise SettingsError(f"{key} = {value!r} is outside {low:g} to {high:g}")
+            if key in CHOICES and values[name] not in CHOICES[key]:
+                raise SettingsError(f"{key} = {value!r}: expected one of {', '.join(CHOICES[key])}")
     return dataclasses.replace(cls(), **values) if values else cls()
 
 

@@ -135,6 +135,7 @@ class LiveSession:
         self.source = source
         self.duration = duration
         self.notice = ""                 # one line for the performer (e.g. no sound card: file only)
+        self.playing = False             # before MIDI opens: its clock thread reads it at once
         self._chunk_listeners: list[ChunkListener] = []
         self._expression = expression_index(audio.filter_expression)
 
@@ -176,7 +177,6 @@ class LiveSession:
         self.player.start_samples = self.scheduler.low_water   # the first sound rides out the device's burst
         self.recorder: WavRecorder | None = None
         self.started_at = 0.0
-        self.playing = False
 
     # -- construction ---------------------------------------------------------------------
     def _tracking(self, frames):
