@@ -300,3 +300,28 @@ def test_docs_list_the_default_map_and_every_signal():
     assert documented == set(MIDI_MAP)
     signals_table = text.split("| signal | 0 | 1 |")[1].split("\n\n")[0]
     assert set(re.findall(r"`(\w+)`", signals_table)) == set(SIGNALS)
+
+
+def test_headless_run_says_midi_opened_and_counts_what_reached_the_daw(midi_dump, face_video, tmp_path, capsys):
+    import argparse
+
+    from expotion_live.live import run as run_mod
+    from expotion_live.settings import Settings, override
+
+    name = f"Expotion Live run {os.getpid()}"
+    parser = argparse.ArgumentParser(prog="expotion-live")
+    run_mod.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["run", "--headless", "--video", str(face_video), "--engine", "synth", "--file-only",
+                              "--out", str(tmp_path / "show.wav"), "--duration", "2"])
+    settings = override(Settings(), {"midi.enabled": True, "midi.api": "jack", "midi.port": name,
+                                     "osc.control_port": 0})
+    connect = threading.Thread(target=lambda: (_wait_for(lambda: f"{name}:{name}" in _jack_ports(), "the port", 60),
+                                               midi_dump.connect(f"{name}:{name}")), daemon=True)
+    connect.start()
+    assert args.handler(args, settings) == 0
+    connect.join(timeout=5)
+    err = capsys.readouterr().err.splitlines()
+    assert f"expotion-live run: MIDI out on virtual port {name!r} (UNIX_JACK)" in err
+    sent = int(err[-1].split("MIDI ")[1].split(" messages")[0])
+    received = len(midi_dump.messages())
+    assert 0 < received <= sent            # the face's controllers reached jack_midi_dump (some before it connected)

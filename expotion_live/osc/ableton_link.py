@@ -154,6 +154,13 @@ class LinkSync:
         if tempo is not None:
             self.peer.tempo = tempo
 
+    @property
+    def description(self) -> str:
+        """One line for the operator: the session joined."""
+        peers = self.peer.peers
+        return (f"Ableton Link ({self.mode}): joined, {peers} peer{'' if peers == 1 else 's'}, "
+                f"{self.peer.tempo:.1f} BPM, {self.quantum:g} beats a bar")
+
     def status(self) -> LinkStatus:
         return LinkStatus(self.mode, self.peer.peers, self.peer.tempo, self.peer.beat, self.peer.phase, self.quantum)
 
