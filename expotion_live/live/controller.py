@@ -150,11 +150,11 @@ class LiveController:
 
     # -- the session ------------------------------------------------------------------------
     def open_session(self, settings: Settings, frames=None, *, output: str = "auto",
-                     duration: float | None = None) -> LiveSession:
+                     duration: float | None = None, record_advice: str = "pass --out WAV to record") -> LiveSession:
         """Build the source (may load MusicGen: seconds), open the frames and the session, attach OSC out.
 
         `settings` is this run's (the live ones, perhaps with a run-only change such as audio.out);
-        `frames` as `LiveSession` takes them, None = the camera or video of [camera] source.
+        `frames` and `record_advice` as `LiveSession` takes them, None = the camera or video of [camera] source.
         Not started; call `close_session` when it has stopped.
         """
         source = self.build_source(settings)
@@ -165,7 +165,8 @@ class LiveController:
 
             frames = CaptureThread(open_source(settings.camera.source, settings.camera))
         try:
-            session = LiveSession(settings, source, frames, output=output, duration=duration)
+            session = LiveSession(settings, source, frames, output=output, duration=duration,
+                                  record_advice=record_advice)
         except BaseException:
             if camera:
                 frames.stop()     # never started: this only closes the camera or file

@@ -123,10 +123,11 @@ class LiveSession:
     `frames` is a `CaptureThread` (tracked here), or a recording (path or list of
     FeatureFrames, replayed in real time). `output`: "auto" (the sound card, else the file
     sink), "device" (the sound card or an error), "file" (no sound card, wall-clock paced).
+    `record_advice`: how the command in use records, for the notice when nothing can be heard.
     """
 
     def __init__(self, settings: Settings, source: MusicSource, frames, *, output: str = "auto",
-                 duration: float | None = None):
+                 duration: float | None = None, record_advice: str = "pass --out WAV to record"):
         audio = settings.audio
         if source.sample_rate != audio.sample_rate:
             raise SessionError(f"the music source renders at {source.sample_rate} Hz but [audio] sample_rate "
@@ -154,7 +155,7 @@ class LiveSession:
             self.tracking.close()     # MediaPipe graphs are released even when no device opens
             raise
         if no_card:
-            where = f"writing {audio.out} only" if audio.out else "nothing is heard (pass --out to record)"
+            where = f"writing {audio.out} only" if audio.out else f"nothing is heard ({record_advice})"
             self.notice = f"no sound card: {no_card}; {where}"
         # The device pulls whole buffers at once (PulseAudio: its latency's worth in a burst),
         # so the ring keeps that much more in hand than the engine's own marks.
