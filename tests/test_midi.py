@@ -187,7 +187,10 @@ def test_jack_port_sends_controllers_notes_and_tells_a_late_listener_where_the_b
     _wait_for(lambda: any(m.type == "stop" for m in midi_dump.messages()), what="Stop")
     received = midi_dump.messages()
     ccs = [m for m in received if m.type == "control_change"]
-    assert [m.value for m in ccs if m.control == 20][-1] == round(127 * (0.1 + 0.08 * 9))
+    mouth = [m.value for m in ccs if m.control == 20]
+    sent_mouth = [round(127 * (0.1 + 0.08 * i)) for i in range(10)]
+    # in order and exact; the dummy server on a loaded machine may lose an event in an xrun, not more
+    assert mouth == [v for v in sent_mouth if v in mouth] and len(mouth) >= 8, mouth
     assert {m.control for m in ccs} == {20, 1, 33}
     assert [m.type for m in received if m.type in ("note_on", "note_off")] == ["note_on", "note_off"]
     kinds = [m.type for m in received if m.type not in ("control_change", "note_on", "note_off")]
