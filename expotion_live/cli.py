@@ -7,6 +7,7 @@ flags. With no subcommand the live app starts (`run`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import signal
@@ -14,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import __version__, doctor, settings as settings_mod
+from . import __version__, doctor, native_log, settings as settings_mod
 from .features import commands as features_commands
 from .live import run as live_run
 from .engine import commands as generate_commands
@@ -30,6 +31,7 @@ from .settings import SettingsError
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_RECORDING = "expotion-live.wav"   # where the main command records when there is no sound card
 DEFAULT_RECORDING_SECONDS = 30
+QUIET_COMMANDS = (None, "run", "gui", "doctor")   # the first commands a performer runs: only the app's lines
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 BENCHMARKS = ("decode", "generate", "int8", "live", "vision", "synth", "soak", "stage")
 SUBCOMMAND_MODULES = (doctor, live_run, features_commands, generate_commands, download_commands, ui_commands,
@@ -42,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make music live with your face and body (Expotion on MusicGen). "
                     "With no subcommand, the live app starts.")
     parser.add_argument("--version", action="version", version=f"expotion-live {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"show the libraries' native logs (MediaPipe, LiteRT, ALSA) on stderr; without it "
+                             f"the live commands and doctor keep them in {native_log.log_path()}")
     parser.add_argument("--config", metavar="FILE",
                         help=f"TOML settings file (default: {settings_mod.default_path()} if it exists)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -110,16 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     in_main = threading.current_thread() is threading.main_thread()   # only it may set signal handlers
     previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS} if in_main else {}
+    quiet = not args.verbose and args.command in QUIET_COMMANDS
     try:
-        try:
-            settings = load_settings(args.config)
-        except SettingsError as err:
-            if not getattr(args, "diagnoses_settings", False):
-                raise
-            settings, args.settings_error = settings_mod.Settings(), str(err)
-        if args.command is None:
-            return run_default(parser, args.config, settings)
-        return args.handler(args, settings)
+        with native_log.native_logs_to_file(native_log.log_path()) if quiet else contextlib.nullcontext():
+            try:
+                settings = load_settings(args.config)
+            except SettingsError as err:
+                if not getattr(args, "diagnoses_settings", False):
+                    raise
+                settings, args.settings_error = settings_mod.Settings(), str(err)
+            if args.command is None:
+                return run_default(parser, args.config, settings)
+            return args.handler(args, settings)
     except SettingsError as err:
         print(f"expotion-live: settings error: {err}", file=sys.stderr)
         return 2

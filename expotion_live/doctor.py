@@ -215,19 +215,33 @@ def check_midi(settings: Settings) -> list[Check]:
     """MIDI output ports by name; information only: the show goes on without MIDI."""
     from .osc.midi import MidiError, list_ports, parse_map
 
-    state = "on" if settings.midi.enabled else "off (midi.enabled = false)"
+    api = settings.midi.api
+    state = f"{'on' if settings.midi.enabled else 'off (midi.enabled = false)'}, api = {api}"
     try:
         parse_map(settings.midi.map)
-        ports = list_ports()
+        ports = list_ports(api)
     except MidiError as err:
-        return [Check("MIDI out", False, f"{state}; {err}",
-                      fix="Linux: the ALSA sequencer (modprobe snd-seq); MIDI stays off, the show goes on")]
+        return [Check("MIDI out", False, f"{state}; {err}", fix=_midi_fix(api))]
     if settings.midi.enabled and not settings.midi.virtual and not any(
             settings.midi.port.lower() in name.lower() for name in ports):
         return [Check("MIDI out", False, f"no output port matches midi.port={settings.midi.port!r}; "
                                          f"have: {', '.join(ports) or 'none'}",
                       fix="set midi.port to part of one of these names, or midi.virtual = true")]
     return [Check("MIDI out", True, f"{state}; output ports: {', '.join(ports) or 'none'}")]
+
+
+def _midi_fix(api: str) -> str:
+    """What to change when the chosen MIDI API has no backend: the other Linux API, if it works here."""
+    from .osc.midi import MidiError, list_ports
+
+    other = {"auto": "jack", "alsa": "jack", "jack": "alsa"}.get(api)
+    if other is not None:
+        try:
+            list_ports(other)
+            return f'[midi] api = "{other}" works here; MIDI stays off until then, the show goes on'
+        except MidiError:
+            pass
+    return "MIDI stays off, the show goes on (docs/midi.md: MIDI on Linux, ALSA or JACK)"
 
 
 def check_link(settings: Settings) -> list[Check]:

@@ -118,6 +118,7 @@ class MidiSettings:
     rate_hz: float = 50.0         # most updates per second of one controller: a DAW's automation needs no more
     note: int = 0                 # note played when the mouth opens (velocity: how wide); 0 = no notes
     clock: bool = False           # MIDI clock (24 per beat) at the music's tempo, start/stop with the music
+    api: str = "auto"             # auto (the system's own: ALSA, CoreMIDI, Windows MM) | alsa | jack | coremidi | winmm
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,11 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-# Keys whose value is one of a few words.
-CHOICES: dict[str, tuple[str, ...]] = {"audio.api": ("portaudio", "jack")}
+# The allowed words of every setting that takes one of a few, checked on load like RANGES.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "audio.api": ("portaudio", "jack"),
+    "midi.api": ("auto", "alsa", "jack", "coremidi", "winmm"),
+}
 
 
 def in_range(value, low: float, high: float) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -127,6 +128,8 @@ def jack_server():
             os.environ.pop("JACK_DEFAULT_SERVER", None)
         else:
             os.environ["JACK_DEFAULT_SERVER"] = previous
+        if "sounddevice" in sys.modules:   # PortAudio leaves JACK while it runs: its exit asserts on a gone server
+            sys.modules["sounddevice"]._terminate()
         server.terminate()
         try:
             server.wait(timeout=5)

@@ -134,6 +134,52 @@ def test_conduct_mode_leads_the_session_only_with_a_held_tempo():
     assert result["status"]["mode"] == "conduct" and result["status"]["peers"] == 1
 
 
+def test_conduct_mode_plays_on_the_session_beat_while_the_performer_leads_its_tempo():
+    """Conduct: the window is conducted by the session (its tempo and beat) once the performer's
+    tempo has locked, and the performer's tempo, read before that, still moves the session."""
+    result = run_in_netns("""
+        import numpy as np
+        from expotion_live.features.schema import CONDUCT_DIM, FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
+        sync = LinkSync(LinkSettings(mode="conduct", conduct_change_bpm=2.0, conduct_hold_seconds=0.5), bpm=110.0)
+        peer = Peer(110.0)
+        wait_for(lambda: sync.status().peers == 1)
+
+        def hands(bpm, beats=3.0):       # the hands conducting at `bpm`, their last frame now
+            conduct = np.zeros((5, CONDUCT_DIM), np.float32)
+            conduct[-1, :3] = (1.0, bpm, beats)
+            return TimelineWindow(time.monotonic(), np.zeros((5, FACE_DIM), np.float32),
+                                  np.zeros((5, MOTION_DIM), np.float32), np.zeros((5, *FLOW_SHAPE), np.float32),
+                                  conduct)
+
+        still = hands(0.0)
+        still.conduct[:] = 0.0
+        result["before_lock"] = sync.window(still).conduct[-1, :3].tolist()   # no tempo yet: its own time
+        for _ in range(8):               # 126 BPM held for 0.8 s: the band is moved
+            sync.window(hands(126.0))
+            time.sleep(0.1)
+        wait_for(lambda: abs(peer.ask("status")["tempo"] - 126.0) < 0.01, 5.0)
+        result["band_after_126"] = peer.ask("status")["tempo"]
+        link_now = sync.peer._link.time.total_seconds()
+        conducted = sync.window(hands(126.0)).conduct[-1, :3].tolist()
+        theirs = peer.ask("status")
+        result.update(conducted=conducted, theirs_now=theirs["beat"] + (link_now - theirs["time"]) * 126.0 / 60.0)
+        for _ in range(8):               # the performer's new tempo still leads: not the session's own heard back
+            sync.window(hands(134.0))
+            time.sleep(0.1)
+        wait_for(lambda: abs(peer.ask("status")["tempo"] - 134.0) < 0.01, 5.0)
+        result["band_after_134"] = peer.ask("status")["tempo"]
+        peer.close()
+        sync.close()
+    """)
+    assert result["before_lock"] == [0.0, 0.0, 0.0]
+    assert result["band_after_126"] == pytest.approx(126.0, abs=0.01)
+    assert result["band_after_134"] == pytest.approx(134.0, abs=0.01)
+    conducting, bpm, beats = result["conducted"]
+    assert conducting == 1.0 and bpm == pytest.approx(126.0, abs=0.01)
+    # the band's beat, not the hands' own count (3.0): the music is on the session's phase
+    assert abs((beats - result["theirs_now"] + 2.0) % 4.0 - 2.0) < 0.02
+
+
 def test_follow_window_carries_the_session_beat_at_the_window_end():
     result = run_in_netns("""
         import numpy as np

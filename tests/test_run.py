@@ -86,3 +86,57 @@ def test_osc_targets_from_the_command_line_get_tracking_and_the_session_status(t
     playing = [b for b in bundles if b["/music/playing"] == [1.0]]
     assert playing and max(b["/music/tempo"][0] for b in playing) > 0
     assert max(b["/music/chunk"][0] for b in playing) >= 1
+
+
+def test_accepted_controls_print_rate_limited_lines_and_the_summary_counts_them(tmp_path, face_video, capsys):
+    import socket
+    import threading
+    import time
+
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from expotion_live.settings import override
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def listening() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return True
+            return False
+
+    def remote() -> None:            # a phone's fader: 30 prompts in 0.6 s, a guidance, junk, then stop
+        deadline = time.monotonic() + 60
+        while not listening() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client = SimpleUDPClient("127.0.0.1", port)
+        for i in range(30):
+            client.send_message("/expotion/prompt", f"p{i}")
+            time.sleep(0.02)
+        client.send_message("/expotion/guidance", 3.0)
+        client.send_message("/expotion/volume", 0.5)
+        time.sleep(1.5)
+        client.send_message("/expotion/stop", [])
+
+    parser = argparse.ArgumentParser(prog="expotion-live")
+    run_mod.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["run", "--headless", "--video", str(face_video), "--engine", "synth", "--file-only",
+                              "--out", str(tmp_path / "show.wav"), "--duration", "60"])
+    sender = threading.Thread(target=remote, daemon=True)
+    sender.start()
+    code = args.handler(args, override(Settings(), {"osc.control_port": port}))
+    sender.join(timeout=10)
+    err = capsys.readouterr().err.splitlines()
+    assert code == 0, err
+    prompts = [line for line in err if line.startswith("expotion-live run: control prompt ")]
+    assert 1 <= len(prompts) <= 3 and prompts[-1].startswith("expotion-live run: control prompt 'p29'"), prompts
+    assert sum(int(line.split("(+")[1].split(" ")[0]) + 1 if "(+" in line else 1 for line in prompts) == 30
+    assert "expotion-live run: control guidance 3.0" in err and "expotion-live run: control stop" in err
+    counts = err[-1]
+    assert counts.startswith("controls 32 accepted; OSC ") and "33 control packets in (1 refused)" in counts, counts
+    assert int(counts.split("OSC ")[1].split(" bundles")[0]) > 0
+    assert counts.endswith("MIDI off; Ableton Link off")

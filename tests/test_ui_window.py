@@ -342,3 +342,14 @@ def test_the_window_and_osc_control_take_their_ranges_from_the_settings(make_win
     assert {key: (w.minimum(), w.maximum()) for key, w in widgets.items()} == {key: RANGES[key] for key in widgets}
     assert COMMANDS["/expotion/guidance"][2] == RANGES["generation.cfg"]
     assert COMMANDS["/expotion/temperature"][2] == RANGES["generation.temperature"]
+
+
+def test_window_fits_a_1280x720_screen_with_the_banner_showing(make_window, qapp):
+    window = make_window()
+    window.banner.setText("no sound card: no audio output device found (no sound card, and no PulseAudio/ALSA "
+                          "device); nothing is heard (tick 'Record the performance' to keep what is played)")
+    window.banner.show()
+    qapp.processEvents()
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1280 and hint.height() <= 720 - 48, hint      # room for a title bar and a panel
+    assert window.width() <= window.screen().availableGeometry().width()

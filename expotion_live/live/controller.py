@@ -45,6 +45,7 @@ class LiveController:
     next chunk; the rest apply at the next start. `on_start`/`on_stop` say what start and stop
     from the control port mean to the owner; `on_change(settings, preset)` hears of changes made
     by the control port or a preset (on the caller's thread; preset = its name, else "").
+    `on_accepted(control, value)` hears of every control that took effect, counted in `controls_accepted`.
     """
 
     def __init__(self, settings: Settings, presets: Path, notice: Callable[[str], None]):
@@ -55,6 +56,8 @@ class LiveController:
         self.on_start: Callable[[], None] = lambda: None
         self.on_stop: Callable[[], None] = lambda: None
         self.on_change: Callable[[Settings, str], None] = lambda settings, preset: None
+        self.on_accepted: Callable[[str, str], None] = lambda control, value: None   # a control that took effect
+        self.controls_accepted = 0
         self.build_source = build_source     # the source for each start (MusicGen or the synth)
         osc = settings.osc
         ableton = None
@@ -84,8 +87,14 @@ class LiveController:
                 self._session.set_params(params)
         return after
 
-    def _remote(self, key: str, value) -> None:
+    def _remote(self, control: str, key: str, value) -> None:
         self.on_change(self.set(key, value), "")
+        self._accepted(control, repr(value))
+
+    def _accepted(self, control: str, value: str = "") -> None:
+        with self._lock:
+            self.controls_accepted += 1
+        self.on_accepted(control, value)
 
     def set_targets(self, lines: Sequence[str]) -> tuple[OscTarget, ...]:
         """Send OSC to these targets from now on; OscTargetError (nothing changes) names a bad line."""
@@ -103,27 +112,30 @@ class LiveController:
     # -- osc.control.Controls (the control server's thread, or the window's) -------------------
     def start(self) -> None:
         self.on_start()
+        self._accepted("start")
 
     def stop(self) -> None:
         self.on_stop()
+        self._accepted("stop")
 
     def set_prompt(self, prompt: str) -> None:
-        self._remote("generation.prompt", prompt)
+        self._remote("prompt", "generation.prompt", prompt)
 
     def set_guidance(self, cfg: float) -> None:
-        self._remote("generation.cfg", cfg)
+        self._remote("guidance", "generation.cfg", cfg)
 
     def set_temperature(self, temperature: float) -> None:
-        self._remote("generation.temperature", temperature)
+        self._remote("temperature", "generation.temperature", temperature)
 
     def calibrate(self) -> None:
         session = self._session
-        if session is not None:
-            session.calibrate()
+        if session is not None and session.calibrate():
+            self._accepted("calibrate")
 
     def load_preset(self, name: str) -> None:
         """Apply a preset's keys (PresetError names what is wrong and changes nothing)."""
         self.on_change(self._change(lambda settings: apply_preset(settings, self.presets, name)), name)
+        self._accepted("preset", repr(name))
 
     def open_control_port(self) -> str:
         """Listen on [osc] control_port; one line saying where, or why not (the show goes on without)."""
@@ -138,11 +150,11 @@ class LiveController:
 
     # -- the session ------------------------------------------------------------------------
     def open_session(self, settings: Settings, frames=None, *, output: str = "auto",
-                     duration: float | None = None) -> LiveSession:
+                     duration: float | None = None, record_advice: str = "pass --out WAV to record") -> LiveSession:
         """Build the source (may load MusicGen: seconds), open the frames and the session, attach OSC out.
 
         `settings` is this run's (the live ones, perhaps with a run-only change such as audio.out);
-        `frames` as `LiveSession` takes them, None = the camera or video of [camera] source.
+        `frames` and `record_advice` as `LiveSession` takes them, None = the camera or video of [camera] source.
         Not started; call `close_session` when it has stopped.
         """
         source = self.build_source(settings)
@@ -156,7 +168,8 @@ class LiveController:
             fallback = demo_fallback_notice(settings.camera.source, opened)
             frames = CaptureThread(opened)
         try:
-            session = LiveSession(settings, source, frames, output=output, duration=duration)
+            session = LiveSession(settings, source, frames, output=output, duration=duration,
+                                  record_advice=record_advice)
         except BaseException:
             if camera:
                 frames.stop()     # never started: this only closes the camera or file

@@ -26,6 +26,7 @@ from .controller import LiveController, check_osc
 from .session import SessionError, SessionStatus
 
 MAX_SECONDS = 7 * 24 * 3600  # longest --duration: a week-long installation
+CONTROL_LINE_SECONDS = 1.0  # a fader sweeping a control prints one line a second, with its latest value
 STALL_SECONDS = 2.0         # a source silent this long is reported (a camera delivers 15-60 frames a second)
 COMPUTE_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")   # what torch takes; anything else was meant as a sound card
 
@@ -117,6 +118,9 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
     session = controller.open_session(settings, output="file" if args.file_only else "auto", duration=args.duration)
     if session.notice:
         print(f"expotion-live run: {session.notice}", file=sys.stderr)
+    for extra in (session.midi, session.link):
+        if extra is not None:
+            print(f"expotion-live run: {extra.description}", file=sys.stderr)
     print(f"expotion-live run: {type(session.source).__name__} -> {session.status().output}"
           f"{' + ' + settings.audio.out if settings.audio.out else ''}", file=sys.stderr)
     stop_requested = threading.Event()
@@ -126,6 +130,8 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
             raise SessionError("a stopped headless run cannot restart; start it again")
 
     controller.on_start, controller.on_stop = start, stop_requested.set
+    control_lines = ControlLines()
+    controller.on_accepted = control_lines.accepted
     if settings.osc.control_port:
         where = controller.open_control_port()
         if controller.control is None:   # the show goes on without remote control
@@ -140,6 +146,7 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
     def on_status(status: SessionStatus) -> None:
         controller.on_status(status)
         notices.update(status)
+        control_lines.flush()
 
     try:
         ok = session.wait(stop=stop_requested, on_status=on_status)
@@ -150,7 +157,9 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
     controller.close_session()
     recording_stopped = session.recorder.stopped if session.recorder is not None else ""   # may be the last write
     notices.update(dataclasses.replace(status, recording_stopped=recording_stopped))
+    control_lines.flush(force=True)
     print(_summary(status, written), file=sys.stderr)
+    print(_counts(controller, session, notices.most_link_peers), file=sys.stderr)
     if settings.audio.out and written is None:
         print(f"expotion-live run: no music was played, so {settings.audio.out} was not written", file=sys.stderr)
     if not ok:
@@ -209,10 +218,12 @@ class RunNotices:
         self._frames, self._frames_since = 0, time.monotonic()
         self._stalled = False
         self._link_peers = 0
+        self.most_link_peers = 0
 
     def update(self, status: SessionStatus) -> None:
         if status.link is not None and status.link.peers != self._link_peers:
             self._link_peers = status.link.peers
+            self.most_link_peers = max(self.most_link_peers, self._link_peers)
             print(f"expotion-live run: Ableton Link ({status.link.mode}): {self._link_peers} "
                   f"peer{'' if self._link_peers == 1 else 's'}, {status.link.tempo:.1f} BPM", file=sys.stderr)
         if status.recording_stopped:
@@ -240,6 +251,45 @@ class RunNotices:
             self._said.add(line)
             print(f"expotion-live run: {line}", file=sys.stderr)
 
+
+class ControlLines:
+    """One line on stderr per accepted control (OSC control port), at most one a second per control:
+    a value held back prints, as the latest, once its second has passed (`flush`, from the status loop)."""
+
+    def __init__(self, interval: float = CONTROL_LINE_SECONDS):
+        self.interval = interval
+        self._lock = threading.Lock()       # `accepted` runs on the control thread, `flush` on the main one
+        self._printed: dict[str, float] = {}            # control -> when its last line printed
+        self._held: dict[str, tuple[str, int]] = {}     # control -> (latest value, how many held back)
+
+    def accepted(self, control: str, value: str) -> None:
+        with self._lock:
+            _, held = self._held.get(control, ("", 0))
+            self._held[control] = (value, held + 1)
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        now, lines = time.monotonic(), []
+        with self._lock:
+            for control, (value, held) in list(self._held.items()):
+                if force or now - self._printed.get(control, -self.interval) >= self.interval:
+                    more = f" (+{held - 1} more)" if held > 1 else ""
+                    lines.append(f"expotion-live run: control {control}{' ' + value if value else ''}{more}")
+                    self._printed[control] = now
+                    del self._held[control]
+        for line in lines:
+            print(line, file=sys.stderr)
+
+
+def _counts(controller: LiveController, session, most_link_peers: int) -> str:
+    """What went in and out of the run besides the music."""
+    control = controller.control.snapshot() if controller.control is not None else {}
+    received = sum(control.values())
+    refused = received - control.get("handled", 0)
+    midi = "off" if session.midi is None else f"{session.midi.messages_sent} messages"
+    link = "off" if session.link is None else f"{most_link_peers} peer{'' if most_link_peers == 1 else 's'} at most"
+    return (f"controls {controller.controls_accepted} accepted; OSC {controller.sender.bundles_sent} bundles out, "
+            f"{received} control packets in ({refused} refused); MIDI {midi}; Ableton Link {link}")
 
 
 def _summary(status: SessionStatus, written: Path | None) -> str:

@@ -36,8 +36,8 @@ owns the live settings, presets, OSC out and the control port and opens the sess
 - scheduler thread (`engine.scheduler.ChunkScheduler`): the only reader of
   `timeline.window()`; owns the chunk joins and the ring's write side; reads the latest
   params; waits only on a timer and on the generator's future; never holds a lock the
-  callback needs. At each chunk start calls the chunk listeners (OSC /music/chunk, Link
-  conduct, the stage view's chunk marks via a queued signal).
+  callback needs. At each chunk start calls the chunk listeners (OSC /music/chunk, the
+  stage view's chunk marks via a queued signal).
 - generator thread (the scheduler's one-worker executor): owns the model; runs
   `source.render` for one chunk at a time; may take seconds.
 - audio callback (PortAudio's thread, or the `file-sink` thread without a sound card): owns
@@ -53,8 +53,8 @@ owns the live settings, presets, OSC out and the control port and opens the sess
 - MIDI clock thread (`osc.midi.MidiOut`, when [midi] clock is on): sends 24 clocks per beat
   at the tempo the music plays at; shares the MIDI port's lock with the tracking thread.
 - Ableton Link thread (`osc.ableton_link.AbletonLink`, when [link] mode is not off): the Link
-  peer's asyncio loop; the scheduler reads its tempo and beat for each window (follow) and
-  the chunk listener sets its tempo (conduct), both thread-safe Link calls.
+  peer's asyncio loop; the scheduler reads its tempo and beat for each window and, in conduct
+  mode, sets its tempo from the window's performer tempo, both thread-safe Link calls.
 Status readers call `status()` from their own threads; it only reads plain values.
 """
 from __future__ import annotations
@@ -129,10 +129,11 @@ class LiveSession:
     `frames` is a `CaptureThread` (tracked here), or a recording (path or list of
     FeatureFrames, replayed in real time). `output`: "auto" (the sound card, else the file
     sink), "device" (the sound card or an error), "file" (no sound card, wall-clock paced).
+    `record_advice`: how the command in use records, for the notice when nothing can be heard.
     """
 
     def __init__(self, settings: Settings, source: MusicSource, frames, *, output: str = "auto",
-                 duration: float | None = None):
+                 duration: float | None = None, record_advice: str = "pass --out WAV to record"):
         audio = settings.audio
         if source.sample_rate != audio.sample_rate:
             raise SessionError(f"the music source renders at {source.sample_rate} Hz but [audio] sample_rate "
@@ -141,6 +142,7 @@ class LiveSession:
         self.source = source
         self.duration = duration
         self.notice = ""                 # one line for the performer (e.g. no sound card: file only)
+        self.playing = False             # before MIDI opens: its clock thread reads it at once
         self._chunk_listeners: list[ChunkListener] = []
         self._expression = expression_index(audio.filter_expression)
 
@@ -159,7 +161,7 @@ class LiveSession:
             self.tracking.close()     # MediaPipe graphs are released even when no device opens
             raise
         if no_card:
-            where = f"writing {audio.out} only" if audio.out else "nothing is heard (pass --out to record)"
+            where = f"writing {audio.out} only" if audio.out else f"nothing is heard ({record_advice})"
             self.notice = f"no sound card: {no_card}; {where}"
         # The device pulls whole buffers at once (PulseAudio: its latency's worth in a burst),
         # so the ring keeps that much more in hand than the engine's own marks.
@@ -182,7 +184,6 @@ class LiveSession:
         self.player.start_samples = self.scheduler.low_water   # the first sound rides out the device's burst
         self.recorder: WavRecorder | None = None
         self.started_at = 0.0
-        self.playing = False
 
     # -- construction ---------------------------------------------------------------------
     def _tracking(self, frames):
@@ -300,14 +301,11 @@ class LiveSession:
         controls.set(frame.motion_energy, expression)
 
     def _window(self, n_frames: int):
-        """The scheduler's window; in Link's follow mode the Link session conducts it."""
+        """The scheduler's window; Link conducts it in follow mode, and leads with it in conduct mode."""
         window = self.timeline.window(n_frames)
         return window if self.link is None else self.link.window(window)
 
     def _on_chunk(self, index: int, start_frame: int) -> None:
-        if self.link is not None:
-            state = self.source.state()     # conduct mode gives the band a tempo only once it has locked
-            self.link.lead(state.tempo if state.tempo_locked else 0.0, time.monotonic())
         for listener in self._chunk_listeners:
             listener(index, start_frame)
 

@@ -8,7 +8,11 @@ Two modes (settings `link.mode`):
   prompt steerer names the tempo.
 - conduct: the tempo tracked from the performer (hands, else motion), once confident,
   becomes the session's tempo; `TempoLead` holds a change back until it has lasted, so a
-  pause or a stumble never drags the band.
+  pause or a stumble never drags the band. From then on the music is conducted by the
+  session as in follow mode, so it stays on the band's beat: the tempo it plays is the one
+  it gave the band, and inside the dead band it no longer drifts against it. The performer's
+  tempo is read from the window before the session conducts it (`track_tempo`, the rule the
+  music sources use), so the session never hears its own tempo back as the performer's.
 
 Threads: aalink needs an asyncio loop; the peer lives on its own loop thread. Reading
 the session state and setting its tempo are safe from any thread (Link's app-thread API).
@@ -20,7 +24,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..engine.steering import track_tempo
 from ..features.schema import CONDUCT_NAMES, TimelineWindow
+from ..features.tempo import TempoTracker
 from ..settings import LinkSettings
 
 MODES = ("off", "follow", "conduct")
@@ -125,22 +131,35 @@ class LinkSync:
         self.quantum = settings.quantum
         self.peer = AbletonLink(bpm, settings.quantum)
         self._lead = TempoLead(settings.conduct_change_bpm, settings.conduct_hold_seconds)
+        self._performer = TempoTracker()     # conduct: the performer's own tempo, as the music would track it
 
     def window(self, window: TimelineWindow) -> TimelineWindow:
-        """Follow mode: conduct the window with the session's tempo and its beat at the window's end
-        (`t_end`, on the monotonic clock)."""
-        if self.mode != "follow":
-            return window
+        """Conduct the window with the session's tempo and its beat at the window's end (`t_end`,
+        on the monotonic clock): in follow mode always, in conduct mode once the performer's
+        tempo has locked (after leading the session with it). Called once per chunk."""
+        if self.mode == "conduct":
+            bpm = track_tempo(self._performer, window)
+            if not self._performer.locked:
+                return window            # nothing to lead with yet: the music keeps its own time
+            self.lead(bpm, window.t_end)
         bpm, beat, now = self.peer.tempo, self.peer.beat, time.monotonic()
         return follow_window(window, bpm, beat + (window.t_end - now) * bpm / 60.0)
 
     def lead(self, bpm: float, now: float) -> None:
-        """Conduct mode: give the session the performer's confident tempo (0 = none) once it has held."""
+        """Conduct mode: give the session the performer's confident tempo (0 = none) once it has held
+        (`window` calls it with the performer's tempo)."""
         if self.mode != "conduct":
             return
         tempo = self._lead.update(bpm, self.peer.tempo, now)
         if tempo is not None:
             self.peer.tempo = tempo
+
+    @property
+    def description(self) -> str:
+        """One line for the operator: the session joined."""
+        peers = self.peer.peers
+        return (f"Ableton Link ({self.mode}): joined, {peers} peer{'' if peers == 1 else 's'}, "
+                f"{self.peer.tempo:.1f} BPM, {self.quantum:g} beats a bar")
 
     def status(self) -> LinkStatus:
         return LinkStatus(self.mode, self.peer.peers, self.peer.tempo, self.peer.beat, self.peer.phase, self.quantum)

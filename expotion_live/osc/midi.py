@@ -17,10 +17,13 @@ from dataclasses import dataclass
 
 from ..features.schema import EXPRESSION_NAMES, HEAD_NAMES, FeatureFrame
 from ..settings import MidiSettings
+from .midi_listeners import listener_count
 
 HEAD_RANGE = math.pi / 4          # head angles of +-45 degrees span the controller; 0 rad is its middle
 MOUTH_OPEN, MOUTH_CLOSED = 0.45, 0.25   # mouth_height hysteresis: a note starts above one, ends below the other
 CLOCKS_PER_BEAT = 24              # MIDI beat clock resolution (the MIDI 1.0 spec)
+CLOCKS_PER_BAR = 4 * CLOCKS_PER_BEAT   # a late listener is told the position on a 4/4 bar line
+LISTENER_POLL_SECONDS = 0.25      # how soon a DAW that connects to the virtual port is noticed
 SIGNALS = (*EXPRESSION_NAMES, *HEAD_NAMES, "motion_energy", "face_found", "pose_found", "conducting")
 
 
@@ -138,35 +141,58 @@ def backend():
     return mido, rtmidi
 
 
-def open_port(name: str, virtual: bool):
-    """A mido output port: a new virtual one named `name`, or the existing output whose name contains it."""
+# settings `midi.api` -> rtmidi's name for it (None: rtmidi picks the system's own)
+APIS = {"auto": None, "alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "winmm": "WINDOWS_MM"}
+ALSA_HELP = ('Linux needs the ALSA sequencer, /dev/snd/seq: `modprobe snd-seq`, '
+             'or with a JACK server running (JACK or PipeWire) set [midi] api = "jack"')
+JACK_HELP = 'start a JACK server (jackd, or PipeWire\'s JACK), or set [midi] api = "alsa"'
+
+
+def open_port(name: str, virtual: bool, api: str = "auto"):
+    """A mido output port: a new virtual one named `name` (its client too), or the existing
+    output whose name contains it."""
     mido, rtmidi = backend()
     if not virtual:
-        names = list_ports()
+        names = list_ports(api)
         matches = [n for n in names if name.lower() in n.lower()]
         if not matches:
             raise MidiError(f"no MIDI output port named {name!r}; ports: {', '.join(names) or 'none'}")
         name = matches[0]
     try:
-        return mido.open_output(name, virtual=virtual)
+        return mido.open_output(name, virtual=virtual, api=_api(api, rtmidi),
+                                client_name=name if virtual else None)
     except (OSError, NotImplementedError, rtmidi.RtMidiError) as err:    # Windows: no virtual ports
         kind = "virtual MIDI port" if virtual else "MIDI port"
         raise MidiError(f"cannot open {kind} {name!r}: {_reason(err)}") from None
 
 
-def list_ports() -> list[str]:
+def list_ports(api: str = "auto") -> list[str]:
     """Output ports the MIDI backend sees (MidiError without a backend)."""
     mido, rtmidi = backend()
     try:
-        return mido.get_output_names()
+        return mido.get_output_names(api=_api(api, rtmidi))
     except (OSError, rtmidi.RtMidiError) as err:
         raise MidiError(f"no MIDI backend: {_reason(err)}") from None
 
 
+def _api(api: str, rtmidi) -> str | None:
+    """rtmidi's name of `midi.api`, or MidiError when this build of python-rtmidi lacks it."""
+    name = APIS[api]
+    compiled = rtmidi.get_compiled_api()
+    if name is not None and getattr(rtmidi, f"API_{name}") not in compiled:
+        have = ", ".join(rtmidi.get_api_name(a) for a in compiled)
+        raise MidiError(f'[midi] api = "{api}" is not built into this python-rtmidi (it has: {have})')
+    return name
+
+
 def _reason(err: Exception) -> str:
-    """The backend's error in one line, with what ALSA's own words leave out."""
+    """The backend's error in one line, with what its own words leave out."""
     line = str(err).splitlines()[0]
-    return f"{line} (Linux needs the ALSA sequencer, /dev/snd/seq)" if "alsa" in line.lower() else line
+    if "alsa" in line.lower():
+        return f"{line} ({ALSA_HELP})"
+    if "jack" in line.lower():
+        return f"{line} ({JACK_HELP})"
+    return line
 
 
 class MidiOut:
@@ -176,13 +202,19 @@ class MidiOut:
         """Opens the port now; MidiError (one line) when the map or the port cannot be used.
         `music()` -> (playing, BPM the music plays at, 0 = none yet): what the clock follows."""
         self.mapper = MidiMapper(settings)      # a bad map fails before a port is opened
-        self.port = open_port(settings.port, settings.virtual)
+        self.port = open_port(settings.port, settings.virtual, settings.api)
+        kind = "virtual port" if settings.virtual else "port"
+        self.description = f"MIDI out on {kind} {self.port.name!r} ({self.port.api})"
         self.messages_sent = 0
         self._music = music
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._clock = None
         if settings.clock:
+            # only a virtual port is connected to by others, after it opened; an existing port is ours from the start
+            self._listeners, self._close_listeners = (
+                listener_count(self.port.api, settings.port, settings.port) if settings.virtual
+                else ((lambda: None), (lambda: None)))
             self._clock = threading.Thread(target=self._run_clock, name="midi-clock", daemon=True)
             self._clock.start()
 
@@ -195,22 +227,32 @@ class MidiOut:
         with self._lock:
             for message in messages:
                 self.port.send(message)
-        self.messages_sent += len(messages)
+            self.messages_sent += len(messages)
 
     def _run_clock(self) -> None:
         """Start, 24 clocks per beat at the current tempo, stop; ticks are scheduled on an absolute
-        time line so sleep overshoot does not accumulate into drift."""
+        time line so sleep overshoot does not accumulate into drift. When a new listener
+        connects it missed Start: at the next bar every listener gets Song Position + Continue."""
         mido = _mido()
-        running, next_tick = False, 0.0
+        running, next_tick, ticks = False, 0.0, 0
+        listeners, next_poll, tell_position = self._listeners() or 0, 0.0, False
         while not self._stop.is_set():
             playing, tempo = self._music()
             playing = playing and tempo > 0
             if playing != running:
-                running, next_tick = playing, time.monotonic()
+                running, next_tick, ticks = playing, time.monotonic(), 0
                 self._send([mido.Message("start" if running else "stop")])
+            if time.monotonic() >= next_poll:
+                now_listening = self._listeners() or 0
+                tell_position |= now_listening > listeners
+                listeners, next_poll = now_listening, time.monotonic() + LISTENER_POLL_SECONDS
             if not running:
                 self._stop.wait(0.05)
                 continue
+            if tell_position and ticks % CLOCKS_PER_BAR == 0:
+                # Song Position counts sixteenths (6 clocks) in 14 bits; whole bars wrap onto bars
+                self._send([mido.Message("songpos", pos=ticks // 6 % 16384), mido.Message("continue")])
+                tell_position = False
             next_tick += 60.0 / (tempo * CLOCKS_PER_BEAT)
             delay = next_tick - time.monotonic()
             if delay > 0:
@@ -218,6 +260,7 @@ class MidiOut:
             elif delay < -0.5:          # far behind (a stalled machine): resume from now, not in a burst
                 next_tick = time.monotonic()
             self._send([mido.Message("clock")])
+            ticks += 1
         if running:
             self._send([mido.Message("stop")])
 
@@ -226,6 +269,7 @@ class MidiOut:
         self._stop.set()
         if self._clock is not None:
             self._clock.join(timeout=1.0)
+            self._close_listeners()
         self._send(self.mapper.release())
         self.port.close()
 

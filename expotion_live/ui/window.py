@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
-from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout,
                              QLabel, QLineEdit, QMainWindow, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox,
                              QTabWidget, QVBoxLayout, QWidget)
 
@@ -178,13 +178,22 @@ class MainWindow(QMainWindow):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.calibrate_button)
-        right = QVBoxLayout()
+        panel = QWidget()                 # tabs, readouts and signals scroll: the window fits a 1280x720 screen
+        panel_layout = QVBoxLayout(panel)
+        panel_layout.setContentsMargins(0, 0, 0, 0)
+        panel_layout.addWidget(tabs)
+        panel_layout.addWidget(readout_box)
+        panel_layout.addWidget(meter_box)
+        panel_layout.addStretch(1)
+        panel_scroll = QScrollArea()
+        panel_scroll.setWidget(panel)
+        panel_scroll.setWidgetResizable(True)
+        panel_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        panel_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        right = QVBoxLayout()             # Start and the banner never scroll away
         right.addLayout(buttons)
         right.addWidget(self.banner)
-        right.addWidget(tabs)
-        right.addWidget(readout_box)
-        right.addWidget(meter_box)
-        right.addStretch(1)
+        right.addWidget(panel_scroll, 1)
 
         root = QHBoxLayout()
         root.addLayout(left, 3)
@@ -192,7 +201,8 @@ class MainWindow(QMainWindow):
         central = QWidget()
         central.setLayout(root)
         self.setCentralWidget(central)
-        self.resize(1180, 720)
+        screen = self.screen().availableGeometry()     # never larger than the screen it opens on
+        self.resize(min(1180, screen.width()), min(720, screen.height()))
 
         self.start_button.clicked.connect(self._toggle_running)
         self.calibrate_button.clicked.connect(lambda: self.controller.calibrate())

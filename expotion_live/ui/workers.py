@@ -23,6 +23,7 @@ from .performance import PerformanceRecorder
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_MS = 250    # readouts refresh rate: fast enough to watch, cheap for the worker
+RECORD_ADVICE = "tick 'Record the performance' to keep what is played"   # the window has no --out
 
 
 class LatestFrame:
@@ -94,7 +95,7 @@ class SessionWorker(QObject):
             self.notice.emit(notice)
         session = None
         try:
-            session = self._controller.open_session(settings)
+            session = self._controller.open_session(settings, record_advice=RECORD_ADVICE)
             session.add_frame_listener(self._preview.put)
             session.add_chunk_listener(lambda index, _: self.chunk_started.emit(index, time.monotonic()))
             if recorder is not None:
