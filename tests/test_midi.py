@@ -261,7 +261,7 @@ def test_midi_api_is_checked_at_load():
     from expotion_live.settings import SettingsError, from_dict
 
     assert from_dict({"midi": {"api": "jack"}}).midi.api == "jack"
-    with pytest.raises(SettingsError, match='midi.api = .pipewire.: expected one of auto, alsa, jack'):
+    with pytest.raises(SettingsError, match='midi.api = .pipewire.: choose one of auto, alsa, jack'):
         from_dict({"midi": {"api": "pipewire"}})
 
 
