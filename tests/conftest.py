@@ -94,7 +94,11 @@ def clear_stale_jack() -> None:
     if subprocess.run(["pgrep", "-x", "jackd"], capture_output=True).returncode == 0:
         return
     for path in Path("/dev/shm").glob("jack*"):
-        if path.stat().st_uid == os.getuid():
+        if path.stat().st_uid != os.getuid():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
 
 

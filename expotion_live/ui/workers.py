@@ -110,6 +110,7 @@ class SessionWorker(QObject):
             self.failed.emit(f"could not start: {err}")
             return
         self._session, self._recorder = session, recorder
+        self._told_failure = ""
         if session.notice:
             self.notice.emit(session.notice)
         self._timer.start()
@@ -144,6 +145,9 @@ class SessionWorker(QObject):
     def _poll(self) -> None:
         status = self._session.status()
         self._controller.on_status(status)
+        if status.output_failure and status.output_failure != self._told_failure:   # a device lost mid-show: once
+            self._told_failure = status.output_failure
+            self.notice.emit(status.output_failure)
         self.status.emit(status)
 
 
