@@ -102,9 +102,10 @@ def clear_stale_jack() -> None:
             path.unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def jack_server():
-    """The name of a JACK server on the dummy driver at JACK_RATE, started for this test session.
+    """The name of a JACK server on the dummy driver at JACK_RATE, started for one test module (the
+    tests after it must not find a JACK server: PortAudio would offer its devices as a sound card).
 
     JACK clients find it through JACK_DEFAULT_SERVER, which is set while it runs.
     """
@@ -132,13 +133,16 @@ def jack_server():
             os.environ.pop("JACK_DEFAULT_SERVER", None)
         else:
             os.environ["JACK_DEFAULT_SERVER"] = previous
-        if "sounddevice" in sys.modules:   # PortAudio leaves JACK while it runs: its exit asserts on a gone server
-            sys.modules["sounddevice"]._terminate()
+        sounddevice = sys.modules.get("sounddevice")
+        if sounddevice is not None:   # PortAudio leaves JACK while it runs: its exit asserts on a gone server
+            sounddevice._terminate()
         server.terminate()
         try:
             server.wait(timeout=5)
         except subprocess.TimeoutExpired:
             server.kill()
+        if sounddevice is not None:   # and lists the devices again, without JACK's, for the tests after
+            sounddevice._initialize()
 
 
 @pytest.fixture(scope="session")
