@@ -15,6 +15,7 @@ import time
 
 from .output import AudioDeviceError
 from .resample import ResampledFeed
+from .watchdog import ABANDONED
 
 CLIENT_NAME = "expotion-live"
 
@@ -97,6 +98,7 @@ class JackStream:
         """Detach from a server that failed and close the client off this thread: libjack's
         threads of a client left open after its server died crash the process later."""
         self.detach()
+        ABANDONED.append(self)
         threading.Thread(target=self._client.close, name="jack-close", daemon=True).start()
 
     def stop(self) -> None:

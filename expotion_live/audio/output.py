@@ -25,7 +25,7 @@ from .dsp import DspPath
 from .monitor import AudioMonitor
 from .resample import ResampledFeed
 from .ring_buffer import RingBuffer
-from .watchdog import STALL_SECONDS, Supervised
+from .watchdog import ABANDONED, STALL_SECONDS, Supervised
 
 
 class AudioDeviceError(RuntimeError):
@@ -265,10 +265,13 @@ class AudioStream:
 
     def abandon(self) -> None:
         """Detach from a device that failed, leaving PortAudio alone: stopping, closing or
-        terminating it would block for good once its server is gone, even at exit."""
+        terminating it would block for good once its server is gone, even at exit. The
+        stream is kept for the life of the process: PortAudio may still call its callback,
+        which must not be freed under it."""
         import atexit
 
         self.detach()
+        ABANDONED.append(self)
         atexit.unregister(_portaudio()._exit_handler)
 
     def stop(self) -> None:

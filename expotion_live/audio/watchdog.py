@@ -17,6 +17,8 @@ import time
 STALL_SECONDS = 0.25     # a consumer this late stalled: devices call back every few milliseconds
 FAIL_SECONDS = 0.6       # a device silent this long has failed: noticed, and said, within a second
 POLL_SECONDS = 0.05
+ABANDONED: list = []     # outputs of failed devices, kept for the process's life: their server may still
+                         # call back into them, and a callback freed under it crashes the process
 
 
 class Supervised:
