@@ -273,6 +273,9 @@ class AudioStream:
         self.detach()
         ABANDONED.append(self)
         atexit.unregister(_portaudio()._exit_handler)
+        # a device that only stalled would go on calling back into Python forever: abort it off this
+        # thread (where its server is gone the call blocks, and only that daemon thread waits)
+        threading.Thread(target=self._stream.abort, name="audio-abort", daemon=True).start()
 
     def stop(self) -> None:
         self.detach()
