@@ -56,7 +56,7 @@ def test_window_stage_view_follows_a_live_session(live_window, qapp, tmp_path):
     stage = window.stage
     assert stage.monitor is session_of(window).monitor
     assert stage.spectrogram.pixels[:, -20:].max() > 100            # the synth's spectrum scrolls in
-    assert len(stage.plot._frames) > 20 and len(stage.plot._chunks) >= 2
+    assert wait_until(qapp, lambda: len(stage.plot._frames) > 20 and len(stage.plot._chunks) >= 2, timeout=10)
     assert window.link_label.text() == "–"                            # Link off
     shot = tmp_path / "stage.png"
     assert window.grab().save(str(shot))
