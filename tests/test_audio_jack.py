@@ -239,3 +239,46 @@ def doctor_says_the_rate_jack_plays_at() -> None:
     assert check.ok and check.detail.startswith("plays: jack at 48000 Hz, resampled from 32000 Hz; have: ")
     [check] = check_audio(override(Settings(), {"audio.api": "jack", "audio.jack_ports": ("nowhere:in",)}))
     assert not check.ok and "no JACK input port 'nowhere:in'" in check.detail
+
+
+def test_the_window_says_a_device_lost_mid_show_in_its_banner_and_plays_on(doomed_jack, face_video, tmp_path):
+    # in a fresh process, as above; the window runs offscreen there
+    in_a_fresh_process(f"the_window_banner_says_jack_died({doomed_jack.pid}, {str(face_video)!r}, {str(tmp_path)!r})")
+
+
+def the_window_banner_says_jack_died(server_pid: int, video: str, folder: str) -> None:
+    from pathlib import Path
+
+    from PyQt6.QtWidgets import QApplication
+
+    from expotion_live.ui.window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    tmp_path = Path(folder)
+    settings = override(Settings(), {"audio.api": "jack", "camera.source": video, "engine.kind": "synth",
+                                     "osc.targets": (), "osc.control_port": 0})
+    window = MainWindow(settings, tmp_path / "settings.toml", tmp_path / "presets", tmp_path / "performances")
+    window.show()
+
+    def wait_until(condition, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            app.processEvents()
+            if condition():
+                return True
+            time.sleep(0.01)
+        return False
+
+    window.start_button.click()
+    assert wait_until(lambda: window.running and window.last_status is not None
+                      and window.last_status.played_seconds > 0.5, 40), window.banner.text()
+    os.kill(server_pid, signal.SIGTERM)
+    killed = time.monotonic()
+    assert wait_until(lambda: "failed at" in window.banner.text(), 5), window.banner.text()
+    said_after = time.monotonic() - killed
+    played = window.last_status.played_seconds
+    assert wait_until(lambda: window.last_status.played_seconds > played + 1.0, 5)   # the show goes on
+    text = window.banner.text()
+    assert said_after < 1.5 and "the JACK server shut down" in text and window.banner.isVisible(), text
+    assert "--out" not in text                            # advice for the window, not for `run`
+    os._exit(0)                   # no teardown of the dead server's client

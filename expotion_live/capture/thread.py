@@ -31,6 +31,7 @@ class CaptureThread:
         self.frames_read = 0
         self.dropped = 0              # frames replaced before anyone took them
         self.reconnects = 0
+        self.first_frame_time: float | None = None   # `t` of the first frame read: a take's clock starts there
         self.status = "stopped"       # running | lost: ... | ended | error: ... | stopped
         self.error: Exception | None = None
         self._slot: CapturedFrame | None = None
@@ -111,6 +112,8 @@ class CaptureThread:
                 self._cond.wait_for(lambda: self._taken or self._stop.is_set())
             elif not self._taken:
                 self.dropped += 1
+            if self.first_frame_time is None:
+                self.first_frame_time = frame.t
             self._slot, self._taken = frame, False
             self.frames_read += 1
             self._cond.notify_all()

@@ -42,7 +42,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", metavar="WAV", help="record what is played to this WAV file (settings: audio.out)")
     p.add_argument("--codes-out", metavar="NPZ",
                    help="save every generated code frame (codes [4, frames]), the time of the video frame at its "
-                        "decoder position (frame_times, the timeline's clock) and its chunk (chunk): MusicGen only")
+                        "decoder position (frame_times: seconds since the first captured frame, so seconds into "
+                        "a video), its chunk, when each chunk was heard and its control latency: MusicGen only")
+    p.add_argument("--tracking-out", metavar="NPZ",
+                   help="with --codes-out, also save every tracked frame (the `track --record` format), to "
+                        "replay the take or condition on exactly what the run saw")
     p.add_argument("--duration", type=settings_mod.number(float, 0.01, MAX_SECONDS), metavar="S",
                    help="stop after S seconds of audio (default: until Ctrl-C or SIGTERM)")
     add_model_flags(p)
@@ -90,6 +94,10 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
             lock = OutputLock(settings.audio.out, "--out")
         if args.codes_out:
             check_output(args.codes_out, (".npz",), "--codes-out")
+        if args.tracking_out:
+            if not args.codes_out:
+                raise OutputPathError("--tracking-out needs --codes-out (its clock places the tracked frames)")
+            check_output(args.tracking_out, (".npz",), "--tracking-out")
         check_osc(settings)
     except (OutputPathError, OutputInUseError, OscTargetError) as err:
         return _fail(str(err))
@@ -97,13 +105,10 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
                                 notice=lambda line: print(f"expotion-live run: {line}", file=sys.stderr))
     codes = None
     if args.codes_out:
-        codes = CodeLog()
+        codes = CodeLog(tracking=bool(args.tracking_out))
         controller.build_source = codes.recording(controller.build_source)
     try:
-        code = _play(controller, settings, args)
-        if codes is not None:
-            codes.save(args.codes_out)
-        return code
+        return _play(controller, settings, args, codes)
     except (SessionError, AudioDeviceError, CaptureError, ValueError, OSError) as err:
         return _fail(str(err).splitlines()[0])
     finally:
@@ -112,10 +117,12 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
             lock.release()
 
 
-def _play(controller: LiveController, settings: Settings, args: argparse.Namespace) -> int:
-    """Open, start and wait on the session; the controller is closed by the caller."""
+def _play(controller: LiveController, settings: Settings, args: argparse.Namespace, codes: CodeLog | None) -> int:
+    """Open, start and wait on the session (logging its codes to `codes`); the controller is closed by the caller."""
     controller.set_targets(settings.osc.targets)
     session = controller.open_session(settings, output="file" if args.file_only else "auto", duration=args.duration)
+    if codes is not None:
+        session.add_frame_listener(codes.on_frame)
     if session.notice:
         print(f"expotion-live run: {session.notice}", file=sys.stderr)
     for extra in (session.midi, session.link):
@@ -155,6 +162,8 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
     status = session.status()            # what was played, before teardown
     written = session.stop()
     controller.close_session()
+    if codes is not None:
+        codes.save(args.codes_out, session, args.tracking_out)
     recording_stopped = session.recorder.stopped if session.recorder is not None else ""   # may be the last write
     notices.update(dataclasses.replace(status, recording_stopped=recording_stopped))
     control_lines.flush(force=True)
@@ -168,13 +177,23 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
 
 
 class CodeLog:
-    """Which code was generated under which video frame (`--codes-out`): each chunk's new codes with the
-    time of the frame at each one's decoder position, kept as the generator thread renders them."""
+    """Which code was generated under which video frame, and when each was heard (`--codes-out`).
 
-    def __init__(self):
+    Every time is on the take's clock: 0 is the first frame captured (for a video file, the
+    file's first frame, so a time is seconds into the video). Kept as the generator thread
+    renders; what was heard is read from the session's chunk marks when it has stopped.
+    With `--tracking-out`, the tracked frames too (`features.recording`, times from the first
+    tracked frame, which the codes file places on the take's clock as `tracking_start`).
+    """
+
+    def __init__(self, tracking: bool = False):
         self._codes: list[np.ndarray] = []          # (K, n) per chunk
-        self._frame_times: list[np.ndarray] = []    # (n,) per chunk
+        self._frame_times: list[np.ndarray] = []    # (n,) per chunk, session clock
         self._chunks: list[np.ndarray] = []         # (n,) per chunk
+        from ..features.recording import TrackingRecorder
+
+        self.tracking = TrackingRecorder() if tracking else None
+        self._first_tracked: float | None = None
 
     def recording(self, build_source):
         """`build_source` whose MusicGen source logs each chunk it renders here."""
@@ -196,14 +215,40 @@ class CodeLog:
 
         return build
 
-    def save(self, path) -> None:
-        """codes (K, frames), frame_times (frames,) float64, chunk (frames,), written atomically."""
+    def on_frame(self, frame, image=None) -> None:
+        """A frame listener: the first tracked frame's time, and every frame with --tracking-out."""
+        if self._first_tracked is None:
+            self._first_tracked = frame.t
+        if self.tracking is not None:
+            self.tracking(frame)
+
+    def save(self, path, session, tracking_path=None) -> None:
+        """codes (K, frames); frame_times and chunk (frames,); per chunk: heard (when its first sample
+        was played, NaN if never) and latency (the control latency the run reported for it); audio_start
+        (when --out's first sample was played) and tracking_start; written atomically."""
         from ..atomic import atomic_path
 
+        origin = session.capture.first_frame_time if session.capture is not None else None
+        if origin is None:
+            origin = self._first_tracked or 0.0
+        chunks = int(self._chunks[-1][-1]) + 1 if self._chunks else 0
+        heard, latency = np.full(chunks, np.nan), np.full(chunks, np.nan)
+        audio_start = np.nan
+        for mark in session.scheduler.marks:
+            if mark.index < chunks and mark.played_at > 0:
+                heard[mark.index] = mark.played_at - origin
+                latency[mark.index] = mark.played_at - mark.t_condition
+                if mark.index == 0:   # ring position p is --out's sample p + the silence before the first chunk
+                    audio_start = (mark.played_at - (mark.ring_pos + session.player.preroll_samples)
+                                   / session.settings.audio.sample_rate - origin)
         with atomic_path(path) as tmp, open(tmp, "wb") as file:
             np.savez(file, codes=np.concatenate(self._codes, axis=1) if self._codes else np.zeros((0, 0), np.int64),
-                     frame_times=np.concatenate(self._frame_times) if self._frame_times else np.zeros(0),
-                     chunk=np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int64))
+                     frame_times=np.concatenate(self._frame_times) - origin if self._frame_times else np.zeros(0),
+                     chunk=np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int64),
+                     heard=heard, latency=latency, audio_start=np.float64(audio_start),
+                     tracking_start=np.float64((self._first_tracked or origin) - origin))
+        if tracking_path is not None and self.tracking is not None and len(self.tracking):
+            self.tracking.save(tracking_path)
 
 
 class RunNotices:
