@@ -81,6 +81,22 @@ def null_sink() -> str:
 
 
 JACK_SERVER = f"expotion-test-{os.getpid()}"   # private: never a performer's running server
+LOOPBACK_ONLY = "ip link set lo up && ip route add 224.0.0.0/4 dev lo"   # multicast (Link's discovery) on lo
+
+
+def in_loopback_namespace(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run `argv` in a fresh network namespace that holds only loopback (`unshare -n`), so Ableton
+    Link's packets never reach a real network; skips the test where no such namespace can be made."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("unshare or ip is not installed: Link needs a private network namespace here")
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", LOOPBACK_ONLY], capture_output=True, text=True)
+    if probe.returncode != 0:
+        why = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
+        pytest.skip(f"cannot make a loopback-only network namespace (unshare -n needs root or user namespaces): {why}")
+    return subprocess.run(["unshare", "-n", "sh", "-c", f'{LOOPBACK_ONLY} && exec "$@"', "sh", *argv],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 JACK_RATE = 48000                              # an audio interface's usual rate, not the model's 32 kHz
 
 

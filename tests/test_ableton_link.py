@@ -8,8 +8,6 @@ namespace cannot be made, the test is skipped with the reason: it never sends to
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 import textwrap
 
@@ -20,10 +18,10 @@ from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, Time
 from expotion_live.osc.ableton_link import TempoLead, follow_window, open_link
 from expotion_live.engine.steering import PromptSteerer, conducted_beat
 from expotion_live.settings import LinkSettings
+from conftest import in_loopback_namespace
 
 pytest.importorskip("aalink", reason="aalink (the Ableton Link binding) is not installed")
 
-LOOPBACK_ONLY = "ip link set lo up && ip route add 224.0.0.0/4 dev lo"
 ISOLATED = textwrap.dedent("""
     import socket, sys
     names = [name for _, name in socket.if_nameindex()]
@@ -79,15 +77,7 @@ MAIN = ISOLATED + textwrap.dedent("""
 
 
 def run_in_netns(body: str, timeout: float = 90.0) -> dict:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("unshare or ip is not installed: Link tests need a private network namespace")
-    probe = subprocess.run(["unshare", "-n", "sh", "-c", LOOPBACK_ONLY], capture_output=True, text=True)
-    if probe.returncode != 0:
-        why = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
-        pytest.skip(f"cannot make a loopback-only network namespace (unshare -n needs root or user namespaces): {why}")
-    command = f'{LOOPBACK_ONLY} && exec "$0" -c "$1" "$2" "$3"'
-    result = subprocess.run(["unshare", "-n", "sh", "-c", command, sys.executable, MAIN, textwrap.dedent(body), PEER],
-                            capture_output=True, text=True, timeout=timeout)
+    result = in_loopback_namespace([sys.executable, "-c", MAIN, textwrap.dedent(body), PEER], timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -13,8 +13,6 @@ the played audio must come when the run's reported control latency says it does.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +21,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from closed_loop import FPS, random_gesture, switches, write_clip
+from conftest import in_loopback_namespace
+from closed_loop import random_gesture, switches, write_clip
 from expotion_live.cli import main
 from expotion_live.features.recording import load_recording
 from expotion_live.features.schema import FRAME_RATE, TimelineWindow
@@ -39,7 +38,6 @@ TRAIN_CLIPS, CLIP_SECONDS = 16, 3.6           # one live window (WINDOW) per cli
 TEST_CLIP, TEST_SECONDS, GESTURE = "new", 3.0, (0.8, 2.0)
 WINDOW, CONTEXT, CHUNK = 3.6, 1.2, 0.3        # [generation]: seconds; no test stream slides
 LIVE_SECONDS = 2.8
-LOOPBACK_ONLY = "ip link set lo up && ip route add 224.0.0.0/4 dev lo"
 
 SETTINGS = """
 [model]
@@ -186,33 +184,28 @@ def test_generate_and_evaluate_follow_the_gesture_where_training_predicts(loop, 
     np.testing.assert_array_equal(evaluated, played)
 
 
-def run_in_loopback_namespace(command: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """`command` in a fresh network namespace holding only loopback (Ableton Link's packets stay in it)."""
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("unshare or ip is not installed: the Link session needs a private network namespace")
-    probe = subprocess.run(["unshare", "-n", "sh", "-c", LOOPBACK_ONLY], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a loopback-only network namespace: {probe.stderr.strip()}")
-    return subprocess.run(["unshare", "-n", "sh", "-c", f'{LOOPBACK_ONLY} && exec "$@"', "sh", *command],
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def played_states(audio: np.ndarray, musicgen, still: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """(blocks,) True where a 20 ms block of played audio is the moving music: nearer its level than the
-    still music's (each decoded by the model's EnCodec from its code held for a second)."""
+    """(blocks,) True where a 20 ms block of played audio is the moving music.
+
+    A code held still decodes, once the codec's state has settled, to a waveform that repeats
+    every code frame (hop samples), so any hop-long block holds one whole period and its
+    magnitude spectrum does not depend on where the block starts: each block is the music whose
+    spectrum it is nearer.
+    """
     hop = musicgen.sample_rate // FRAME_RATE
 
-    def level(codes: np.ndarray) -> float:
-        held = torch.from_numpy(np.repeat(codes[:, None], FRAME_RATE, axis=1))[None].long()
-        decoded = musicgen.decode_audio(held)[0][hop * 10:]          # past the decoder's start
-        return float(np.sqrt(np.mean(decoded ** 2)))
+    def spectrum(samples: np.ndarray) -> np.ndarray:
+        return np.abs(np.fft.rfft(samples.reshape(-1, hop), axis=-1))
 
-    low, high = sorted((level(still), level(moving)))
-    assert high > 1.5 * low, (low, high)            # the two musics are told apart by their level
-    blocks = audio[: len(audio) // hop * hop].reshape(-1, hop)
-    rms = np.sqrt(np.mean(blocks ** 2, axis=1))
-    louder = rms > (low + high) / 2
-    return louder if level(moving) > level(still) else ~louder
+    def settled(codes: np.ndarray) -> np.ndarray:
+        held = torch.from_numpy(np.repeat(codes[:, None], FRAME_RATE, axis=1))[None].long()
+        return spectrum(musicgen.decode_audio(held)[0][hop * 30:hop * 31])[0]
+
+    references = np.stack([settled(still), settled(moving)])                    # (2, bins)
+    blocks = spectrum(audio[: len(audio) // hop * hop])                          # (blocks, bins)
+    distance = np.linalg.norm(blocks[:, None] - references[None], axis=-1)       # (blocks, 2)
+    assert np.linalg.norm(references[0] - references[1]) > 10 * np.median(distance.min(axis=1)), distance
+    return distance[:, 1] < distance[:, 0]
 
 
 def test_live_run_follows_the_gesture_where_training_predicts_and_is_heard_when_it_says(
@@ -223,7 +216,7 @@ def test_live_run_follows_the_gesture_where_training_predicts_and_is_heard_when_
     live_config = tmp_path / "live.toml"
     live_config.write_text(config.read_text() + '\n[link]\nmode = "follow"\n')
     wav, log_file, tracked = tmp_path / "live.wav", tmp_path / "codes.npz", tmp_path / "tracking.npz"
-    result = run_in_loopback_namespace(
+    result = in_loopback_namespace(
         [sys.executable, "-m", "expotion_live.cli", "--config", str(live_config), "run", "--headless", "--engine",
          "musicgen", "--adaptor", str(best), "--video", str(data / TEST_CLIP / "video.mp4"), "--precision", "int8",
          "--file-only", "--out", str(wav), "--codes-out", str(log_file), "--tracking-out", str(tracked),

@@ -82,6 +82,7 @@ FrameListener = Callable[[FeatureFrame, object], None]
 ChunkListener = Callable[[int, int], None]
 STATUS_INTERVAL = 0.25      # seconds between status updates to OSC while waiting
 MONITOR_SECONDS = 2.0       # played audio kept for the stage view (spectrogram, meter)
+FIRST_FRAME_SECONDS = 2.0   # the first chunk waits this long for the first tracked frame (a camera slow to start)
 
 
 class SessionError(RuntimeError):
@@ -149,6 +150,7 @@ class LiveSession:
         self.timeline = FeatureTimeline(settings.tracking.timeline_seconds)
         self.tracking = self._tracking(frames)
         self.tracking.add_listener(self._on_frame)
+        self._tracked = threading.Event()    # a frame reached the timeline
 
         self.ring = RingBuffer(round(audio.buffer_seconds * audio.sample_rate))
         self.dsp = DspPath(audio.sample_rate, audio.block_size, min_gain=audio.min_gain,
@@ -299,9 +301,14 @@ class LiveSession:
         controls = self.dsp.controls
         expression = float(frame.expression[self._expression]) if frame.face_found else controls.expression
         controls.set(frame.motion_energy, expression)
+        self._tracked.set()
 
     def _window(self, n_frames: int):
-        """The scheduler's window; Link conducts it in follow mode, and leads with it in conduct mode."""
+        """The scheduler's window; Link conducts it in follow mode, and leads with it in conduct mode.
+        The first one waits for the first tracked frame: music conditioned on an empty timeline (no
+        face, no time) would begin from a performer nobody saw, a state training never shows."""
+        if not self._tracked.is_set():
+            self._tracked.wait(FIRST_FRAME_SECONDS)
         window = self.timeline.window(n_frames)
         return window if self.link is None else self.link.window(window)
 
