@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .model.download import has_weights
-from .settings import Settings
+from .settings import Settings, choices_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,8 @@ def check_decode_backend(settings: Settings) -> list[Check]:
         name = decode_backend_name(model.device, model.precision)
     except ValueError as err:
         return [Check("decode backend", False, str(err),
-                      fix="set model.device and model.precision to ones this machine has",
+                      fix=f"set model.device ({choices_text('model.device')}) and model.precision "
+                          f"({choices_text('model.precision')}) to ones this machine has",
                       needed_for_show=settings.engine.kind == "musicgen")]
     return [Check("decode backend", True,
                   f"{name} (model.device = {model.device}, model.precision = {model.precision})")]

@@ -1,7 +1,8 @@
 """Settings: built-in defaults, overridden by one TOML file, overridden by command-line flags.
 
 Each section is a frozen dataclass; the TOML file uses the same section and key names
-(`[generation] prompt = "..."`). Loading validates every key and type, so a typo in a
+(`[generation] prompt = "..."`). Loading validates every key and type, every number's range
+(`RANGES`), every word's allowed values (`CHOICES`) and the OSC targets, so a typo in a
 settings file is a one-line error naming the key rather than a surprise on stage.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_path
+from .features.schema import EXPRESSION_NAMES
+from .osc.targets import MODES as OSC_MODES, OscTargetError, parse_targets
 
 
 class SettingsError(ValueError):
@@ -173,11 +176,33 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-# The allowed words of every setting that takes one of a few, checked on load like RANGES.
+# The allowed words of every setting that takes one of a few, checked on load like RANGES; the
+# flags, the window's pickers and doctor list them from here. A component given another word
+# would fail only when it starts (a precision, a hand model), or quietly do nothing (a Link mode).
 CHOICES: dict[str, tuple[str, ...]] = {
+    "tracking.hand_model": ("lite", "full"),
+    "model.precision": ("auto", "fp32", "bf16", "int8", "int4"),
+    "model.device": ("auto", "cpu", "cuda", "mps"),
     "audio.api": ("portaudio", "jack"),
+    "audio.filter_expression": EXPRESSION_NAMES,
+    "osc.mode": OSC_MODES,
+    "engine.kind": ("auto", "musicgen", "synth"),
     "midi.api": ("auto", "alsa", "jack", "coremidi", "winmm"),
+    "link.mode": ("off", "follow", "conduct"),
 }
+# Words that may also carry an index, as torch spells it: "cuda:1" is the second GPU.
+INDEXED_CHOICES: dict[str, tuple[str, ...]] = {"model.device": ("cuda",)}
+
+
+def is_choice(key: str, value: str) -> bool:
+    """`value` is one of CHOICES[key], or WORD:N for a word of INDEXED_CHOICES[key]."""
+    word, colon, index = value.partition(":")
+    return value in CHOICES[key] or bool(colon) and word in INDEXED_CHOICES.get(key, ()) and index.isdigit()
+
+
+def choices_text(key: str) -> str:
+    """The allowed values of `key`, as errors and help texts list them."""
+    return ", ".join((*CHOICES[key], *(f"{word}:N" for word in INDEXED_CHOICES.get(key, ()))))
 
 
 def in_range(value, low: float, high: float) -> bool:
@@ -243,14 +268,25 @@ def _build(cls, data: dict, prefix: str):
             if key in RANGES and not in_range(values[name], *RANGES[key]):
                 low, high = RANGES[key]
                 raise SettingsError(f"{key} = {value!r} is outside {low:g} to {high:g}")
-            if key in CHOICES and values[name] not in CHOICES[key]:
-                raise SettingsError(f"{key} = {value!r}: choose one of {', '.join(CHOICES[key])}")
+            if key in CHOICES and not is_choice(key, values[name]):
+                raise SettingsError(f"{key} = {value!r}: choose one of {choices_text(key)}")
     return dataclasses.replace(cls(), **values) if values else cls()
+
+
+def _check_osc_targets(osc: OscSettings) -> None:
+    """Each target's form ([MODE@]HOST[:PORT], with [osc] mode for those naming none); whether a
+    host resolves is the network's state, asked when sending starts, not a property of the file."""
+    try:
+        parse_targets(osc.targets, osc.mode, resolve=False)
+    except OscTargetError as err:
+        raise SettingsError(f"osc.targets: {err}") from None
 
 
 def from_dict(data: dict) -> Settings:
     """Validate a nested dict (as parsed from TOML) into Settings."""
-    return _build(Settings, data, "")
+    settings = _build(Settings, data, "")
+    _check_osc_targets(settings.osc)
+    return settings
 
 
 def load(path: str | os.PathLike | None) -> Settings:

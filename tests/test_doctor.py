@@ -84,3 +84,14 @@ def test_the_control_port_is_checked_on_the_configured_host(tmp_path, capsys):
     main(["--config", str(config), "doctor", "--json", "--checkpoints", str(tmp_path)])
     port_check = by_name(json.loads(capsys.readouterr().out))["OSC control port"]
     assert not port_check["ok"] and "192.0.2.1:9100" in port_check["detail"]
+
+
+def test_a_link_mode_outside_the_table_is_a_missing_show_need_naming_the_choices(tmp_path, capsys):
+    config = tmp_path / "show.toml"
+    config.write_text('[link]\nmode = "lead"\n')
+    code = main(["--config", str(config), "doctor", "--json", "--checkpoints", str(tmp_path)])
+    report = json.loads(capsys.readouterr().out)
+    settings_file = by_name(report)["settings file"]
+    assert not settings_file["ok"] and settings_file["needed_for_show"] and not report["show_ready"] and code == 0
+    assert str(config) in settings_file["detail"] and "link.mode = 'lead'" in settings_file["detail"]
+    assert "off, follow, conduct" in settings_file["detail"]

@@ -1,6 +1,7 @@
 """MIDI out: the CC map, change-only and rate-limited sends, mouth notes, clock, and a real port read back."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -86,10 +87,11 @@ def test_missing_backend_or_bad_port_is_one_line_and_off_is_silent():
 def test_session_goes_on_without_midi_and_link_it_cannot_have():
     from expotion_live.engine.synth import SynthSource
     from expotion_live.live.session import LiveSession
-    from expotion_live.settings import Settings, override
+    from expotion_live.settings import LinkSettings, Settings, override
 
     settings = override(Settings(), {"midi.enabled": True, "midi.virtual": False, "midi.port": "no such port here",
-                                     "link.mode": "lead", "engine.kind": "synth"})
+                                     "engine.kind": "synth"})
+    settings = dataclasses.replace(settings, link=LinkSettings(mode="lead"))   # a settings file refuses it at load
     frames = [FeatureFrame(t=i / 30.0, face_found=True) for i in range(30)]
     session = LiveSession(settings, SynthSource(), frames, output="file", duration=1.0)
     assert session.midi is None and session.link is None

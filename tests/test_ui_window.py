@@ -353,3 +353,41 @@ def test_window_fits_a_1280x720_screen_with_the_banner_showing(make_window, qapp
     hint = window.minimumSizeHint()
     assert hint.width() <= 1280 and hint.height() <= 720 - 48, hint      # room for a title bar and a panel
     assert window.width() <= window.screen().availableGeometry().width()
+
+
+def test_the_pickers_offer_exactly_the_settings_choices(make_window):
+    from expotion_live.settings import CHOICES
+
+    window = make_window()
+    pickers = {"model.precision": window.precision, "engine.kind": window.engine_kind, "link.mode": window.link_mode}
+    assert {key: tuple(box.itemText(i) for i in range(box.count())) for key, box in pickers.items()} == {
+        key: CHOICES[key] for key in pickers}
+
+
+def test_every_bound_widget_shows_its_setting_and_keeps_the_performers_edit(make_window, tmp_path):
+    from expotion_live.ui.window import SYSTEM_DEFAULT
+
+    shown = {"model.precision": "int4", "engine.kind": "synth", "link.mode": "conduct", "midi.channel": 5,
+             "midi.note": 60, "midi.enabled": True, "midi.port": "Loop", "midi.map": ("smile:22", "jaw:27/14"),
+             "model.adaptor": "runs/me/best", "camera.source": "take.mp4", "audio.device": "",
+             "camera.mirror_preview": False, "osc.targets": ("faceosc@127.0.0.1",)}
+    window = make_window(**shown)
+    assert {key: window.form.value(key) for key in window.form.rows} == {
+        key: settings_mod.value_of(window.settings, key) for key in window.form.rows}
+    assert window.precision.currentText() == "int4" and window.audio_device.currentText() == SYSTEM_DEFAULT
+    assert window.midi_map.toPlainText() == "smile:22\njaw:27/14"
+    window.precision.setCurrentText("bf16")
+    window.link_mode.setCurrentText("follow")
+    window.midi_channel.setValue(9)
+    window.midi_port.setText("  Other port ")
+    window.midi_port.editingFinished.emit()
+    window.camera.setCurrentText(" ")
+    window.audio_device.setCurrentText(" Null Output ")
+    assert window.settings.audio.device == "Null Output"
+    window.audio_device.setCurrentText(SYSTEM_DEFAULT)
+    edited = {"model.precision": "bf16", "link.mode": "follow", "midi.channel": 9, "midi.port": "Other port",
+              "camera.source": "auto", "audio.device": ""}
+    assert {key: settings_mod.value_of(window.settings, key) for key in edited} == edited
+    window.close()
+    saved = tomllib.loads((tmp_path / "settings.toml").read_text())
+    assert {key: saved[key.split(".")[0]][key.split(".")[1]] for key in edited} == edited

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..atomic import atomic_path, check_output
 from ..media import VIDEO_OUT_SUFFIXES, MediaError, ffmpeg, mux
-from ..settings import flag, number
+from ..settings import CHOICES, choices_text, flag, number
 
 DEFAULT_SECONDS = 10.0  # without --video, the length of the piece
 
@@ -34,7 +34,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", help="MusicGen weights directory (settings: model.dir)")
     p.add_argument("--adaptor", metavar="CKPT", help="trained condition adaptor (settings: model.adaptor)")
     p.add_argument("--prompt", metavar="TEXT", help="text prompt (settings: generation.prompt)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8", "int4"),
+    p.add_argument("--precision", choices=CHOICES["model.precision"],
                    help="decoder weights (settings: model.precision)")
 
 
@@ -61,7 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-p", type=flag("generation.top_p"), help="nucleus sampling mass, 0 = off")
     p.add_argument("--temperature", type=flag("generation.temperature"), help="sampling temperature")
     p.add_argument("--seed", type=flag("generation.seed"), help="random seed, -1 = fresh (settings: generation.seed)")
-    p.add_argument("--device", help="auto | cpu | cuda | mps (settings: model.device)")
+    p.add_argument("--device", help=f"{choices_text('model.device')} (settings: model.device)")
     p.add_argument("--video", metavar="FILE", help="performance video whose face and motion condition the adaptor")
     p.add_argument("--video-out", metavar="MP4", help="write the video with the generated music as its sound")
     p.set_defaults(handler=run_generate)

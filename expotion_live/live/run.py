@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import threading
 import time
@@ -28,7 +27,6 @@ from .session import SessionError, SessionStatus
 MAX_SECONDS = 7 * 24 * 3600  # longest --duration: a week-long installation
 CONTROL_LINE_SECONDS = 1.0  # a fader sweeping a control prints one line a second, with its latest value
 STALL_SECONDS = 2.0         # a source silent this long is reported (a camera delivers 15-60 frames a second)
-COMPUTE_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")   # what torch takes; anything else was meant as a sound card
 
 
 def add_parser(subparsers) -> None:
@@ -50,8 +48,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--duration", type=settings_mod.number(float, 0.01, MAX_SECONDS), metavar="S",
                    help="stop after S seconds of audio (default: until Ctrl-C or SIGTERM)")
     add_model_flags(p)
-    p.add_argument("--device", help="compute device for MusicGen: auto | cpu | cuda | mps (settings: model.device)")
-    p.add_argument("--engine", choices=("auto", "musicgen", "synth"), help="music source (settings: engine.kind)")
+    p.add_argument("--device", help=f"compute device for MusicGen: {settings_mod.choices_text('model.device')} "
+                                    f"(settings: model.device)")
+    p.add_argument("--engine", choices=settings_mod.CHOICES["engine.kind"], help="music source (settings: engine.kind)")
     p.add_argument("--audio-output", metavar="NAME",
                    help="audio output device, substring of its name (settings: audio.device)")
     p.add_argument("--file-only", action="store_true", help="do not open a sound card; write --out paced in real time")
@@ -77,8 +76,9 @@ def run_live(args: argparse.Namespace, settings: Settings) -> int:
     from ..capture.sources import CaptureError, video_problem
     from ..presets import presets_dir
 
-    if args.device is not None and not COMPUTE_DEVICE.fullmatch(args.device):
-        return _fail(f"--device is the compute device (auto, cpu, cuda, mps), not {args.device!r}; "
+    if args.device is not None and not settings_mod.is_choice("model.device", args.device):
+        return _fail(f"--device is the compute device ({', '.join(settings_mod.CHOICES['model.device'])}), "
+                     f"not {args.device!r}; "
                      f"the audio output is --audio-output NAME")
     settings = settings_mod.override(settings, _overrides(args))
     if not (args.headless or settings.engine.headless):

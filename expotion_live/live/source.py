@@ -7,7 +7,7 @@ from pathlib import Path
 from ..engine.source import GenerationParams, MusicSource
 from ..features.timeline import FeatureTimeline
 from ..model.download import has_weights, missing_files
-from ..settings import Settings
+from ..settings import CHOICES, Settings, choices_text
 from .session import SessionError
 
 
@@ -30,8 +30,8 @@ def build_source(settings: Settings) -> MusicSource:
     Loads everything heavy now, before any stream opens, and warms the model up.
     """
     kind, model, gen = settings.engine.kind, settings.model, settings.generation
-    if kind not in ("auto", "musicgen", "synth"):
-        raise SessionError(f"engine.kind must be auto, musicgen or synth, got {kind!r}")
+    if kind not in CHOICES["engine.kind"]:
+        raise SessionError(f"engine.kind must be one of {choices_text('engine.kind')}, got {kind!r}")
     if kind == "synth" or (kind == "auto" and not has_weights(model.dir)):
         from ..engine.synth import SynthSource
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from ..engine.steering import track_tempo
 from ..features.schema import CONDUCT_NAMES, TimelineWindow
 from ..features.tempo import TempoTracker
-from ..settings import LinkSettings
+from ..settings import CHOICES, LinkSettings
 
-MODES = ("off", "follow", "conduct")
+MODES = CHOICES["link.mode"]
 _CONDUCTING, _BPM, _BEATS = (CONDUCT_NAMES.index(name) for name in ("conducting", "bpm", "beats"))
 
 

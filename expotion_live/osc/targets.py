@@ -30,8 +30,10 @@ class OscTarget:
         return f"{self.mode}@{self.host}:{self.port}"
 
 
-def parse_target(text: str, default_mode: str = "native") -> OscTarget:
-    """`[MODE@]HOST[:PORT]` -> OscTarget. `localhost` becomes 127.0.0.1 (IPv6 surprises)."""
+def parse_target(text: str, default_mode: str = "native", resolve: bool = True) -> OscTarget:
+    """`[MODE@]HOST[:PORT]` -> OscTarget. `localhost` becomes 127.0.0.1 (IPv6 surprises).
+
+    `resolve`: also refuse a host no packet could reach (the settings check the form only)."""
     if default_mode not in MODES:
         raise OscTargetError(f"OSC mode {default_mode!r} is unknown; use one of {', '.join(MODES)}")
     spec = text.strip()
@@ -54,7 +56,8 @@ def parse_target(text: str, default_mode: str = "native") -> OscTarget:
         raise OscTargetError(f"OSC target {text!r}: port {port} is outside 1-65535")
     if host == "localhost":
         host = "127.0.0.1"
-    _check_host(text, host)
+    if resolve:
+        _check_host(text, host)
     return OscTarget(host, port, mode)
 
 
@@ -73,6 +76,6 @@ def _check_host(text: str, host: str) -> None:
                              f"check the name or use its IP address") from None
 
 
-def parse_targets(texts, default_mode: str = "native") -> tuple[OscTarget, ...]:
+def parse_targets(texts, default_mode: str = "native", resolve: bool = True) -> tuple[OscTarget, ...]:
     """Parse every target (blank entries skipped), failing on the first bad one."""
-    return tuple(parse_target(t, default_mode) for t in texts if t.strip())
+    return tuple(parse_target(t, default_mode, resolve) for t in texts if t.strip())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..features.external import TRACKER, check_source
 from ..features.schema import INPUTS
-from ..settings import Settings, flag, number
+from ..settings import Settings, choices_text, flag, number
 from .config import TrainConfig
 from .prepare import TEST_FRACTION
 
@@ -161,7 +161,7 @@ def _look_ahead(text: str) -> int | None:
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="MusicGen directory, transformers format (settings: model.dir)")
-    p.add_argument("--device", help="auto | cpu | cuda | mps (settings: model.device)")
+    p.add_argument("--device", help=f"{choices_text('model.device')} (settings: model.device)")
 
 
 def _fail(message: str) -> int:

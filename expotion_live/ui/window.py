@@ -1,6 +1,7 @@
 """The performer's window: camera preview with tracking drawn over it, controls, readouts, meters.
 
-Widgets and bindings only. The live settings, presets, OSC out and the control port
+Widgets only; which widget shows which setting is one table (`_binding_rows`, see
+`bindings.py`). The live settings, presets, OSC out and the control port
 belong to `live.controller.LiveController` (the same one the headless run uses); the
 widgets edit it and `ControlBridge` brings its remote changes onto the GUI thread. Work
 that can take time (loading MusicGen, opening the camera, starting or stopping the
@@ -27,10 +28,10 @@ from .. import settings as settings_mod
 from ..features.schema import EXPRESSION_NAMES
 from ..live.controller import LiveController
 from ..live.session import SessionStatus
-from ..osc.ableton_link import MODES as LINK_MODES
 from ..osc.targets import OscTargetError
 from ..presets import PresetError
-from ..settings import RANGES, Settings, SettingsError
+from ..settings import Settings, SettingsError
+from .bindings import Binding, Bindings
 from .overlay import draw_overlay
 from .performance import PerformanceRecorder, new_performance_folder
 from .stage import StageView
@@ -70,9 +71,9 @@ class ControlBridge(QObject):
         controller.on_change = self.changed.emit
 
 
-def _spin(low: float, high: float, step: float, decimals: int = 2) -> QDoubleSpinBox:
+def _spin(step: float, decimals: int = 2) -> QDoubleSpinBox:
+    """A number box; its range comes with its binding (the settings' RANGES)."""
     box = QDoubleSpinBox()
-    box.setRange(low, high)
     box.setSingleStep(step)
     box.setDecimals(decimals)
     box.setKeyboardTracking(False)     # apply when typing is done, not per keystroke
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         notices: list[str] = []               # the banner does not exist yet
         self.controller = LiveController(settings, self.presets_dir, notices.append)
         self._build(settings)
+        self.form = Bindings(self._binding_rows(), self._set)
         for line in notices:
             self.show_banner(line)
         self.bridge = ControlBridge(self.controller)
@@ -206,17 +208,45 @@ class MainWindow(QMainWindow):
 
         self.start_button.clicked.connect(self._toggle_running)
         self.calibrate_button.clicked.connect(lambda: self.controller.calibrate())
-        self.mirror.toggled.connect(lambda on: self._set("camera.mirror_preview", on))
+
+    def _binding_rows(self) -> tuple[Binding, ...]:
+        """Every setting a widget shows and edits. The OSC targets and the MIDI map are kept
+        by their Apply buttons, which check the list as a whole."""
+        strip = str.strip
+        return (
+            Binding("generation.prompt", self.prompt),
+            Binding("generation.cfg", self.guidance),
+            Binding("generation.temperature", self.temperature),
+            Binding("generation.top_k", self.top_k),
+            Binding("generation.chunk_seconds", self.chunk_seconds),
+            Binding("generation.context_seconds", self.context_seconds),
+            Binding("engine.kind", self.engine_kind),
+            Binding("model.dir", self.model_dir, kept=strip),
+            Binding("model.adaptor", self.adaptor_dir, kept=strip),
+            Binding("model.precision", self.precision),
+            Binding("camera.mirror_preview", self.mirror),
+            Binding("camera.source", self.camera, kept=lambda text: text.strip() or "auto"),
+            Binding("audio.device", self.audio_device, shown=lambda name: name or SYSTEM_DEFAULT,
+                    kept=lambda text: "" if text == SYSTEM_DEFAULT else text.strip()),
+            Binding("osc.targets", self.osc_targets),
+            Binding("midi.enabled", self.midi_enabled),
+            Binding("midi.port", self.midi_port, kept=strip),
+            Binding("midi.virtual", self.midi_virtual),
+            Binding("midi.channel", self.midi_channel),
+            Binding("midi.map", self.midi_map),
+            Binding("midi.note", self.midi_note),
+            Binding("midi.clock", self.midi_clock),
+            Binding("link.mode", self.link_mode),
+        )
 
     def _build_play_tab(self) -> QWidget:
         self.prompt = QLineEdit()
-        self.guidance = _spin(*RANGES["generation.cfg"], 0.5)      # the settings' ranges, as OSC control's
-        self.temperature = _spin(*RANGES["generation.temperature"], 0.05)
+        self.guidance = _spin(0.5)
+        self.temperature = _spin(0.05)
         self.top_k = QSpinBox()
-        self.top_k.setRange(*RANGES["generation.top_k"])
         self.top_k.setKeyboardTracking(False)
-        self.chunk_seconds = _spin(*RANGES["generation.chunk_seconds"], 0.1)
-        self.context_seconds = _spin(*RANGES["generation.context_seconds"], 0.5)
+        self.chunk_seconds = _spin(0.1)
+        self.context_seconds = _spin(0.5)
         self.preset_box = QComboBox()
         self.preset_box.setEditable(True)
         self.load_preset_button = QPushButton("Load")
@@ -236,24 +266,16 @@ class MainWindow(QMainWindow):
         form.addRow("Context (s, next start)", self.context_seconds)
         form.addRow("Presets", presets)
 
-        self.prompt.editingFinished.connect(lambda: self._set("generation.prompt", self.prompt.text()))
-        self.guidance.valueChanged.connect(lambda v: self._set("generation.cfg", v))
-        self.temperature.valueChanged.connect(lambda v: self._set("generation.temperature", v))
-        self.top_k.valueChanged.connect(lambda v: self._set("generation.top_k", v))
-        self.chunk_seconds.valueChanged.connect(lambda v: self._set("generation.chunk_seconds", v))
-        self.context_seconds.valueChanged.connect(lambda v: self._set("generation.context_seconds", v))
         self.load_preset_button.clicked.connect(lambda: self.load_preset(self.preset_box.currentText().strip()))
         self.save_preset_button.clicked.connect(self._save_preset)
         return tab
 
     def _build_setup_tab(self) -> QWidget:
         self.engine_kind = QComboBox()
-        self.engine_kind.addItems(["auto", "musicgen", "synth"])
         self.model_dir = QLineEdit()
         self.adaptor_dir = QLineEdit()
         self.adaptor_dir.setPlaceholderText("none: tracked tempo and mood steer the prompt")
         self.precision = QComboBox()
-        self.precision.addItems(["auto", "fp32", "bf16", "int8"])
         self.camera = QComboBox()
         self.camera.setEditable(True)
         self.audio_device = QComboBox()
@@ -271,13 +293,6 @@ class MainWindow(QMainWindow):
         form.addRow("", self.refresh_devices_button)
         form.addRow(QLabel("Setup changes apply at the next Start."))
 
-        self.engine_kind.currentTextChanged.connect(lambda v: self._set("engine.kind", v))
-        self.model_dir.editingFinished.connect(lambda: self._set("model.dir", self.model_dir.text().strip()))
-        self.adaptor_dir.editingFinished.connect(lambda: self._set("model.adaptor", self.adaptor_dir.text().strip()))
-        self.precision.currentTextChanged.connect(lambda v: self._set("model.precision", v))
-        self.camera.currentTextChanged.connect(lambda v: self._set("camera.source", v.strip() or "auto"))
-        self.audio_device.currentTextChanged.connect(
-            lambda v: self._set("audio.device", "" if v == SYSTEM_DEFAULT else v.strip()))
         self.refresh_devices_button.clicked.connect(self.refresh_devices)
         return tab
 
@@ -303,17 +318,14 @@ class MainWindow(QMainWindow):
         self.midi_port = QLineEdit()
         self.midi_virtual = QCheckBox("Virtual port (else an existing one)")
         self.midi_channel = QSpinBox()
-        self.midi_channel.setRange(*RANGES["midi.channel"])
         self.midi_map = QPlainTextEdit()
         self.midi_map.setPlaceholderText("one per line: SIGNAL:CC or SIGNAL:CC/14, e.g. smile:22 (docs/midi.md)")
         self.midi_map.setMaximumHeight(90)
         self.midi_map_apply = QPushButton("Apply map")
         self.midi_note = QSpinBox()
-        self.midi_note.setRange(*RANGES["midi.note"])
         self.midi_note.setSpecialValueText("off")
         self.midi_clock = QCheckBox("MIDI clock at the music's tempo")
         self.link_mode = QComboBox()
-        self.link_mode.addItems(LINK_MODES)
         tab = QWidget()
         form = QFormLayout(tab)
         form.addRow(self.midi_enabled)
@@ -329,14 +341,7 @@ class MainWindow(QMainWindow):
                       "Changes apply at the next Start.")
         note.setWordWrap(True)
         form.addRow(note)
-        self.midi_enabled.toggled.connect(lambda on: self._set("midi.enabled", on))
-        self.midi_port.editingFinished.connect(lambda: self._set("midi.port", self.midi_port.text().strip()))
-        self.midi_virtual.toggled.connect(lambda on: self._set("midi.virtual", on))
-        self.midi_channel.valueChanged.connect(lambda v: self._set("midi.channel", v))
         self.midi_map_apply.clicked.connect(self._set_midi_map)
-        self.midi_note.valueChanged.connect(lambda v: self._set("midi.note", v))
-        self.midi_clock.toggled.connect(lambda on: self._set("midi.clock", on))
-        self.link_mode.currentTextChanged.connect(lambda v: self._set("link.mode", v))
         scroll = QScrollArea()          # the tab scrolls rather than making the window taller than a laptop screen
         scroll.setWidget(tab)
         scroll.setWidgetResizable(True)
@@ -346,7 +351,7 @@ class MainWindow(QMainWindow):
         """Keep a map only when every line parses; a bad line is named in the banner."""
         from ..osc.midi import MidiError, parse_map
 
-        lines = tuple(line.strip() for line in self.midi_map.toPlainText().splitlines() if line.strip())
+        lines = self.form.value("midi.map")
         try:
             parse_map(lines)
         except MidiError as err:
@@ -356,38 +361,8 @@ class MainWindow(QMainWindow):
             self.show_banner(f"MIDI map of {len(lines)} controllers kept; it applies at the next Start")
 
     def _load_settings_into_widgets(self) -> None:
-        """Show the live settings; the widgets' own signals are held, since the values come from there."""
-        s = self.settings
-        widgets = (self.prompt, self.guidance, self.temperature, self.top_k, self.chunk_seconds, self.context_seconds,
-                   self.engine_kind, self.model_dir, self.adaptor_dir, self.precision, self.mirror, self.camera,
-                   self.audio_device, self.midi_enabled, self.midi_port, self.midi_virtual, self.midi_channel,
-                   self.midi_note, self.midi_clock, self.link_mode)
-        for widget in widgets:
-            widget.blockSignals(True)
-        self.prompt.setText(s.generation.prompt)
-        self.guidance.setValue(s.generation.cfg)
-        self.temperature.setValue(s.generation.temperature)
-        self.top_k.setValue(s.generation.top_k)
-        self.chunk_seconds.setValue(s.generation.chunk_seconds)
-        self.context_seconds.setValue(s.generation.context_seconds)
-        self.engine_kind.setCurrentText(s.engine.kind)
-        self.model_dir.setText(s.model.dir)
-        self.adaptor_dir.setText(s.model.adaptor)
-        self.precision.setCurrentText(s.model.precision)
-        self.mirror.setChecked(s.camera.mirror_preview)
-        self.camera.setCurrentText(s.camera.source)
-        self.audio_device.setCurrentText(s.audio.device or SYSTEM_DEFAULT)
-        self.osc_targets.setPlainText("\n".join(s.osc.targets))
-        self.midi_enabled.setChecked(s.midi.enabled)
-        self.midi_port.setText(s.midi.port)
-        self.midi_virtual.setChecked(s.midi.virtual)
-        self.midi_channel.setValue(s.midi.channel)
-        self.midi_map.setPlainText("\n".join(s.midi.map))
-        self.midi_note.setValue(s.midi.note)
-        self.midi_clock.setChecked(s.midi.clock)
-        self.link_mode.setCurrentText(s.link.mode)
-        for widget in widgets:
-            widget.blockSignals(False)
+        """Show the live settings and the presets there are."""
+        self.form.show(self.settings)
         self.preset_box.clear()
         self.preset_box.addItems(self.controller.preset_names())
 
@@ -404,13 +379,13 @@ class MainWindow(QMainWindow):
             outputs += [name for _, name in output_devices()]
         except Exception as err:      # no PortAudio: say so where the picker is
             log.warning("cannot list audio outputs: %s", err)
-        for box, items, current in ((self.camera, cameras, self.settings.camera.source),
-                                    (self.audio_device, outputs, self.settings.audio.device or SYSTEM_DEFAULT)):
+        for key, items in (("camera.source", cameras), ("audio.device", outputs)):
+            box = self.form.widget(key)
             box.blockSignals(True)
             box.clear()
             box.addItems(dict.fromkeys(items))
-            box.setCurrentText(current)
             box.blockSignals(False)
+            self.form.show(self.settings, key)
 
     # ---- settings ----------------------------------------------------------------------------
     def _set(self, key: str, value) -> bool:
@@ -450,14 +425,14 @@ class MainWindow(QMainWindow):
 
     def _apply_osc_targets(self, edited: bool = False) -> None:
         """Send to the targets in the box; `edited`: the performer pressed Apply (else they came with the settings)."""
-        lines = [line.strip() for line in self.osc_targets.toPlainText().splitlines() if line.strip()]
+        lines = self.form.value("osc.targets")
         try:
             targets = self.controller.set_targets(lines)
         except OscTargetError as err:
             self.osc_state.setText(f"not applied: {err}")
             return
         if edited:
-            self._edited["osc.targets"] = tuple(lines)
+            self._edited["osc.targets"] = lines
         self.osc_state.setText(", ".join(str(t) for t in targets) or "no targets")
 
     # ---- session ---------------------------------------------------------------------------
