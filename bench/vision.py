@@ -12,7 +12,7 @@ Measures, in one run on the same frames of the demo video (or `--video`):
   fast as possible, frames per second of wall-clock time; with `--beside-synth`, while
   the gesture synth renders 0.5 s chunks in real time on another thread, as on stage.
 
-`--conducting` draws the demo's two conducting hands (`capture.hand_demo`) over the
+`--conducting` draws the demo's two conducting hands (`testing.hand_video`) over the
 video, so two hands are tracked; `--no-hands` switches hand tracking off.
 
 Targets: >= 30 fps for tracking alone (a 30 fps camera keeps up; 33.3 ms per frame);
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(TrackingSettings(), hands=not args.no_hands, hand_model=args.hand_model)
     name = args.video.name
     if args.conducting:
-        from expotion_live.capture.hand_demo import make_hand_video
+        from expotion_live.testing.hand_video import make_hand_video
 
         name += " + conducting hands"
         args.video, _ = make_hand_video(Path(tempfile.mkdtemp()) / "conducting.mp4", (90.0, 120.0), 24,

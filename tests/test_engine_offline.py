@@ -22,7 +22,7 @@ HOP = 640
 @pytest.fixture(scope="module")
 def features(tmp_path_factory) -> TimelineWindow:
     """12 s of the demo face, tracked as `prepare` and `generate` track it: past a 512-frame (10.24 s) window."""
-    from expotion_live.capture.demo import make_face_video
+    from expotion_live.testing.face_video import make_face_video
     from expotion_live.features.offline import extract_video
 
     video = make_face_video(tmp_path_factory.mktemp("offline") / "take.mp4", seconds=12.0, fps=10.0)

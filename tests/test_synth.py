@@ -165,7 +165,7 @@ def test_bad_requests_are_clear_errors():
 
 def test_plays_from_the_tracked_demo_video(face_video):
     """Real MediaPipe tracking of the bundled face video drives it: the sway is louder than the still start."""
-    from expotion_live.capture.demo import segment
+    from expotion_live.testing.face_video import segment
     from expotion_live.features.offline import extract_video
     from expotion_live.settings import TrackingSettings
 
