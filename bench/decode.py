@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         rows = run(args, args.model, str(args.model))
     else:
-        from expotion_live.model.random_init import save_random_musicgen
+        from expotion_live.testing.random_musicgen import save_random_musicgen
 
         rows = []
         for preset in args.models:

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
         model_dir = args.model
         if model_dir is None:
-            from expotion_live.model.random_init import save_random_musicgen
+            from expotion_live.testing.random_musicgen import save_random_musicgen
 
             print("building a random musicgen-small ...", flush=True)
             model_dir = save_random_musicgen(Path(tmp) / "small", preset="small", seed=0)

@@ -12,7 +12,7 @@ python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())
 python3 -m pytest -q -p no:cacheprovider tests/test_model_stream.py 2>&1 | tail -3
 python3 - "$models" <<'PY'
 import sys, pathlib, torch
-from expotion_live.model.random_init import save_random_musicgen
+from expotion_live.testing.random_musicgen import save_random_musicgen
 for preset in ("small", "large"):
     if not (pathlib.Path(sys.argv[1]) / preset / "config.json").exists():
         save_random_musicgen(pathlib.Path(sys.argv[1]) / preset, preset=preset, seed=0, dtype=torch.bfloat16, device="cuda")

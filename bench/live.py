@@ -209,7 +209,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from expotion_live.model.random_init import save_random_musicgen
+    from expotion_live.testing.random_musicgen import save_random_musicgen
 
     args = parse_args(argv)
     base = Settings()

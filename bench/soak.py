@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
         if args.engine == "musicgen" and model is None:
-            from expotion_live.model.random_init import save_random_musicgen
+            from expotion_live.testing.random_musicgen import save_random_musicgen
 
             model = str(save_random_musicgen(Path(scratch) / "tiny", preset="tiny", seed=0))
         settings = override(Settings(), {"camera.source": args.video, "engine.kind": args.engine,

@@ -39,9 +39,15 @@ class AudioFeed:
     """Synth audio pushed into a monitor one block at a time, paced to real time (the callback's part)."""
 
     def __init__(self, monitor, sample_rate: int):
-        from expotion_live.engine.synth import render_offline, synthetic_performance
+        from expotion_live.engine import offline
+        from expotion_live.engine.scheduler import ChunkTiming
+        from expotion_live.engine.source import GenerationParams
+        from expotion_live.engine.synth import SynthSource, synthetic_performance
 
-        self._audio = render_offline(synthetic_performance(8.0, bpm=120.0, level=0.8), sample_rate=sample_rate)
+        performer = synthetic_performance(8.0, bpm=120.0, level=0.8)
+        generation = Settings().generation
+        self._audio = offline.render(SynthSource(sample_rate), performer, GenerationParams.from_settings(generation),
+                                     ChunkTiming.from_settings(generation, sample_rate), performer.n_frames)
         self._monitor, self._rate = monitor, sample_rate
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audio-feed", daemon=True)

@@ -1,10 +1,11 @@
 """How fast the built-in synth renders, and what it sounds like on the demo face video.
 
 Plays a timeline (the tracked demo video, looped to `--seconds`; or a made-up
-performer with `--synthetic`) through `SynthSource` chunk by chunk as the live engine
-would, times every `render` call, and prints a table: milliseconds per chunk (median,
-p99) against the chunk's duration, and the real-time factor (seconds of audio per second
-of compute, on one core). Optionally writes the audio as a WAV and its spectrogram as a PNG.
+performer with `--synthetic`) through `SynthSource` with the engine's offline renderer
+(`engine.offline.render`: the live scheduler's chunks and joins), times every chunk, and
+prints a table: milliseconds per chunk (median, p99) against the chunk's duration, and the
+real-time factor (seconds of audio per second of compute, on one core).
+Optionally writes the audio as a WAV and its spectrogram as a PNG.
 
     python bench/synth.py --wav out/synth_demo.wav --png out/synth_demo.png [--json out/bench_synth.json]
 """
@@ -22,7 +23,11 @@ sys.path.insert(0, str(REPO))
 
 from expotion_live.atomic import atomic_path, write_json  # noqa: E402
 from expotion_live.features.schema import FRAME_RATE  # noqa: E402
-from expotion_live.engine.synth import SynthSource, offline_requests, synthetic_performance  # noqa: E402
+from expotion_live.engine import offline  # noqa: E402
+from expotion_live.engine.scheduler import ChunkTiming  # noqa: E402
+from expotion_live.engine.source import GenerationParams  # noqa: E402
+from expotion_live.engine.synth import SynthSource, synthetic_performance  # noqa: E402
+from expotion_live.settings import GenerationSettings  # noqa: E402
 from expotion_live.features.schema import TimelineWindow  # noqa: E402
 
 
@@ -50,18 +55,22 @@ def synthetic_timeline(seconds: float) -> TimelineWindow:
                           flow=np.concatenate([p.flow for p in parts]))
 
 
-def play(timeline: TimelineWindow, chunk_seconds: float, context_seconds: float,
-         overlap_samples: int, sample_rate: int = 32000) -> tuple[np.ndarray, list[float], list[int]]:
-    """(joined audio, render seconds per chunk, tempo per chunk)."""
-    source = SynthSource(sample_rate, seed=0)
-    pieces, times, tempi = [], [], []
-    for request in offline_requests(timeline, chunk_seconds, context_seconds, overlap_samples):
-        began = time.perf_counter()
-        audio = source.render(request)
-        times.append(time.perf_counter() - began)
+def play(timeline: TimelineWindow, timing: ChunkTiming) -> tuple[np.ndarray, list[float], list[int]]:
+    """(the audio, seconds per chunk rendered and joined, tempo per chunk)."""
+    source = SynthSource(timing.sample_rate, seed=0)
+    params = GenerationParams(prompt="", cfg=1.0, temperature=1.0, top_k=0, top_p=0.0)   # the synth reads none
+    times, tempi = [], []
+    last = time.perf_counter()
+
+    def timed(request) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        times.append(now - last)
         tempi.append(source.controls.bpm)
-        pieces.append(audio[overlap_samples:])      # the lead-in repeats the previous tail
-    return np.concatenate(pieces), times, tempi
+        last = now
+
+    audio = offline.render(source, timeline, params, timing, timeline.n_frames, timed)
+    return audio, times, tempi
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -115,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         except CaptureError as err:
             print(f"error: {err} (or pass --synthetic)", file=sys.stderr)
             return 2
-    overlap = round(args.crossfade_ms * sample_rate / 1000)
-    play(timeline, args.chunk_seconds, args.context_seconds, overlap)           # warm-up (wavetable caches)
-    audio, times, tempi = play(timeline, args.chunk_seconds, args.context_seconds, overlap)
+    timing = ChunkTiming.from_settings(GenerationSettings(chunk_seconds=args.chunk_seconds,
+                                                          first_chunk_seconds=args.chunk_seconds,
+                                                          context_seconds=args.context_seconds,
+                                                          crossfade_ms=args.crossfade_ms), sample_rate)
+    play(timeline, timing)                                  # warm-up (wavetable caches)
+    audio, times, tempi = play(timeline, timing)
 
     chunk_ms = np.array(times) * 1000
     audio_seconds = len(audio) / sample_rate

@@ -12,7 +12,7 @@ Measures, in one run on the same frames of the demo video (or `--video`):
   fast as possible, frames per second of wall-clock time; with `--beside-synth`, while
   the gesture synth renders 0.5 s chunks in real time on another thread, as on stage.
 
-`--conducting` draws the demo's two conducting hands (`capture.hand_demo`) over the
+`--conducting` draws the demo's two conducting hands (`testing.hand_video`) over the
 video, so two hands are tracked; `--no-hands` switches hand tracking off.
 
 Targets: >= 30 fps for tracking alone (a 30 fps camera keeps up; 33.3 ms per frame);
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import tempfile
 import threading
@@ -105,27 +106,42 @@ def measure_stages(frames: list[np.ndarray], settings: TrackingSettings, fps: fl
     return costs
 
 
+class _LoadStopped(Exception):
+    """Raised between chunks to end the synth load's render early."""
+
+
 class SynthLoad:
-    """The gesture synth rendering SYNTH_CHUNK_SECONDS chunks on its own thread, paced to real time."""
+    """The gesture synth rendering SYNTH_CHUNK_SECONDS chunks on its own thread, paced to real time,
+    through the engine's offline renderer (the live scheduler's chunks and joins)."""
 
     def __init__(self):
-        from expotion_live.engine.synth import SynthSource, offline_requests, synthetic_performance
+        from expotion_live.engine import offline
+        from expotion_live.engine.scheduler import ChunkTiming
+        from expotion_live.engine.source import GenerationParams
+        from expotion_live.engine.synth import SynthSource, synthetic_performance
+        from expotion_live.settings import GenerationSettings
 
-        self._source = SynthSource()
-        self._requests = offline_requests(synthetic_performance(600.0, bpm=120.0, level=0.8),
-                                          chunk_seconds=SYNTH_CHUNK_SECONDS)
+        generation = GenerationSettings(chunk_seconds=SYNTH_CHUNK_SECONDS, first_chunk_seconds=SYNTH_CHUNK_SECONDS)
+        performer = synthetic_performance(600.0, bpm=120.0, level=0.8)
+        source = SynthSource()
+        self._render = functools.partial(offline.render, source, performer, GenerationParams.from_settings(generation),
+                                         ChunkTiming.from_settings(generation, source.sample_rate), performer.n_frames)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="synth-load", daemon=True)
         self.chunks = 0
 
     def _run(self) -> None:
         began = time.monotonic()
-        for request in self._requests:
-            if self._stop.is_set():
-                return
-            self._source.render(request)
+
+        def paced(request) -> None:
             self.chunks += 1
-            self._stop.wait(max(0.0, began + self.chunks * SYNTH_CHUNK_SECONDS - time.monotonic()))
+            if self._stop.wait(max(0.0, began + self.chunks * SYNTH_CHUNK_SECONDS - time.monotonic())):
+                raise _LoadStopped
+
+        try:
+            self._render(paced)
+        except _LoadStopped:
+            pass
 
     def __enter__(self) -> SynthLoad:
         self._thread.start()
@@ -180,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(TrackingSettings(), hands=not args.no_hands, hand_model=args.hand_model)
     name = args.video.name
     if args.conducting:
-        from expotion_live.capture.hand_demo import make_hand_video
+        from expotion_live.testing.hand_video import make_hand_video
 
         name += " + conducting hands"
         args.video, _ = make_hand_video(Path(tempfile.mkdtemp()) / "conducting.mp4", (90.0, 120.0), 24,

@@ -276,7 +276,7 @@ def check_settings_file(config: str | None, error: str) -> list[Check]:
 def check_demo_video() -> list[Check]:
     path = REPO / "assets" / "demo_face.mp4"
     return [Check("demo video", path.exists(), str(path),
-                  fix="" if path.exists() else "regenerate it: python -m expotion_live.capture.demo")]
+                  fix="" if path.exists() else "regenerate it: python -m expotion_live.testing.face_video")]
 
 
 def run_checks(settings: Settings, checkpoints: Path) -> list[Check]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from expotion_live.capture import demo
+from expotion_live.testing import face_video as demo
 
 FPS = 15.0                  # tracking (about 40 ms a frame here) keeps up with a live video at this rate
 SIZE = (320, 240)

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_musicgen_dir(tmp_path_factory) -> Path:
-    from expotion_live.model.random_init import save_random_musicgen
+    from expotion_live.testing.random_musicgen import save_random_musicgen
 
     return save_random_musicgen(tmp_path_factory.mktemp("musicgen") / "tiny", preset="tiny", seed=0)
 
@@ -35,7 +35,7 @@ def tiny_musicgen_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def face_video() -> Path:
     path = REPO / "assets" / "demo_face.mp4"
-    assert path.exists(), "assets/demo_face.mp4 is missing: run python -m expotion_live.capture.demo"
+    assert path.exists(), "assets/demo_face.mp4 is missing: run python -m expotion_live.testing.face_video"
     return path
 
 

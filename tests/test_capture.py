@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from expotion_live.capture import demo
+from expotion_live.testing import face_video as demo
 from expotion_live.capture.sources import (
     DEMO_VIDEO, CaptureError, SourceLost, VideoFileSource, list_cameras, open_source,
 )

@@ -1,7 +1,7 @@
 """Conductor signals and the beat follower on hand landmark sequences in the tracking-recording format.
 
 The sequences are what the hand tracker would record of the demo's conducting hand
-(`capture.hand_demo`: a V-shaped bounce to an ictus at known times), sampled at a camera's
+(`testing.hand_video`: a V-shaped bounce to an ictus at known times), sampled at a camera's
 30 fps with landmark jitter, saved and loaded as a recording, then run through the
 Conductor. The same checks on real MediaPipe tracking of the rendered video are in
 test_hands.py.
@@ -9,7 +9,7 @@ test_hands.py.
 import numpy as np
 import pytest
 
-from expotion_live.capture import hand_demo
+from expotion_live.testing import hand_video as hand_demo
 from expotion_live.features.conductor import Conductor, hand_shape, v_vertex
 from expotion_live.features.recording import load_recording, save_recording
 from expotion_live.features.schema import HAND_SIDES, HAND_SIGNAL_NAMES, FeatureFrame

@@ -22,7 +22,7 @@ HOP = 640
 @pytest.fixture(scope="module")
 def features(tmp_path_factory) -> TimelineWindow:
     """12 s of the demo face, tracked as `prepare` and `generate` track it: past a 512-frame (10.24 s) window."""
-    from expotion_live.capture.demo import make_face_video
+    from expotion_live.testing.face_video import make_face_video
     from expotion_live.features.offline import extract_video
 
     video = make_face_video(tmp_path_factory.mktemp("offline") / "take.mp4", seconds=12.0, fps=10.0)
@@ -121,3 +121,21 @@ def test_each_chunks_prefix_is_the_contracts_window_over_the_video_frames_of_its
         origin = generated - window.done              # the video frame at the stream's position 0
         assert video_frame == origin + window.newest
         generated += window.n
+
+
+def test_the_synth_renders_through_the_same_path_each_chunk_from_the_frame_of_its_first_sample():
+    """The synth follows the window's newest frame from its first sample (condition lag 0), so offline each
+    chunk's window ends at the video frame where its new audio starts; the joins leave its music as it made it."""
+    from expotion_live.engine.synth import SynthSource, synthetic_performance
+
+    performer = synthetic_performance(6.0, bpm=120, level=0.7, smile=0.5, seed=9)
+    timing = ChunkTiming.from_settings(GENERATION, 32000)
+    requests = []
+    audio = offline.render(SynthSource(32000, seed=3), performer, GenerationParams.from_settings(GENERATION), timing,
+                           performer.n_frames, requests.append)
+    assert audio.shape == (performer.n_frames * HOP,) and np.abs(audio).max() > 0.05
+    assert [round(r.window.t_end * 50) for r in requests] == [r.start_frame for r in requests]
+    assert all(r.window.n_frames >= timing.context_frames + r.n_frames for r in requests)
+    again = SynthSource(32000, seed=3)       # the same requests, chunk by chunk: the synth's own music
+    own = np.concatenate([again.render(r)[r.overlap_samples:] for r in requests])
+    np.testing.assert_allclose(audio, own[:len(audio)], atol=1e-5)

@@ -160,7 +160,7 @@ def metric_models(tmp_path_factory):
     from transformers import (ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ClapConfig,
                               ClapFeatureExtractor, ClapModel)
 
-    from expotion_live.model.random_init import _train_tokenizer
+    from expotion_live.testing.random_musicgen import _train_tokenizer
 
     root = tmp_path_factory.mktemp("metric_models")
     torch.manual_seed(0)
@@ -299,7 +299,7 @@ def test_a_live_trained_adaptor_is_evaluated_as_generate_plays_its_video(tiny_mu
     import soundfile
     import torch
 
-    from expotion_live.capture.demo import make_face_video
+    from expotion_live.testing.face_video import make_face_video
     from expotion_live.engine import commands as engine_commands
     from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
     from expotion_live.model.conditioning import feature_settings, recorded_settings

@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from expotion_live.capture import demo
+from expotion_live.testing import face_video as demo
 from expotion_live.features import commands
 from expotion_live.features.recording import load_recording
 from expotion_live.settings import Settings

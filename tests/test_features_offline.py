@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from expotion_live.capture import demo
+from expotion_live.testing import face_video as demo
 from expotion_live.capture.sources import CaptureError, open_source
 from expotion_live.capture.thread import CaptureThread
 from expotion_live.features.offline import extract_video

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from expotion_live.capture import demo
+from expotion_live.testing import face_video as demo
 from expotion_live.capture.sources import VideoFileSource
 from expotion_live.features.recording import (
     RecordingError, RecordingPlayer, TrackingRecorder, load_recording, save_recording,

@@ -1,12 +1,12 @@
 """Real MediaPipe on a real face: the astronaut demo clip, warped in known ways.
 
 A short clip (6 s at 15 fps) goes through the real Tracker once per module; each test
-then checks that the features move the way the warps of `capture.demo` say.
+then checks that the features move the way the warps of `testing.face_video` say.
 """
 import numpy as np
 import pytest
 
-from expotion_live.capture import demo
+from expotion_live.testing import face_video as demo
 from expotion_live.capture.sources import VideoFileSource
 from expotion_live.features.face import EXPRESSION_SCALE
 from expotion_live.features.schema import EXPRESSION_NAMES, FLOW_SHAPE, GEOMETRY_DIM, UPPER_BODY

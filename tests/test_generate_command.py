@@ -58,7 +58,7 @@ def test_expected_failures_are_one_line(tiny_musicgen_dir, tmp_path, capsys, arg
 def test_generate_from_a_video_through_an_adaptor(tiny_musicgen_dir, tmp_path):
     """A video longer than the adaptor's window renders its whole length through the live engine run
     offline (the engine, given the same features and settings, is the oracle), muxed onto the video."""
-    from expotion_live.capture.demo import make_face_video
+    from expotion_live.testing.face_video import make_face_video
     from expotion_live.engine import offline
     from expotion_live.engine.musicgen_source import MusicGenSource
     from expotion_live.engine.scheduler import ChunkTiming

@@ -1,6 +1,6 @@
 """Hands and conducting on real tracking: MediaPipe finds the demo's rendered hands in a video.
 
-`capture.hand_demo` draws two hands (the performer's right beating 8 beats at 90 BPM, then 8
+`testing.hand_video` draws two hands (the performer's right beating 8 beats at 90 BPM, then 8
 at 120, the left held open; then both drop out of the picture) and knows the true ictus
 times. The video goes through the real `Tracker` (face, pose, hands, flow, conductor),
 and from there into a recording, the overlay, OSC on loopback and the gesture synth.
@@ -14,7 +14,7 @@ from pythonosc import osc_packet
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 
-from expotion_live.capture import hand_demo
+from expotion_live.testing import hand_video as hand_demo
 from expotion_live.capture.sources import VideoFileSource
 from expotion_live.engine.source import ChunkRequest, GenerationParams
 from expotion_live.engine.steering import PromptSteerer

@@ -49,7 +49,7 @@ def test_saved_random_model_loads_and_generates(tiny_musicgen_dir):
 def test_a_checkpoint_saved_in_half_precision_loads_and_plays(dtype, tmp_path):
     """Fine-tunes are often shared after `.to(torch.bfloat16)`: the decoder, T5 (and its
     projection) and EnCodec all load from the file's dtype and run together."""
-    from expotion_live.model.random_init import save_random_musicgen
+    from expotion_live.testing.random_musicgen import save_random_musicgen
 
     model_dir = save_random_musicgen(tmp_path / "half", preset="tiny", seed=0, dtype=dtype)
     reference = MusicgenForConditionalGeneration.from_pretrained(model_dir, torch_dtype=dtype)
@@ -148,7 +148,7 @@ def test_missing_tokenizer_is_a_clear_error(model_copy):
 
 
 def test_random_presets_have_the_musicgen_shapes():
-    from expotion_live.model.random_init import _configs, save_random_musicgen
+    from expotion_live.testing.random_musicgen import _configs, save_random_musicgen
 
     small = _configs("small", text_vocab_size=1000)
     decoder, codec = small.decoder, small.audio_encoder

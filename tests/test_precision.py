@@ -116,8 +116,11 @@ def test_int8_projection_computes_the_product_of_its_int8_weights(in_features, b
     assert y.shape == (*lead, out_features)
     # our kernel sums in fp32 (error ~1e-7); the many-row path multiplies in bf16
     assert relative_error(y, exact) < (1e-5 if q.uses_int8_kernel(x.reshape(-1, in_features)) else 1e-2)
-    # Symmetric per-row quantization: each weight within half a step of the original.
-    assert (q.dequantized_weight(torch.float32) - linear.weight).abs().le(q.weight_scale[:, None] / 2 + 1e-7).all()
+    # Symmetric per-row quantization: each weight the projection applies (its response to each unit input,
+    # less the bias) is within half a step of the original.
+    with torch.no_grad():
+        applied = (q(torch.eye(in_features)) - q.bias).T                                  # (N, K)
+    assert (applied - linear.weight).abs().le(q.weight_scale[:, None] / 2 + 1e-7).all()
 
 
 @pytest.mark.parametrize("in_features, block, group", [(64, 64, 64), (40, 40, 40), (2048, 1024, 64),

@@ -29,8 +29,10 @@ from expotion_live import cli
 from expotion_live.live import run as run_mod
 from expotion_live.atomic import AtomicFile
 from expotion_live.audio.output import WavRecorder
-from expotion_live.engine.source import ChunkRequest
-from expotion_live.engine.synth import SynthSource, offline_requests
+from expotion_live.engine import offline
+from expotion_live.engine.scheduler import ChunkTiming
+from expotion_live.engine.source import ChunkRequest, GenerationParams
+from expotion_live.engine.synth import SynthSource
 from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, UPPER_BODY, FeatureFrame, TimelineWindow
 from expotion_live.osc.control import MAX_PACKET_BYTES, ControlServer
 from expotion_live.osc.targets import OscTargetError, parse_target
@@ -868,12 +870,10 @@ def test_the_synth_keeps_playing_when_the_tempo_slows_mid_bar():
     motion[:, 4 * len(UPPER_BODY)] = energy
     timeline = TimelineWindow(t_end=T / 50, face=np.zeros((T, FACE_DIM), np.float32), motion=motion,
                               flow=np.zeros((T, *FLOW_SHAPE), np.float32))
-    source = SynthSource(SR, seed=0)
-    played, tempi = [], set()
-    for request in offline_requests(timeline, chunk_seconds=0.5):
-        played.append(source.render(request)[request.overlap_samples:])
-        tempi.add(source.controls.bpm)
-    audio = np.concatenate(played)
+    source, tempi, generation = SynthSource(SR, seed=0), set(), Settings().generation
+    audio = offline.render(source, timeline, GenerationParams.from_settings(generation),
+                           ChunkTiming.from_settings(generation, SR), timeline.n_frames,
+                           lambda request: tempi.add(source.controls.bpm))
     block = SR // 20
     rms = np.sqrt((audio[:len(audio) // block * block].reshape(-1, block) ** 2).mean(axis=1))
     assert min(tempi) <= 65 and max(tempi) >= 90

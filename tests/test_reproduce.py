@@ -43,7 +43,7 @@ def lst_line(name: str, audio_id: str) -> str:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """SRC (videos, music, RAFT features) and the authors' lists, one listed clip without its video."""
-    from expotion_live.capture.demo import make_face_video
+    from expotion_live.testing.face_video import make_face_video
 
     root = tmp_path_factory.mktemp("hmm")
     src = root / "human-music-moves" / "v1"

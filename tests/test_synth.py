@@ -7,15 +7,17 @@ import librosa
 import numpy as np
 import pytest
 
+from expotion_live.engine import offline
 from expotion_live.engine.crossfade import crossfade, equal_power_curves
+from expotion_live.engine.scheduler import ChunkTiming
 from expotion_live.engine.source import ChunkRequest, GenerationParams
-from expotion_live.features.schema import FRAME_RATE
-from expotion_live.engine.synth import (SynthSource, offline_requests, render_offline,
-                                        synthetic_performance)
-from expotion_live.features.schema import EXPRESSION_NAMES, GEOMETRY_DIM, TimelineWindow
+from expotion_live.engine.synth import SynthSource, synthetic_performance
+from expotion_live.features.schema import EXPRESSION_NAMES, FRAME_RATE, GEOMETRY_DIM, TimelineWindow
+from expotion_live.settings import GenerationSettings
 
 SR = 32000
 PARAMS = GenerationParams(prompt="", cfg=1.0, temperature=1.0, top_k=0, top_p=0.0)
+TIMING = ChunkTiming.from_settings(GenerationSettings(), SR)      # the live app's chunks, context and crossfade
 A, C_SHARP, C = 9, 1, 0            # pitch classes: the synth's default key is A (major third C#, minor third C)
 
 
@@ -24,6 +26,12 @@ def joined(*parts: TimelineWindow) -> TimelineWindow:
                           face=np.concatenate([p.face for p in parts]),
                           motion=np.concatenate([p.motion for p in parts]),
                           flow=np.concatenate([p.flow for p in parts]))
+
+
+def rendered(timeline: TimelineWindow, source: SynthSource | None = None, on_chunk=None) -> np.ndarray:
+    """The whole timeline played by the synth through the engine's offline renderer, as a video is."""
+    source = SynthSource(SR) if source is None else source
+    return offline.render(source, timeline, PARAMS, TIMING, timeline.n_frames, on_chunk)
 
 
 def measured_tempo(audio: np.ndarray) -> float:
@@ -42,7 +50,7 @@ def measured_tempo(audio: np.ndarray) -> float:
 
 @pytest.mark.parametrize("bpm", [62, 100, 150, 178])
 def test_follows_the_tempo_of_the_motion(bpm):
-    audio = render_offline(synthetic_performance(10.0, bpm, level=0.5, seed=bpm))
+    audio = rendered(synthetic_performance(10.0, bpm, level=0.5, seed=bpm))
     measured = measured_tempo(audio[4 * SR:])          # after the first windows long enough to hold a beat
     print(f"commanded {bpm} BPM, librosa measured {measured:.1f} BPM")
     assert abs(measured - bpm) <= 3.0
@@ -51,17 +59,15 @@ def test_follows_the_tempo_of_the_motion(bpm):
 def test_tempo_changes_when_the_motion_changes():
     source = SynthSource(SR)
     timeline = joined(synthetic_performance(8.0, 90, 0.5, seed=1), synthetic_performance(8.0, 130, 0.5, seed=2))
-    audio = []
-    for request in offline_requests(timeline):
-        audio.append(source.render(request)[request.overlap_samples:])
-        if request.start_frame == 7 * FRAME_RATE:
-            assert abs(source.controls.bpm - 90) <= 2
+    bpm_from = {}                        # start frame of each chunk -> the tempo it played at
+    audio = rendered(timeline, source, lambda request: bpm_from.__setitem__(request.start_frame, source.controls.bpm))
+    assert abs(bpm_from[7 * FRAME_RATE] - 90) <= 2
     assert abs(source.controls.bpm - 130) <= 2
-    assert abs(measured_tempo(np.concatenate(audio)[11 * SR:]) - 130) <= 3.0
+    assert abs(measured_tempo(audio[11 * SR:]) - 130) <= 3.0
 
 
 def test_loudness_rises_with_motion_energy():
-    rms = [float(np.sqrt(np.mean(render_offline(synthetic_performance(8.0, 110, level, seed=3))[3 * SR:] ** 2)))
+    rms = [float(np.sqrt(np.mean(rendered(synthetic_performance(8.0, 110, level, seed=3))[3 * SR:] ** 2)))
            for level in (0.05, 0.4, 0.9)]
     db = 20 * np.log10(rms)
     print("RMS dBFS at motion level 0.05 / 0.4 / 0.9:", np.round(db, 1))
@@ -73,8 +79,8 @@ def chroma_of(audio: np.ndarray) -> np.ndarray:
 
 
 def test_mode_follows_the_smile():
-    smiling = chroma_of(render_offline(synthetic_performance(12.0, 100, 0.3, smile=0.8, seed=4)))
-    frowning = chroma_of(render_offline(synthetic_performance(12.0, 100, 0.3, smile=-0.8, seed=4)))
+    smiling = chroma_of(rendered(synthetic_performance(12.0, 100, 0.3, smile=0.8, seed=4)))
+    frowning = chroma_of(rendered(synthetic_performance(12.0, 100, 0.3, smile=-0.8, seed=4)))
     print("chroma C / C# smiling:", smiling[[C, C_SHARP]].round(3), "frowning:", frowning[[C, C_SHARP]].round(3))
     assert smiling[C_SHARP] > 1.5 * smiling[C]          # A major: the major third C#
     assert frowning[C] > 1.5 * frowning[C_SHARP]        # A minor: the minor third C
@@ -87,7 +93,7 @@ def test_brightness_follows_an_open_expressive_face():
     for name in ("mouth_height", "brow_left", "brow_right"):
         face[:, GEOMETRY_DIM + EXPRESSION_NAMES.index(name)] = 1.0
     open_face = TimelineWindow(calm.t_end, face, calm.motion, calm.flow)
-    centroid = [float(librosa.feature.spectral_centroid(y=render_offline(w)[3 * SR:], sr=SR).mean())
+    centroid = [float(librosa.feature.spectral_centroid(y=rendered(w)[3 * SR:], sr=SR).mean())
                 for w in (calm, open_face)]
     print("spectral centroid Hz, calm / open face:", np.round(centroid))
     assert centroid[1] > 1.15 * centroid[0]
@@ -165,12 +171,12 @@ def test_bad_requests_are_clear_errors():
 
 def test_plays_from_the_tracked_demo_video(face_video):
     """Real MediaPipe tracking of the bundled face video drives it: the sway is louder than the still start."""
-    from expotion_live.capture.demo import segment
+    from expotion_live.testing.face_video import segment
     from expotion_live.features.offline import extract_video
     from expotion_live.settings import TrackingSettings
 
     timeline = extract_video(face_video, TrackingSettings())
-    audio = render_offline(timeline)
+    audio = rendered(timeline)
     seconds = timeline.n_frames / FRAME_RATE
     assert len(audio) == timeline.n_frames * SR // FRAME_RATE and np.all(np.isfinite(audio))
 

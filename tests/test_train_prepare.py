@@ -42,7 +42,7 @@ def blank_video(path, seconds: float, fps: int = 15) -> None:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from expotion_live.capture.demo import make_face_video
+    from expotion_live.testing.face_video import make_face_video
 
     root = tmp_path_factory.mktemp("performer")
     face = make_face_video(root / "face.mp4", seconds=SECONDS, fps=15)

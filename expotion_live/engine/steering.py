@@ -117,8 +117,8 @@ class _Band:
 class PromptSteerer:
     """Window -> words appended to the prompt, stable under small jitter.
 
-    Call `steer` once per chunk; `changed` is True when the returned prompt differs from
-    the previous call's (always on the first call), i.e. when T5 must encode it again.
+    Call `steer` once per chunk: the bands and the named tempo carry over from chunk to chunk,
+    so the prompt (and T5's encoding of it) changes only when the performer clearly does.
     """
 
     VALENCE_WORDS = {-1: "melancholic", 0: "", 1: "uplifting"}
@@ -131,9 +131,6 @@ class PromptSteerer:
         self._named_bpm: int | None = None
         self._valence = _Band(low=-0.35, high=0.35, margin=0.15)
         self._arousal = _Band(low=0.2, high=0.6, margin=0.1)
-        self.words: tuple[str, ...] = ()
-        self.prompt: str | None = None
-        self.changed = False
 
     def _tempo_word(self, window: TimelineWindow) -> str:
         bpm = track_tempo(self.tempo, window)
@@ -153,6 +150,4 @@ class PromptSteerer:
         )
         words = tuple(word for word in candidates if word)
         full = ", ".join((prompt.strip(), *words)) if prompt.strip() else ", ".join(words)
-        self.changed = full != self.prompt
-        self.words, self.prompt = words, full
         return full, words

@@ -20,11 +20,11 @@ therefore the sum of the same notes whichever chunk renders it, so the `overlap_
 lead-in of chunk k+1 is sample-for-sample the tail of chunk k. Controls are baked into
 each note when it is scheduled; there is no global gain or filter state that could jump.
 Given the seed and the sequence of requests, the output is deterministic.
+A whole timeline renders offline through `engine.offline.render`, as every source does.
 """
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +33,7 @@ from ..features.face import EXPRESSION_SCALE
 from ..features.schema import (EXPRESSION_NAMES, FACE_DIM, FACE_FOUND_COLUMN, FLOW_SHAPE, FRAME_RATE, GEOMETRY_DIM,
                                MOTION_DIM, UPPER_BODY, TimelineWindow)
 from ..features.tempo import MIN_BPM, TempoTracker
-from .source import ChunkRequest, GenerationParams, SourceState
+from .source import ChunkRequest, SourceState
 from .steering import ENERGY_FULL, conducted_beat, read_mood, track_tempo
 
 STEPS_PER_BEAT = 4                 # sixteenth-note grid
@@ -347,34 +347,6 @@ class SynthSource:
             if lo < hi:
                 mix[lo - first:hi - first] += note.audio[lo - note.start:hi - note.start]
         return np.tanh(mix).astype(np.float32)                 # soft clip, sample by sample: same in any chunking
-
-
-def offline_requests(timeline: TimelineWindow, chunk_seconds: float = 1.0, context_seconds: float = 4.0,
-                     overlap_samples: int = 1280) -> Iterator[ChunkRequest]:
-    """The chunk requests the live engine would make while `timeline` is performed.
-
-    Chunk k sees the `context_seconds` of features ending where its audio ends (what the
-    performer does while it plays); the last chunk may be shorter.
-    """
-    params = GenerationParams(prompt="", cfg=1.0, temperature=1.0, top_k=0, top_p=0.0)
-    chunk, context = round(chunk_seconds * FRAME_RATE), round(context_seconds * FRAME_RATE)
-    for index, start in enumerate(range(0, timeline.n_frames, chunk)):
-        stop = min(start + chunk, timeline.n_frames)
-        lo = max(0, stop - context)
-        window = TimelineWindow(t_end=stop / FRAME_RATE, face=timeline.face[lo:stop],
-                                motion=timeline.motion[lo:stop], flow=timeline.flow[lo:stop],
-                                conduct=timeline.conduct[lo:stop])
-        yield ChunkRequest(index, start, stop - start, overlap_samples, window, params)
-
-
-def render_offline(timeline: TimelineWindow, sample_rate: int = 32000, seed: int = 0, **cut) -> np.ndarray:
-    """A whole timeline played through a fresh SynthSource (`cut`: `offline_requests` options).
-
-    Lead-ins equal the previous tails, so joining is concatenating the new audio.
-    """
-    source = SynthSource(sample_rate, seed)
-    return np.concatenate([source.render(request)[request.overlap_samples:]
-                           for request in offline_requests(timeline, **cut)])
 
 
 def synthetic_performance(seconds: float, bpm: float, level: float, smile: float = 0.0,

@@ -150,9 +150,6 @@ class Int8Linear(nn.Module):
         """W_int8 as the plain (N, K) matrix (a copy when the weight is blocked)."""
         return self.weight.transpose(0, 1).reshape(self.out_features, self.in_features)
 
-    def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        return self.int8_weight().to(dtype) * self.weight_scale[:, None].to(dtype)  # (N, K)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *lead, K = x.shape
         rows = x.reshape(-1, K)  # (M, K): every leading dimension flattened into rows

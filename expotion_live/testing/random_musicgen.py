@@ -1,6 +1,6 @@
 """Random MusicGen checkpoints in the real on-disk format, built in code.
 
-No machine here reaches a model hub, so tests and benchmarks run on random weights
+Tests and benchmarks need no model hub: they run on random weights
 saved exactly as `MusicgenForConditionalGeneration.save_pretrained` and
 `MusicgenProcessor.save_pretrained` write them: the same files a user downloads from
 `facebook/musicgen-small`, so the loading code under test is the real one.

@@ -1,4 +1,4 @@
-"""A demo video of a real face, so the app and the tests run with no camera.
+"""The demo face video (the app plays `assets/demo_face.mp4` when there is no camera), made from a real face.
 
 The face is scikit-image's `astronaut` photograph (it ships inside the package). Over
 time it is warped as if the head turned, nodded, opened its mouth and swayed:
@@ -15,7 +15,7 @@ time it is warped as if the head turned, nodded, opened its mouth and swayed:
 `motion_at()` gives the exact warp amounts, so tests can check that the tracked
 features move the way the warps say.
 
-    python -m expotion_live.capture.demo [assets/demo_face.mp4] [--seconds 12] [--fps 30]
+    python -m expotion_live.testing.face_video [assets/demo_face.mp4] [--seconds 12] [--fps 30]
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from ..atomic import atomic_path
-from .sources import DEMO_VIDEO
+from ..capture.sources import DEMO_VIDEO
 
 # Which motion happens when, as fractions of the clip: (name, start, end).
 SEGMENTS = (
@@ -194,15 +194,20 @@ def _write_mpeg4(path: Path, frames: Iterator[np.ndarray], fps: float, size: tup
         writer.release()
 
 
+def write_video(path: Path, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int]) -> None:
+    """Encode `frames` (BGR, `size`) as an .mp4 at `path`, atomically: x264 when ffmpeg is installed, else MPEG-4."""
+    write = _write_h264 if shutil.which("ffmpeg") else _write_mpeg4
+    with atomic_path(path) as tmp:
+        write(tmp, frames, fps, size)
+
+
 def make_face_video(path: str | Path, seconds: float = 12.0, fps: float = 30.0,
                     size: tuple[int, int] = (640, 480)) -> Path:
     """Write the demo clip (.mp4, atomically) and return its path."""
     path = Path(path)
     face = astronaut_bgr()
     frames = (render_frame(face, motion_at(i / fps, seconds), size) for i in range(round(seconds * fps)))
-    write = _write_h264 if shutil.which("ffmpeg") else _write_mpeg4
-    with atomic_path(path) as tmp:
-        write(tmp, frames, fps, size)
+    write_video(path, frames, fps, size)
     return path
 
 

@@ -12,20 +12,18 @@ beats: it waits at the top, then bounces down to an ictus at each time of `beat_
 After the last beat both hands drop out of the picture: a cut-off. `palm_at` gives the
 exact palm position at any time, so tests know the truth.
 
-    python -m expotion_live.capture.hand_demo out.mp4 [--tempi 90 120] [--beats 8]
+    python -m expotion_live.testing.hand_video out.mp4 [--tempi 90 120] [--beats 8]
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..atomic import atomic_path
-from .demo import _write_h264, _write_mpeg4
+from .face_video import write_video
 
 LEAD_IN = 1.0                # seconds the beating hand waits at the top before the first down stroke
 BOTTOM = 0.78                # palm height at the ictus, as a fraction of the picture height (from the top)
@@ -163,9 +161,7 @@ def make_hand_video(path: str | Path, tempi: tuple[float, ...] = (90.0, 120.0), 
     seconds = beats[-1] + OUTRO
     backdrop = _looped_frames(background, size) if background is not None else iter(lambda: None, 0)
     frames = (render_frame(i / fps, beats, size, next(backdrop), holding) for i in range(round(seconds * fps)))
-    write = _write_h264 if shutil.which("ffmpeg") else _write_mpeg4
-    with atomic_path(path) as tmp:
-        write(tmp, frames, fps, size)
+    write_video(path, frames, fps, size)
     return path, beats
 
 
