@@ -1,6 +1,6 @@
 """Fixtures for the closed-loop proof: tracked face videos whose music switches with a gesture.
 
-A clip is the astronaut face (`capture.demo`) held still, then swaying from `start` to
+A clip is the astronaut face (`testing.face_video`) held still, then swaying from `start` to
 `stop`, then still again. Its music is one tone while the face is still and another
 while it sways, switching exactly at `start` and `stop` (both on the 20 ms code grid).
 
