@@ -252,6 +252,7 @@ def the_window_banner_says_jack_died(server_pid: int, video: str, folder: str) -
     from PyQt6.QtWidgets import QApplication
 
     from expotion_live.ui.window import MainWindow
+    from test_ui_window import wait_until
 
     app = QApplication.instance() or QApplication([])
     tmp_path = Path(folder)
@@ -260,24 +261,15 @@ def the_window_banner_says_jack_died(server_pid: int, video: str, folder: str) -
     window = MainWindow(settings, tmp_path / "settings.toml", tmp_path / "presets", tmp_path / "performances")
     window.show()
 
-    def wait_until(condition, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            app.processEvents()
-            if condition():
-                return True
-            time.sleep(0.01)
-        return False
-
     window.start_button.click()
-    assert wait_until(lambda: window.running and window.last_status is not None
+    assert wait_until(app, lambda: window.running and window.last_status is not None
                       and window.last_status.played_seconds > 0.5, 40), window.banner.text()
     os.kill(server_pid, signal.SIGTERM)
     killed = time.monotonic()
-    assert wait_until(lambda: "failed at" in window.banner.text(), 5), window.banner.text()
+    assert wait_until(app, lambda: "failed at" in window.banner.text(), 5), window.banner.text()
     said_after = time.monotonic() - killed
     played = window.last_status.played_seconds
-    assert wait_until(lambda: window.last_status.played_seconds > played + 1.0, 5)   # the show goes on
+    assert wait_until(app, lambda: window.last_status.played_seconds > played + 1.0, 5)   # the show goes on
     text = window.banner.text()
     assert said_after < 1.5 and "the JACK server shut down" in text and window.banner.isVisible(), text
     assert "--out" not in text                            # advice for the window, not for `run`
