@@ -33,8 +33,8 @@ def check_osc(settings: Settings) -> None:
 
 
 def music_state(status: SessionStatus) -> MusicState:
-    """The /music/* values of a session status."""
-    return MusicState(playing=status.playing, tempo=status.tempo, chunk=status.chunk_index,
+    """The /music/* values of a session status: playing once the first chunk is heard, not at start."""
+    return MusicState(playing=status.playing and status.chunk_index >= 0, tempo=status.tempo, chunk=status.chunk_index,
                       steering=status.steering_words)
 
 
