@@ -194,11 +194,11 @@ def test_cuda_graph_steps_give_the_eager_steps_tokens(tiny_musicgen_dir):
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
 
 
-def causal_adaptor(decoder):
+def causal_adaptor(decoder, look_back=None):
     from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor
 
     torch.manual_seed(0)
-    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64, look_ahead=0), decoder)   # the live default
+    adaptor = ConditionAdaptor(AdaptorConfig(max_frames=64, look_ahead=0, look_back=look_back), decoder)
     with torch.no_grad():
         adaptor.gates.fill_(4.0)
     cfg = adaptor.config
@@ -230,14 +230,15 @@ def test_a_slide_prefills_the_context_under_the_prefix_training_gives_it(musicge
     assert stream.slides == 1
 
 
-def test_the_streamed_prefix_equals_the_window_recomputed_across_a_slide_and_a_prompt_change(musicgen):
+@pytest.mark.parametrize("look_back", [None, 5])
+def test_the_streamed_prefix_equals_the_window_recomputed_across_a_slide_and_a_prompt_change(musicgen, look_back):
     """Each frame's prefix computed once, when its position is reached (`ConditionAdaptor.fill`), against
     the whole window recomputed every chunk: the same codes bit for bit in fp32, and the same prefix rows
     within fp32 rounding (relative 1e-5: the projections run over fewer rows at a time, and the CPU's
     matrix products round differently by row count)."""
     from expotion_live.features.schema import TimelineWindow
 
-    adaptor, features = causal_adaptor(musicgen.decoder)
+    adaptor, features = causal_adaptor(musicgen.decoder, look_back)
     cfg = adaptor.config
     video = TimelineWindow(0.0, features[0][0].numpy(), features[1][0].numpy(), features[2][0].numpy())
     runs = []

@@ -54,9 +54,10 @@ def trained(tiny_musicgen_dir, tmp_path_factory):
     train, val = write_split(cache, rng, "train", 48), write_split(cache, rng, "val", 8)
     config = TrainConfig(epochs=8, batch_size=4, segment_seconds=FRAMES / 50, warmup_epochs=1, default_caption=CAPTION,
                          live_windows=False)    # 1 s clips: shorter than the live stream's window
-    # The paper's unlimited look-ahead: each code sees the whole 1 s clip, so the noisy per-frame visuals average
+    # The paper's unlimited reach: each code sees the whole 1 s clip, so the noisy per-frame visuals average
     # out and 8 epochs suffice (the live default, look-ahead 0, gets there in about 12 on this data).
-    adaptor_config = AdaptorConfig(flow_channels=(8, 16), flow_dim=32, max_frames=64, look_ahead=None)
+    adaptor_config = AdaptorConfig(flow_channels=(8, 16), flow_dim=32, max_frames=64, look_ahead=None,
+                                   look_back=None)
     out = tmp_path_factory.mktemp("run")
     result = Trainer(musicgen, train, val, out, config, adaptor_config, progress=False).run()
     return musicgen, val, result, load_adaptor(out / "best", musicgen)

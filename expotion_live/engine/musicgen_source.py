@@ -64,6 +64,7 @@ class MusicGenSource:
         self.text_encodings = 0                                 # T5 runs so far (once per recent prompt)
         self.last_codes: torch.Tensor | None = None             # (1, K, n) the last chunk's new codes, on the CPU
         self.last_frame_times = np.zeros(0)                     # (n,) for each: the time of the frame at its position
+        self._condition_time = 0.0                               # `condition_time` of the last chunk
         self._last_window: TimelineWindow | None = None          # the last features filled in (a slide's prefix)
         self._position_times = np.zeros(window_frames)            # the time of the frame at each stream position
 
@@ -97,8 +98,13 @@ class MusicGenSource:
         return chunk_window(0, n_frames, self.stream.K, self.adaptor.config.max_frames).lag_frames
 
     def condition_time(self, request: ChunkRequest) -> float:
-        """The frame at the chunk's first code (streamed, an earlier chunk may have placed it)."""
-        return float(self.last_frame_times[0])
+        """The time the chunk's own window gives its first code: its newest frame less the distance.
+
+        Every position that window places is conditioned by the frame of this time + j / 50. The
+        first positions of a streamed chunk were placed by the window before (`last_frame_times`),
+        whose times differ from these by how far generation ran ahead of the camera or behind it.
+        """
+        return self._condition_time
 
     def load_adaptor(self, path: str | None) -> dict | None:
         """Load an adaptor checkpoint for this model (None removes it); the next chunk uses it."""
@@ -145,6 +151,7 @@ class MusicGenSource:
         buffers = stream.condition(adaptor)
         if buffers is None:
             self.last_frame_times = np.full(n_frames, window.t_end)
+            self._condition_time = window.t_end
             return stream.advance(n_frames, sampling)
         if not stream.started:
             buffers.reset()
@@ -152,6 +159,7 @@ class MusicGenSource:
         chunk = stream.next_window(n_frames, adaptor.config.max_frames)
         self._fill(buffers, window, chunk)
         self.last_frame_times = self._position_times[chunk.done:chunk.codes].copy()
+        self._condition_time = window.t_end - (chunk.newest - chunk.done) / FRAME_RATE
         return stream.advance(n_frames, sampling, chunk)
 
     def _fill(self, buffers, window: TimelineWindow, chunk) -> None:

@@ -72,16 +72,18 @@ class SampleRing(Protocol):
 
 @dataclass
 class ChunkMark:
-    """Where a chunk starts in the ring and which visual moment conditioned it: its code frame j was
-    conditioned by the frame of `t_condition + j / 50` and plays at `played_at + j / 50`."""
+    """Where a chunk starts in the ring and which visual moment conditioned it: its code frame j plays
+    at `played_at + j / 50`, and each position its window placed (all but a streamed chunk's first K,
+    placed by the chunk before) holds the frame of `t_condition + j / 50`."""
 
     index: int
     start_frame: int
     n_frames: int
-    ring_pos: int          # ring write index of the chunk's first sample (its crossfade start)
+    ring_pos: int          # ring write index of the chunk's first sample (the join: its crossfade start)
+    first_frame_pos: int   # ring index where its first code frame sounds, after the crossfade into it
     t_condition: float     # timeline time (time.monotonic()) of the frame that conditioned its first new code
     render_seconds: float
-    played_at: float = 0.0  # time.monotonic() its first sample was read by the consumer, 0 = not yet
+    played_at: float = 0.0  # time.monotonic() its first code frame was read by the consumer, 0 = not yet
 
 
 @dataclass(frozen=True)
@@ -342,7 +344,8 @@ class ChunkScheduler:
         body = audio[enter + overlap:]
         self._last_chunk = np.concatenate([head, body])
         self._tail = self._write_joined(head, body)
-        mark = ChunkMark(request.index, request.start_frame, request.n_frames, ring_pos,
+        # the rendered audio's sample `overlap` is the chunk's first frame; it entered at sample `enter`
+        mark = ChunkMark(request.index, request.start_frame, request.n_frames, ring_pos, ring_pos + overlap - enter,
                          self.source.condition_time(request), render_seconds)
         self.marks.append(mark)
         self._unplayed.append(mark)
@@ -367,11 +370,11 @@ class ChunkScheduler:
                 self._wait_until(lambda: self.ring.space() > 0)
 
     def _track_playhead(self) -> None:
-        """Stamp chunks whose first sample the consumer has read; notify chunk listeners."""
+        """Stamp chunks whose first code frame the consumer has read; notify chunk listeners."""
         read_index = self.ring.read_index
-        while self._unplayed and self._unplayed[0].ring_pos < read_index:
+        while self._unplayed and self._unplayed[0].first_frame_pos < read_index:
             mark = self._unplayed.pop(0)
-            mark.played_at = self.ring.last_read_time - (read_index - mark.ring_pos) / self.timing.sample_rate
+            mark.played_at = self.ring.last_read_time - (read_index - mark.first_frame_pos) / self.timing.sample_rate
             if mark.t_condition > 0:
                 self.control_latency = mark.played_at - mark.t_condition
                 self.control_latencies.append(self.control_latency)

@@ -239,7 +239,7 @@ class CodeLog:
                 heard[mark.index] = mark.played_at - origin
                 latency[mark.index] = mark.played_at - mark.t_condition
                 if mark.index == 0:   # ring position p is --out's sample p + the silence before the first chunk
-                    audio_start = (mark.played_at - (mark.ring_pos + session.player.preroll_samples)
+                    audio_start = (mark.played_at - (mark.first_frame_pos + session.player.preroll_samples)
                                    / session.settings.audio.sample_rate - origin)
         with atomic_path(path) as tmp, open(tmp, "wb") as file:
             np.savez(file, codes=np.concatenate(self._codes, axis=1) if self._codes else np.zeros((0, 0), np.int64),

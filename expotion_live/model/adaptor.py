@@ -31,6 +31,14 @@ it missing. With a limit the prefix's own self-attention is causal (as in the au
 code), so each prefix key carries only frames up to its own moment, and the fused
 attention admits keys up to p + L: the logits at p depend on no frame after p + L,
 exactly. A position before the window's first frame (+ L) gets no prefix term at all.
+
+Look-back (`AdaptorConfig.look_back`, B frames; None = unlimited, the paper): the code at
+p attends only to prefix frames from p's own moment - B on, and each prefix frame's
+self-attention reaches back B frames too, so the terms the first n adapted layers add at p
+reach no frame before p - n*B (the music's own self-attention still carries what the
+earlier codes heard, as music should). Unlimited, the attention averages over the whole
+window, and a movement seen once outweighs the stillness after it: the music never lets
+go of a gesture that has stopped. A bounded memory is what makes the present audible.
 """
 from __future__ import annotations
 
@@ -49,7 +57,7 @@ from torch import nn
 from ..atomic import atomic_path
 from ..features.external import TRACKER, check_source
 from ..features.schema import FACE_DIM, FLOW_DTYPE, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
-from .conditioning import ChunkWindow
+from .conditioning import LIVE_LOOK_AHEAD, LIVE_LOOK_BACK, ChunkWindow
 from .decoder import additive_mask
 
 WEIGHTS_FILE = "adaptor.safetensors"
@@ -75,17 +83,19 @@ class AdaptorConfig:
     flow_shape: tuple[int, int, int] = FLOW_SHAPE
     inputs: str = "face+motion"         # Table 1's ablations: "face", "motion" (pose and flow) or both
     captions: bool = True               # trained on each clip's caption; False: all on the generic one ("Generic")
-    look_ahead: int | None = 0          # frames after its own a code may see (module docstring); None: all (paper)
+    look_ahead: int | None = LIVE_LOOK_AHEAD  # frames after its own a code may see (module docstring); None: all
+    look_back: int | None = LIVE_LOOK_BACK    # frames before its own a code may see; None: all (the paper)
     face_source: str = TRACKER          # where face_dim's vectors come from: the tracker, or a features file's
     motion_source: str = TRACKER        # name (features/external.py: e.g. the paper's "raft"), which replaces pose and flow
 
     def __post_init__(self):
         if self.inputs not in INPUTS:
             raise AdaptorError(f"adaptor inputs {self.inputs!r} unknown; choose one of {', '.join(INPUTS)}")
-        if self.look_ahead is not None and (isinstance(self.look_ahead, bool) or not isinstance(self.look_ahead, int)
-                                            or self.look_ahead < 0):
-            raise AdaptorError(f"adaptor look_ahead {self.look_ahead!r} must be a whole number of frames >= 0, "
-                               f"or None for unlimited")
+        for name in ("look_ahead", "look_back"):
+            frames = getattr(self, name)
+            if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 0):
+                raise AdaptorError(f"adaptor {name} {frames!r} must be a whole number of frames >= 0, "
+                                   f"or None for unlimited")
         try:
             check_source(self.face_source), check_source(self.motion_source)
         except ValueError as err:
@@ -123,7 +133,7 @@ class AdaptorConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise AdaptorError(f"unknown adaptor config key {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        data = {"look_ahead": None} | data     # checkpoints from before the limit saw the whole window (the paper)
+        data = {"look_ahead": None, "look_back": None} | data   # older checkpoints saw the whole window (the paper)
         for name in ("flow_channels", "flow_shape"):
             if name in data:
                 data[name] = tuple(data[name])
@@ -186,7 +196,7 @@ class FusedPrefixAttention:
     sets it so the window's newest frame meets the newest code), and positions outside
     the window reuse its first or last frame. With a `look_ahead` L (not None) the query
     at frame t attends to prefix frames up to t + L only, and a query with none gets no
-    term (module docstring). When the decoder runs classifier-free guidance as a batch of
+    term; with a `look_back` B, to frames from t - B on (module docstring). When the decoder runs classifier-free guidance as a batch of
     2B, both halves attend to the same prefix (the authors duplicated it), so guidance
     amplifies only the text; the halves' queries are stacked against one copy rather
     than copying the prefix, which the decode step would otherwise read twice per layer.
@@ -197,10 +207,10 @@ class FusedPrefixAttention:
     """
 
     def __init__(self, q_p: torch.Tensor, k_p: torch.Tensor, v_p: torch.Tensor, gate: torch.Tensor,
-                 look_ahead: int | None = None, first: int = 0):
+                 look_ahead: int | None = None, first: int = 0, look_back: int | None = None):
         self.q_p, self.k_p, self.v_p = q_p, k_p, v_p    # (Bp, H, Tp, Dh) each
         self.gate = gate                                # () scalar g_l
-        self.look_ahead = look_ahead
+        self.look_ahead, self.look_back = look_ahead, look_back
         device = k_p.device
         self.first = torch.full((), first, dtype=torch.long, device=device)        # position of prefix frame 0
         self.last = torch.full((), k_p.shape[2] - 1, dtype=torch.long, device=device)  # the newest frame's index
@@ -215,11 +225,14 @@ class FusedPrefixAttention:
         q_p = self.q_p.index_select(2, moments.clamp(min=0).minimum(self.last)).to(q.dtype)  # Q^p at those frames
         q = q.view(halves, Bp, H, T, Dh) + q_p                                       # Q_l + Q^p_l
         q = q.permute(1, 2, 0, 3, 4).reshape(Bp, H, halves * T, Dh)                 # (Bp, H, halves*T, Dh)
-        if self.look_ahead is None:
+        if self.look_ahead is None and self.look_back is None:
             bias = None if self.bias is None else self.bias.to(q.dtype)
         else:
-            newest = (moments + self.look_ahead).minimum(self.last)                  # (T,) the last frame each sees
-            seen = self.frames <= newest.clamp(min=0)[:, None]   # a row that sees none keeps frame 0: no NaN in fp16
+            newest = self.last if self.look_ahead is None else (moments + self.look_ahead).minimum(self.last)
+            last_seen = newest.expand(T).clamp(min=0)[:, None]   # (T, 1) the last frame each sees; a row that
+            seen = self.frames <= last_seen                      # sees none keeps frame 0: no NaN in fp16
+            if self.look_back is not None:                       # past the window, its last frame stays in sight
+                seen &= self.frames >= (moments - self.look_back)[:, None].minimum(last_seen)
             bias = additive_mask(seen.repeat(halves, 1), q.dtype)                    # (halves*T, Tp)
         s_prime = F.scaled_dot_product_attention(q, self.k_p.to(q.dtype), self.v_p.to(q.dtype), attn_mask=bias)
         s_prime = s_prime.view(Bp, H, halves, T, Dh).permute(2, 0, 1, 3, 4).reshape(B, H, T, Dh)
@@ -229,9 +242,10 @@ class FusedPrefixAttention:
 
     def load(self, window: "FusedPrefixAttention", first: int) -> None:
         """Copy `window`'s prefix into these buffers, its frame 0 at sequence position `first`."""
-        if window.look_ahead != self.look_ahead:
-            raise AdaptorError(f"a prefix with look-ahead {window.look_ahead} does not fit a buffer made for "
-                               f"{self.look_ahead}; make the buffers from this adaptor")
+        if (window.look_ahead, window.look_back) != (self.look_ahead, self.look_back):
+            raise AdaptorError(f"a prefix with look-ahead {window.look_ahead} and look-back {window.look_back} does "
+                               f"not fit a buffer made for {self.look_ahead} and {self.look_back}; make the buffers "
+                               f"from this adaptor")
         self.write(window.q_p, window.k_p, window.v_p, 0)
         self.first.fill_(first)
 
@@ -266,7 +280,8 @@ class PrefixBuffers:
         self.layers: list[FusedPrefixAttention | None] = [None] * adaptor.first_layer
         for i in range(len(adaptor.merge)):
             q_p, k_p, v_p = (torch.zeros(shape, dtype=dtype, device=device) for _ in range(3))
-            layer = FusedPrefixAttention(q_p, k_p, v_p, adaptor.gates[i], adaptor.config.look_ahead)
+            layer = FusedPrefixAttention(q_p, k_p, v_p, adaptor.gates[i], adaptor.config.look_ahead,
+                                         look_back=adaptor.config.look_back)
             layer.bias = k_p.new_zeros(1, 1, 1, capacity)
             self.layers.append(layer)
         self.reset()
@@ -354,8 +369,9 @@ class ConditionAdaptor(nn.Module):
         positional row `first` + t (the conditioning contract).
         """
         layers = self._prefix_layers(face, motion, flow, first)
-        return [None] * self.first_layer + [FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], self.config.look_ahead,
-                                                                 first) for i, (q_p, k_p, v_p) in enumerate(layers)]
+        cfg = self.config
+        return [None] * self.first_layer + [FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], cfg.look_ahead, first,
+                                                                 cfg.look_back) for i, (q_p, k_p, v_p) in enumerate(layers)]
 
     def fill(self, buffers: PrefixBuffers, features, window: ChunkWindow) -> None:
         """Make `buffers` hold the prefix of `window` over the newest frames of `features` (as `prefix`).
@@ -403,9 +419,13 @@ class ConditionAdaptor(nn.Module):
         h = self.prefix_init[rows].expand(B, T, self.hidden_size).to(dtype)   # H0^p: (B, T, d)
         start = 0 if past is None else first                           # key rows before the new frames
         mask = None
+        keys = torch.arange(start + T, device=face.device)[None, :]
+        queries = (start + torch.arange(T, device=face.device))[:, None]
         if self.config.look_ahead is not None:                         # causal (module docstring)
-            keys = torch.arange(start + T, device=face.device)
-            mask = keys[None, :] <= (start + torch.arange(T, device=face.device))[:, None]   # (T, start + T)
+            mask = keys <= queries                                     # (T, start + T)
+        if self.config.look_back is not None:                          # and reaching back look_back frames
+            recent = keys >= queries - self.config.look_back
+            mask = recent if mask is None else mask & recent
         layers = []
         adapted = self.decoder.layers[self.first_layer:]
         for i, layer in enumerate(adapted):

@@ -31,11 +31,18 @@ video's frame of that position; live it is the performer now, so a code frame is
     new prefix rows (streamed):  the last chunk's newest was 13: rows 14..18
 
 Every shape a session meets (`session_windows`) is what training cuts its pieces to.
+
+Reach. The code at position p attends to prefix frames from p - look-back to p + look-ahead
+(`AdaptorConfig`; the adaptor's docstring says why each is bounded). Live, no frame after
+the newest exists, and a memory of 0.2 s lets the music go of a gesture that has stopped.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+LIVE_LOOK_AHEAD = 0    # frames after its own moment a code attends to: live, none exist yet
+LIVE_LOOK_BACK = 10    # frames before it: a movement stopped 0.2 s ago no longer plays
 
 
 @dataclass(frozen=True)

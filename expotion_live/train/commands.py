@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..features.external import TRACKER, check_source
 from ..features.schema import INPUTS
+from ..model.conditioning import LIVE_LOOK_AHEAD, LIVE_LOOK_BACK
 from ..settings import Settings, choices_text, flag, number
 from .config import TrainConfig
 from .prepare import TEST_FRACTION
@@ -91,9 +92,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--motion-source", type=_source, default=TRACKER, metavar="SOURCE",
                    help="motion features from the tracker's pose and flow (default) or from each clip's "
                         "SOURCE.features.npz, e.g. the authors' 'raft' or 'synchformer' (replaces pose and flow)")
-    p.add_argument("--look-ahead", type=_look_ahead, default=0, metavar="FRAMES|unlimited",
+    p.add_argument("--look-ahead", type=_look_ahead, default=LIVE_LOOK_AHEAD, metavar="FRAMES|unlimited",
                    help="frames of video after its own moment a code may attend to (default: %(default)s, as live "
                         "generation has none; 'unlimited' is the paper's, for offline use); stored in the adaptor")
+    p.add_argument("--look-back", type=_look_ahead, default=LIVE_LOOK_BACK, metavar="FRAMES|unlimited",
+                   help="frames of video before its own moment a code may attend to (default: %(default)s, so a "
+                        "movement that stops is let go; 'unlimited' is the paper's); stored in the adaptor")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 
@@ -155,7 +159,7 @@ def _source(text: str) -> str:
 
 
 def _look_ahead(text: str) -> int | None:
-    """--look-ahead: 'unlimited' (None) or a whole number of 50 Hz frames."""
+    """--look-ahead and --look-back: 'unlimited' (None) or a whole number of 50 Hz frames."""
     return None if text == "unlimited" else number(int, 0, 100_000)(text)
 
 
@@ -239,6 +243,7 @@ def _train(args, settings: Settings) -> int:
         adaptor_config = AdaptorConfig(d1=args.rank, d2=args.rank, n_layers=args.layers,
                                        flow_cnn=not args.no_flow_cnn and args.motion_source == TRACKER,
                                        inputs=args.inputs, captions=not args.no_captions, look_ahead=args.look_ahead,
+                                       look_back=args.look_back,
                                        face_source=args.face_source, motion_source=args.motion_source, **widths)
         musicgen = _load_musicgen(settings, device=_train_device(settings), precision="fp32")
         from .prepare import codec_fingerprint

@@ -43,7 +43,7 @@ _MOTION = {"musicgen": None, "face": None, "motion": "raft", "face+motion": "syn
 
 # --tiny: the whole wiring in seconds on a tiny model and a few short clips (with --epochs 1).
 TINY_TRAIN = ["--batch-size", "2", "--segment-seconds", "0.6"]
-PAPER_WINDOWS = ["--paper-windows", "--look-ahead", "unlimited"]   # the paper's: whole pieces, every frame seen
+PAPER_WINDOWS = ["--paper-windows", "--look-ahead", "unlimited", "--look-back", "unlimited"]   # the paper's: whole pieces, every frame seen
 TINY_EVALUATE = ["--seconds", "0.6", "--top-k", "50"]
 
 

@@ -1,4 +1,5 @@
-"""The adaptor's look-ahead limit, exactly: the logits at position p do not depend on frames after p + L.
+"""The adaptor's reach, exactly: the logits at position p do not depend on frames after p + L
+(look-ahead), and what each adapted layer adds at p on no frame before p - n*B (look-back).
 
 Checked bit for bit on the real tiny MusicGen in each place the prefix is attended: the
 training forward (whole sequence, SDPA, with the window at an offset as live-shaped
@@ -30,23 +31,25 @@ def int8(tiny_musicgen_dir):
     return MusicGen.load(tiny_musicgen_dir, device="cpu", precision="int8")
 
 
-def adaptor_for(decoder, look_ahead):
+def adaptor_for(decoder, look_ahead, look_back=None):
     torch.manual_seed(0)
-    adaptor = ConditionAdaptor(AdaptorConfig(look_ahead=look_ahead, **SMALL), decoder)
+    adaptor = ConditionAdaptor(AdaptorConfig(look_ahead=look_ahead, look_back=look_back, **SMALL), decoder)
     with torch.no_grad():
         adaptor.gates.fill_(4.0)                  # open: the prefix changes the music
     return adaptor
 
 
-def windows(n_frames: int, changed_from: int):
-    """Two feature windows (face, motion, flow) of n frames, equal before frame `changed_from`, different after."""
+def windows(n_frames: int, changed_from: int, before: bool = False):
+    """Two feature windows (face, motion, flow) of n frames, equal before frame `changed_from`, different after
+    (`before`: the other way round)."""
     g = torch.Generator().manual_seed(1)
     cfg = AdaptorConfig(**SMALL)
     a = [torch.randn(1, n_frames, cfg.face_dim, generator=g), torch.randn(1, n_frames, cfg.motion_dim, generator=g),
          torch.randn(1, n_frames, *cfg.flow_shape, generator=g)]
     b = [x.clone() for x in a]
+    span = slice(None, changed_from) if before else slice(changed_from, None)
     for x in b:
-        x[:, changed_from:] = torch.randn(x[:, changed_from:].shape, generator=g)
+        x[:, span] = torch.randn(x[:, span].shape, generator=g)
     return a, b
 
 
@@ -129,14 +132,42 @@ def test_the_stream_plays_the_same_codes_until_changed_frames_come_within_reach(
     assert not torch.equal(chunk(None, a)[:, 0, :kept], chunk(None, b)[:, 0, :kept])
 
 
-def test_look_ahead_is_stored_and_old_checkpoints_read_as_unlimited(fp32, tmp_path):
+@pytest.mark.parametrize("first", [0, 6])
+def test_each_layers_prefix_term_ignores_frames_before_its_look_back(fp32, first):
+    """Layer n's term at p reads frames from p - n*B on: the first layer's keys hold their own frame, each
+    prefix self-attention reaches B further back. Unlimited, the oldest frame reaches every position."""
+    B, T, changed = 4, 30, 9                       # frames 0..8 differ
+    a, b = windows(T, changed, before=True)
+    config = fp32.decoder.config
+    H = config.num_attention_heads
+    q = torch.randn(1, H, T, config.hidden_size // H, generator=torch.Generator().manual_seed(4))
+    positions = first + torch.arange(T)
+
+    def terms(look_back, features):
+        layers = adaptor_for(fp32.decoder, 0, look_back).adapters(*features, first=first)
+        return [layer(q, positions) for layer in layers if layer is not None]   # (1, H, T, Dh) each
+
+    with torch.no_grad():
+        limited = zip(terms(B, a), terms(B, b))
+        for n, (term_a, term_b) in enumerate(limited, start=1):
+            reach = changed + n * B                # the first frame whose term cannot see frame changed - 1
+            assert torch.equal(term_a[:, :, reach:], term_b[:, :, reach:]), n
+            assert not torch.equal(term_a[:, :, reach - 1], term_b[:, :, reach - 1]), n
+        unlimited_a, unlimited_b = terms(None, a), terms(None, b)
+        assert not torch.equal(unlimited_a[0][:, :, -1], unlimited_b[0][:, :, -1])
+
+
+def test_the_limits_are_stored_and_old_checkpoints_read_as_unlimited(fp32, tmp_path):
     from expotion_live.model.adaptor import load_adaptor, save_adaptor
 
-    for look_ahead in (0, 7, None):
-        save_adaptor(adaptor_for(fp32.decoder, look_ahead), tmp_path / str(look_ahead))
-        assert load_adaptor(tmp_path / str(look_ahead), fp32).config.look_ahead == look_ahead
+    for limits in ((0, 10), (7, None), (None, 3)):
+        save_adaptor(adaptor_for(fp32.decoder, *limits), tmp_path / str(limits))
+        config = load_adaptor(tmp_path / str(limits), fp32).config
+        assert (config.look_ahead, config.look_back) == limits
     header = AdaptorConfig(**SMALL).to_json()
-    del header["look_ahead"]                       # written before the setting existed: the paper's unlimited
-    assert AdaptorConfig.from_json(header).look_ahead is None
-    with pytest.raises(AdaptorError, match="look_ahead -1 must be a whole number"):
-        AdaptorConfig(look_ahead=-1)
+    del header["look_ahead"], header["look_back"]   # written before the settings existed: the paper's unlimited
+    config = AdaptorConfig.from_json(header)
+    assert (config.look_ahead, config.look_back) == (None, None)
+    for name in ("look_ahead", "look_back"):
+        with pytest.raises(AdaptorError, match=f"{name} -1 must be a whole number"):
+            AdaptorConfig(**{name: -1})
