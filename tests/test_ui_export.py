@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import cv2
 import numpy as np
@@ -132,3 +133,22 @@ def test_mux_errors_are_clear_and_leave_nothing(performance, tmp_path, monkeypat
     with pytest.raises(MediaError, match="ffmpeg is not installed"):
         mux(folder / "camera.mp4", folder / "played.wav", tmp_path / "x.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4", "noise.wav"]
+
+
+def test_a_performance_whose_tracker_fell_behind_is_filmed_to_the_end_of_its_music(performance, tmp_path):
+    """Frames stop arriving after half a second (a tracker far behind): the video still lasts as the music
+    does, the last frame held, so the muxed performance keeps picture and sound together to the end."""
+    from expotion_live.features.schema import FeatureFrame
+    from expotion_live.ui.performance import PerformanceRecorder
+
+    folder, frames = performance
+    recorder = PerformanceRecorder(tmp_path / "show", fps=30.0, mirror=False)
+    (tmp_path / "show").mkdir()
+    recorder.start(origin=100.0)
+    for i, image in enumerate(frames[:15]):
+        recorder.on_frame(FeatureFrame(t=100.0 + i / 30), image)
+        time.sleep(0.005)                        # the writer keeps up: no frame dropped from its queue
+    out = recorder.finish(folder / "played.wav")
+    streams = probe(out)
+    assert float(streams["video"]["duration"]) == pytest.approx(SECONDS, abs=0.1)
+    assert float(streams["audio"]["duration"]) == pytest.approx(SECONDS, abs=0.1)
