@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from expotion_live.atomic import write_json  # noqa: E402
-from expotion_live.settings import Settings, number, override  # noqa: E402
+from expotion_live.commands.common import number  # noqa: E402
+from expotion_live.settings import Settings, override  # noqa: E402
 
 GAP_SECONDS = 0.05          # a silence this long in the middle of the music is heard as a dropout
 SILENT_PEAK = 1e-4          # the same threshold as the player's "first sound"

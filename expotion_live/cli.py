@@ -16,13 +16,8 @@ import threading
 from pathlib import Path
 
 from . import __version__, doctor, native_log, settings as settings_mod
-from .features import commands as features_commands
-from .live import run as live_run
-from .engine import commands as generate_commands
-from .model import download as download_commands
-from .train import (commands as train_commands, importer as import_commands, record as record_commands,
-                    reproduce as reproduce_commands)
-from .ui import commands as ui_commands
+from .commands import (doctor as doctor_command, download, generate, gui, import_dataset, record, reproduce, run,
+                       track, train)
 from .settings import SettingsError
 
 # systemd, docker, `timeout` and installation scripts stop a program with SIGTERM, a closed
@@ -34,8 +29,7 @@ DEFAULT_RECORDING_SECONDS = 30
 QUIET_COMMANDS = (None, "run", "gui", "doctor")   # the first commands a performer runs: only the app's lines
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 BENCHMARKS = ("decode", "generate", "int8", "live", "vision", "synth", "soak", "stage")
-SUBCOMMAND_MODULES = (doctor, live_run, features_commands, generate_commands, download_commands, ui_commands,
-                      record_commands, train_commands, import_commands, reproduce_commands)
+SUBCOMMAND_MODULES = (doctor_command, run, track, generate, download, gui, record, train, import_dataset, reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:

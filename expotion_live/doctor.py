@@ -13,7 +13,7 @@ import os
 import platform
 import socket
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .model.download import has_weights
@@ -194,7 +194,7 @@ def check_osc_port(settings: Settings) -> list[Check]:
     port = settings.osc.control_port
     if port == 0:
         return [Check("OSC control port", True, "off (osc.control_port = 0)")]
-    from .osc.control import is_loopback
+    from .outputs.osc.control import is_loopback
 
     host = settings.osc.control_host
     if not is_loopback(host) and not settings.osc.control_secret:
@@ -214,7 +214,7 @@ def check_osc_port(settings: Settings) -> list[Check]:
 
 def check_midi(settings: Settings) -> list[Check]:
     """MIDI output ports by name; information only: the show goes on without MIDI."""
-    from .osc.midi import MidiError, list_ports, parse_map
+    from .outputs.midi import MidiError, list_ports, parse_map
 
     api = settings.midi.api
     state = f"{'on' if settings.midi.enabled else 'off (midi.enabled = false)'}, api = {api}"
@@ -233,7 +233,7 @@ def check_midi(settings: Settings) -> list[Check]:
 
 def _midi_fix(api: str) -> str:
     """What to change when the chosen MIDI API has no backend: the other Linux API, if it works here."""
-    from .osc.midi import MidiError, list_ports
+    from .outputs.midi import MidiError, list_ports
 
     other = {"auto": "jack", "alsa": "jack", "jack": "alsa"}.get(api)
     if other is not None:
@@ -246,7 +246,7 @@ def _midi_fix(api: str) -> str:
 
 
 def check_link(settings: Settings) -> list[Check]:
-    from .osc.ableton_link import LinkError, binding
+    from .outputs.ableton_link import LinkError, binding
 
     try:
         binding()
@@ -286,27 +286,3 @@ def run_checks(settings: Settings, checkpoints: Path) -> list[Check]:
         *check_midi(settings), *check_link(settings),
         *check_display(), *check_demo_video(),
     ]
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("doctor", help="check cameras, audio, trackers, weights before a show")
-    p.add_argument("--checkpoints", default="checkpoints", help="where weights and adaptors live (default: checkpoints/)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--strict", action="store_true", help="exit 1 when something a show needs is missing")
-    p.set_defaults(handler=_doctor, diagnoses_settings=True)   # runs on a damaged settings file, saying so
-
-
-def _doctor(args, settings: Settings) -> int:
-    checks = [*check_settings_file(getattr(args, "config", None), getattr(args, "settings_error", "")),
-              *run_checks(settings, Path(args.checkpoints))]
-    show_ready = all(c.ok for c in checks if c.needed_for_show)
-    if args.json:
-        print(json.dumps({"show_ready": show_ready, "checks": [asdict(c) for c in checks]}, indent=2))
-    else:
-        for c in checks:
-            tag = "OK" if c.ok else ("MISSING" if c.needed_for_show else "NOTE")
-            print(f"{tag:8} {c.name}: {c.detail}")
-            if c.fix:
-                print(f"{'':8}   -> {c.fix}")
-        print("ready for a show" if show_ready else "NOT ready for a show (see MISSING above)")
-    return 1 if args.strict and not show_ready else 0

@@ -7,7 +7,6 @@ settings file is a one-line error naming the key rather than a surprise on stage
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .features.schema import EXPRESSION_NAMES
-from .osc.targets import MODES as OSC_MODES, OscTargetError, parse_targets
+from .outputs.osc.targets import MODES as OSC_MODES, OscTargetError, parse_target, parse_targets
 
 
 class SettingsError(ValueError):
@@ -210,26 +209,6 @@ def in_range(value, low: float, high: float) -> bool:
     return math.isfinite(value) and low <= value <= high
 
 
-def number(kind: type, low: float, high: float):
-    """An argparse `type`: a finite `kind` in [low, high], else a one-line usage error with the range."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if not in_range(value, low, high):
-            raise argparse.ArgumentTypeError(f"{text} is outside {low:g} to {high:g}")
-        return value
-
-    return parse
-
-
-def flag(key: str):
-    """The argparse `type` of a flag that overrides setting `key`: the setting's own type and range."""
-    section, name = key.split(".")
-    return number(typing.get_type_hints(typing.get_type_hints(Settings)[section])[name], *RANGES[key])
-
-
 def _coerce(key: str, value, annotation):
     """Check one value against its field type; ints are accepted where floats are expected."""
     hint = typing.get_origin(annotation)
@@ -273,19 +252,25 @@ def _build(cls, data: dict, prefix: str):
     return dataclasses.replace(cls(), **values) if values else cls()
 
 
-def _check_osc_targets(osc: OscSettings) -> None:
-    """Each target's form ([MODE@]HOST[:PORT], with [osc] mode for those naming none); whether a
-    host resolves is the network's state, asked when sending starts, not a property of the file."""
-    try:
-        parse_targets(osc.targets, osc.mode, resolve=False)
-    except OscTargetError as err:
-        raise SettingsError(f"osc.targets: {err}") from None
+def _check_addresses(settings: Settings) -> None:
+    """The OSC targets' and AbletonOSC's form ([MODE@]HOST[:PORT]; whether a host resolves is the
+    network's state, asked when sending starts, not a property of the file) and the MIDI map's entries."""
+    from .outputs.midi import MidiError, parse_map    # outputs.midi reads MidiSettings from here
+
+    osc = settings.osc
+    for key, check in (("osc.targets", lambda: parse_targets(osc.targets, osc.mode, resolve=False)),
+                       ("osc.ableton", lambda: osc.ableton and parse_target(osc.ableton, resolve=False)),
+                       ("midi.map", lambda: parse_map(settings.midi.map))):
+        try:
+            check()
+        except (OscTargetError, MidiError) as err:
+            raise SettingsError(f"{key}: {err}") from None
 
 
 def from_dict(data: dict) -> Settings:
     """Validate a nested dict (as parsed from TOML) into Settings."""
     settings = _build(Settings, data, "")
-    _check_osc_targets(settings.osc)
+    _check_addresses(settings)
     return settings
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
-from expotion_live.osc.ableton_link import TempoLead, follow_window, open_link
+from expotion_live.outputs.ableton_link import TempoLead, follow_window, open_link
 from expotion_live.engine.steering import PromptSteerer, conducted_beat
 from expotion_live.settings import LinkSettings
 from conftest import in_loopback_namespace
@@ -31,7 +31,7 @@ ISOLATED = textwrap.dedent("""
 # A second peer in its own process: joins at the tempo it is given, then reports what it sees.
 PEER = ISOLATED + textwrap.dedent("""
     import json, time
-    from expotion_live.osc.ableton_link import AbletonLink
+    from expotion_live.outputs.ableton_link import AbletonLink
     peer = AbletonLink(float(sys.argv[1]), 4.0)
     for line in sys.stdin:
         if line.strip() == "quit":
@@ -45,7 +45,7 @@ PEER = ISOLATED + textwrap.dedent("""
 # The test's own side: starts PEER, then runs the body given in argv[1].
 MAIN = ISOLATED + textwrap.dedent("""
     import json, subprocess, time
-    from expotion_live.osc.ableton_link import AbletonLink, LinkSync
+    from expotion_live.outputs.ableton_link import AbletonLink, LinkSync
     from expotion_live.settings import LinkSettings
 
     class Peer:
@@ -200,13 +200,15 @@ def test_follow_mode_plays_the_synth_at_the_session_tempo():
         from expotion_live.engine.synth import SynthSource
         from expotion_live.features.schema import FeatureFrame
         import contextlib, io
-        from expotion_live.live.run import RunNotices
+        from expotion_live.commands.run import RunNotices
+        from expotion_live.live.controller import attach_outputs
         from expotion_live.live.session import LiveSession
         from expotion_live.settings import Settings, override
         peer = Peer(90.0)
         settings = override(Settings(), {"link.mode": "follow", "engine.kind": "synth"})
         frames = [FeatureFrame(t=i / 30.0, face_found=True, motion_energy=0.3) for i in range(90)]
         session = LiveSession(settings, SynthSource(), frames, output="file", duration=3.0)
+        attach_outputs(session, settings)
         wait_for(lambda: session.link.status().peers == 1)
         peer.ask("tempo", "104")         # the band sets the tempo; whose tempo a fresh session kept was a race
         wait_for(lambda: abs(session.link.status().tempo - 104.0) < 0.01)

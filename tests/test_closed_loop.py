@@ -82,18 +82,6 @@ def loop(tiny_musicgen_dir, tmp_path_factory):
     return data, config, run / "best"
 
 
-def code_sets(data: Path) -> tuple[int, int]:
-    """(still, moving): the finest codebook's token of each music, read from the prepared test clip."""
-    clip = load_clip(cache_dir_for(data), TEST_CLIP)
-    frames = np.arange(clip.n_frames) / FRAME_RATE
-    moving = (frames >= GESTURE[0]) & (frames < GESTURE[1])
-    finest = np.asarray(clip.codes[-1])
-    still_token = np.bincount(finest[~moving]).argmax()
-    moving_token = np.bincount(finest[moving]).argmax()
-    assert still_token != moving_token
-    return int(still_token), int(moving_token)
-
-
 def teacher_forced(musicgen, adaptor, features: TimelineWindow, codes: np.ndarray) -> np.ndarray:
     """(T,) the finest codebook's most likely token at each frame, teacher-forced on `codes` (K, T) as
     training scores them (frame t of `features` at position t, one window from position 0), guided
@@ -247,7 +235,6 @@ def test_live_run_follows_the_gesture_where_training_predicts_and_is_heard_when_
     for frame in load_recording(tracked):
         frame.t += float(log["tracking_start"])
         timeline.push(frame)
-    T = codes.shape[1]
     times = np.concatenate([frame_times, frame_times[-1] + np.arange(1, K) / FRAME_RATE])   # the last chunk's newest
     windows = [timeline.window(1, t_end=t) for t in times]
     features = TimelineWindow(t_end=times[-1], face=np.concatenate([w.face for w in windows]),

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # reads HF_HUB_OFFLINE / HF_ENDPOINT from the environment we give it.
 RUN_COMMAND = """
 import argparse, sys
-from expotion_live.model import download
+from expotion_live.commands import download
 parser = argparse.ArgumentParser(prog="expotion-live")
 download.add_parser(parser.add_subparsers(dest="command"))
 args = parser.parse_args(sys.argv[1:])

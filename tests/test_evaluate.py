@@ -42,7 +42,7 @@ def test_evaluate_command_writes_scores_for_base_and_adaptor(tiny_musicgen_dir, 
     from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
     from expotion_live.model.generate import MusicGen
     from expotion_live.settings import Settings
-    from expotion_live.train import commands
+    from expotion_live.commands import train as commands
     from test_train_resume import prepared_dataset
 
     musicgen = MusicGen.load(tiny_musicgen_dir, device="cpu", precision="fp32")
@@ -76,7 +76,7 @@ def test_evaluate_command_writes_scores_for_base_and_adaptor(tiny_musicgen_dir, 
 def test_evaluate_reports_a_bad_adaptor_in_one_line(tiny_musicgen_dir, tmp_path, capsys):
     from expotion_live.model.generate import MusicGen
     from expotion_live.settings import Settings
-    from expotion_live.train import commands
+    from expotion_live.commands import train as commands
     from test_train_resume import prepared_dataset
 
     data = prepared_dataset(tmp_path / "data", MusicGen.load(tiny_musicgen_dir, precision="fp32"), n_clips=1, frames=30)
@@ -300,7 +300,7 @@ def test_a_live_trained_adaptor_is_evaluated_as_generate_plays_its_video(tiny_mu
     import torch
 
     from expotion_live.testing.face_video import make_face_video
-    from expotion_live.engine import commands as engine_commands
+    from expotion_live.commands import generate as engine_commands
     from expotion_live.model.adaptor import AdaptorConfig, ConditionAdaptor, save_adaptor
     from expotion_live.model.conditioning import feature_settings, recorded_settings
     from expotion_live.model.generate import MusicGen

@@ -4,7 +4,7 @@ import argparse
 import pytest
 
 from expotion_live.testing import face_video as demo
-from expotion_live.features import commands
+from expotion_live.commands import track as commands
 from expotion_live.features.recording import load_recording
 from expotion_live.settings import Settings
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from expotion_live.engine import commands
+from expotion_live.commands import generate as commands
 from expotion_live.model.generate import MusicGen
 from expotion_live.settings import Settings
 

@@ -24,9 +24,9 @@ from expotion_live.features.recording import load_recording, save_recording
 from expotion_live.features.schema import FRAME_RATE, HAND_SIDES, TimelineWindow
 from expotion_live.features.timeline import FeatureTimeline
 from expotion_live.features.tracker import Tracker
-from expotion_live.osc.schema import MusicState
-from expotion_live.osc.sender import OscSender
-from expotion_live.osc.targets import OscTarget
+from expotion_live.outputs.osc.schema import MusicState
+from expotion_live.outputs.osc.sender import OscSender
+from expotion_live.outputs.osc.targets import OscTarget
 from expotion_live.settings import TrackingSettings
 from expotion_live.ui.overlay import HAND_COLOURS, draw_overlay
 

@@ -13,7 +13,7 @@ from expotion_live.engine.scheduler import ChunkTiming
 from expotion_live.engine.source import ChunkRequest, GenerationParams
 from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, TimelineWindow
 from expotion_live.model.adaptor import AdaptorConfig, AdaptorError, ConditionAdaptor
-from expotion_live.model.conditioning import ChunkWindow, StreamLayout, chunk_window, session_windows
+from expotion_live.model.conditioning import StreamLayout, chunk_window, session_windows
 from expotion_live.settings import GenerationSettings
 from expotion_live.train.dataset import DatasetError, Segment, cut
 

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from expotion_live.features.schema import EXPRESSION_NAMES, FeatureFrame
-from expotion_live.osc.midi import (CLOCKS_PER_BEAT, HEAD_RANGE, Controller, MidiError, MidiMapper, list_ports,
-                                    open_midi, parse_map)
+from expotion_live.outputs.midi import (CLOCKS_PER_BEAT, HEAD_RANGE, Controller, MidiError, MidiMapper, open_midi,
+                                        parse_map)
 from expotion_live.settings import MidiSettings
 
 mido = pytest.importorskip("mido", reason="mido is not installed")
@@ -86,6 +86,7 @@ def test_missing_backend_or_bad_port_is_one_line_and_off_is_silent():
 
 def test_session_goes_on_without_midi_and_link_it_cannot_have():
     from expotion_live.engine.synth import SynthSource
+    from expotion_live.live.controller import attach_outputs
     from expotion_live.live.session import LiveSession
     from expotion_live.settings import LinkSettings, Settings, override
 
@@ -94,7 +95,7 @@ def test_session_goes_on_without_midi_and_link_it_cannot_have():
     settings = dataclasses.replace(settings, link=LinkSettings(mode="lead"))   # a settings file refuses it at load
     frames = [FeatureFrame(t=i / 30.0, face_found=True) for i in range(30)]
     session = LiveSession(settings, SynthSource(), frames, output="file", duration=1.0)
-    assert session.midi is None and session.link is None
+    assert attach_outputs(session, settings) == (None, None) and session.link is None
     lines = session.notice.split("; ")
     assert any(line.startswith("no MIDI out: ") for line in lines) and any("no Ableton Link" in line for line in lines)
     session.start()
@@ -170,7 +171,7 @@ def midi_dump(jack_server):
 
 
 def test_jack_port_sends_controllers_notes_and_tells_a_late_listener_where_the_bar_is(midi_dump):
-    from expotion_live.osc.midi import CLOCKS_PER_BAR, MidiOut
+    from expotion_live.outputs.midi import CLOCKS_PER_BAR, MidiOut
 
     name = f"Expotion Live test {os.getpid()}"
     tempo = 300.0                 # a bar of 4 beats in 0.8 s
@@ -206,6 +207,7 @@ def test_jack_port_sends_controllers_notes_and_tells_a_late_listener_where_the_b
 def test_session_with_clock_on_starts_and_clocks_the_connected_daw(midi_dump):
     """A real session with [midi] clock on: Start at the session's start, then clocks at its tempo."""
     from expotion_live.engine.synth import SynthSource
+    from expotion_live.live.controller import attach_outputs
     from expotion_live.live.session import LiveSession
     from expotion_live.settings import Settings, override
 
@@ -214,7 +216,8 @@ def test_session_with_clock_on_starts_and_clocks_the_connected_daw(midi_dump):
                                      "midi.clock": True, "engine.kind": "synth"})
     frames = [FeatureFrame(t=i / 30.0, face_found=True) for i in range(30)]
     session = LiveSession(settings, SynthSource(), frames, output="file", duration=1.5)
-    assert session.midi is not None, session.notice
+    link, midi = attach_outputs(session, settings)
+    assert midi is not None, session.notice
     midi_dump.connect(f"{name}:{name}")
     time.sleep(0.3)
     assert midi_dump.messages() == []                          # nothing plays before Start
@@ -232,7 +235,7 @@ def test_session_with_clock_on_starts_and_clocks_the_connected_daw(midi_dump):
 
 def test_alsa_listing_counts_the_subscribers_of_our_port():
     """The kernel's /proc/asound/seq/clients format (sound/core/seq/seq_clientmgr.c)."""
-    from expotion_live.osc.midi_listeners import alsa_connections
+    from expotion_live.outputs.midi_listeners import alsa_connections
 
     listing = """Client info
   cur  clients : 4
@@ -271,7 +274,7 @@ def test_no_jack_server_says_how_in_one_line(tmp_path):
     if _jack_midi():
         pytest.skip(_jack_midi())
     env = dict(os.environ, JACK_DEFAULT_SERVER=f"none-{os.getpid()}", JACK_NO_START_SERVER="1")
-    code = ("from expotion_live.osc.midi import open_midi; from expotion_live.settings import MidiSettings; "
+    code = ("from expotion_live.outputs.midi import open_midi; from expotion_live.settings import MidiSettings; "
             "print(open_midi(MidiSettings(enabled=True, api='jack'), lambda: (False, 0.0))[1])")
     line = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip()
     assert line.startswith("no MIDI out: ") and "start a JACK server" in line and "\n" not in line
@@ -297,7 +300,7 @@ def test_docs_list_the_default_map_and_every_signal():
     import re
     from pathlib import Path
 
-    from expotion_live.osc.midi import SIGNALS
+    from expotion_live.outputs.midi import SIGNALS
     from expotion_live.settings import MIDI_MAP
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "midi.md").read_text()
@@ -310,7 +313,7 @@ def test_docs_list_the_default_map_and_every_signal():
 def test_headless_run_says_midi_opened_and_counts_what_reached_the_daw(midi_dump, face_video, tmp_path, capsys):
     import argparse
 
-    from expotion_live.live import run as run_mod
+    from expotion_live.commands import run as run_mod
     from expotion_live.settings import Settings, override
 
     name = f"Expotion Live run {os.getpid()}"

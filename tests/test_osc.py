@@ -14,11 +14,11 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
 from expotion_live.features.schema import EXPRESSION_NAMES, HEAD_NAMES, UPPER_BODY, FeatureFrame
-from expotion_live.osc.control import COMMANDS, ControlError, ControlServer
-from expotion_live.osc.schema import (FACEOSC_GESTURES, WEKINATOR_INPUTS, MusicState, faceosc_messages,
-                                      native_messages)
-from expotion_live.osc.sender import OscSender
-from expotion_live.osc.targets import OscTarget, OscTargetError, parse_target, parse_targets
+from expotion_live.outputs.osc.control import COMMANDS, ControlError, ControlServer
+from expotion_live.outputs.osc.schema import (FACEOSC_GESTURES, WEKINATOR_INPUTS, MusicState, faceosc_messages,
+                                              native_messages)
+from expotion_live.outputs.osc.sender import OscSender
+from expotion_live.outputs.osc.targets import OscTarget, OscTargetError, parse_target, parse_targets
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "osc.md"
 
@@ -283,20 +283,20 @@ def test_docs_list_every_address():
     assert addresses <= documented, sorted(addresses - documented)
 
 
-def test_link_carries_session_status_and_chunk_boundaries(receivers):
-    from expotion_live.osc.link import OscLink
-    from expotion_live.osc.schema import MusicState
+def test_the_feed_carries_session_status_and_chunk_boundaries(receivers):
+    from expotion_live.outputs.osc.feed import OscFeed
+    from expotion_live.outputs.osc.schema import MusicState
     from expotion_live.settings import CameraSettings
 
     native, faceosc = receivers(), receivers()
     sender = OscSender(parse_targets([f"127.0.0.1:{native.port}", f"faceosc@127.0.0.1:{faceosc.port}"]))
-    link = OscLink(sender, CameraSettings(width=1280, height=720))
-    link.on_status(MusicState(playing=True, tempo=96.0, chunk=3, steering=("slow",)))
-    link.on_frame(tracked_frame(), None)                 # features from a tracking recording: no image
-    link.on_chunk(4, 200)
-    link.on_frame(tracked_frame(), None)
-    link.on_stopped()
-    link.on_frame(tracked_frame(), None)
+    feed = OscFeed(sender, CameraSettings(width=1280, height=720))
+    feed.on_status(MusicState(playing=True, tempo=96.0, chunk=3, steering=("slow",)))
+    feed.on_frame(tracked_frame(), None)                 # features from a tracking recording: no image
+    feed.on_chunk(4, 200)
+    feed.on_frame(tracked_frame(), None)
+    feed.on_stopped()
+    feed.on_frame(tracked_frame(), None)
     states = [(d["/music/playing"], d["/music/tempo"], d["/music/chunk"], d["/music/steering"])
               for d in map(as_dict, native.wait_for(3))]
     assert states == [([1.0], [96.0], [3], ["slow"]), ([1.0], [96.0], [4], ["slow"]), ([0.0], [96.0], [4], ["slow"])]

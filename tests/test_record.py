@@ -133,7 +133,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, face_video):
 def test_record_command_reports_one_line(tmp_path, capsys):
     import argparse
 
-    from expotion_live.train import record
+    from expotion_live.commands import record
 
     parser = argparse.ArgumentParser()
     record.add_parser(parser.add_subparsers())
@@ -147,7 +147,7 @@ def test_record_command_reports_one_line(tmp_path, capsys):
 def test_record_old_device_flag_names_the_audio_output_flag(tmp_path, capsys):
     import argparse
 
-    from expotion_live.train import record
+    from expotion_live.commands import record
 
     parser = argparse.ArgumentParser()
     record.add_parser(parser.add_subparsers())

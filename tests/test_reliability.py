@@ -26,7 +26,7 @@ import soundfile as sf
 import torch
 
 from expotion_live import cli
-from expotion_live.live import run as run_mod
+from expotion_live.commands import run as run_mod
 from expotion_live.atomic import AtomicFile
 from expotion_live.audio.output import WavRecorder
 from expotion_live.engine import offline
@@ -34,9 +34,9 @@ from expotion_live.engine.scheduler import ChunkTiming
 from expotion_live.engine.source import ChunkRequest, GenerationParams
 from expotion_live.engine.synth import SynthSource
 from expotion_live.features.schema import FACE_DIM, FLOW_SHAPE, MOTION_DIM, UPPER_BODY, FeatureFrame, TimelineWindow
-from expotion_live.osc.control import MAX_PACKET_BYTES, ControlServer
-from expotion_live.osc.targets import OscTargetError, parse_target
-from expotion_live.live.run import RunNotices
+from expotion_live.outputs.osc.control import MAX_PACKET_BYTES, ControlServer
+from expotion_live.outputs.osc.targets import OscTargetError, parse_target
+from expotion_live.commands.run import RunNotices
 from expotion_live.live.session import LiveSession, SessionStatus
 from expotion_live import settings as settings_mod
 from expotion_live.settings import RANGES, Settings, SettingsError, load, override
@@ -533,7 +533,7 @@ def wait_for(server: ControlServer, total: int) -> dict[str, int]:
 
 
 def test_control_port_refuses_a_prompt_too_long_to_encode_in_time():
-    from expotion_live.osc.control import MAX_PROMPT_CHARS
+    from expotion_live.outputs.osc.control import MAX_PROMPT_CHARS
 
     controls = RecordedControls()
     server, sock = serve(controls)
@@ -548,7 +548,7 @@ def test_control_port_refuses_a_prompt_too_long_to_encode_in_time():
 
 
 def test_control_port_limits_each_senders_rate_per_address(caplog):
-    from expotion_live.osc.control import RATE_BURST
+    from expotion_live.outputs.osc.control import RATE_BURST
 
     controls = RecordedControls()
     server, sock = serve(controls)
@@ -581,12 +581,12 @@ def test_python_oscs_own_warnings_go_through_the_log_limit(caplog):
         sock.close()
         server.stop()
     assert counts == {"malformed": 1000} and controls.calls == []
-    assert [r.name for r in caplog.records if r.name != "expotion_live.osc.control"] == []
+    assert [r.name for r in caplog.records if r.name != "expotion_live.outputs.osc.control"] == []
     assert len(caplog.records) <= 10 + 10
 
 
 def test_a_control_port_open_to_the_network_needs_the_shared_secret(caplog):
-    from expotion_live.osc.control import ControlError
+    from expotion_live.outputs.osc.control import ControlError
 
     with pytest.raises(ControlError, match=r"^control_host 0.0.0.0 lets other machines control the show: set "
                                            r"\[osc\] control_secret"):

@@ -4,7 +4,7 @@ import argparse
 import numpy as np
 import soundfile as sf
 
-from expotion_live.live import run as run_mod
+from expotion_live.commands import run as run_mod
 from expotion_live.settings import Settings
 
 

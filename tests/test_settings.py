@@ -112,6 +112,20 @@ def test_a_bad_osc_target_is_refused_at_load_naming_the_key(tmp_path, capsys, ta
         s.override(s.Settings(), {"osc.targets": (target,)})
 
 
+@pytest.mark.parametrize("text, key, reason", [
+    ('[osc]\nableton = "127.0.0.1:notaport"\n', "osc.ableton", "port 'notaport' is not a number"),
+    ('[osc]\nableton = "faceosc@"\n', "osc.ableton", "has no host"),
+    ('[midi]\nmap = ["smile:200"]\n', "midi.map", "CC must be 0-119"),
+    ('[midi]\nmap = ["smile:1", "frown:2"]\n', "midi.map", "expected SIGNAL:CC with SIGNAL one of"),
+])
+def test_the_ableton_address_and_the_midi_map_are_checked_at_load_naming_the_key(tmp_path, capsys, text, key, reason):
+    path = write(tmp_path, text)
+    with pytest.raises(s.SettingsError, match=rf"^{path}: {key}: .*{reason}"):
+        s.load(path)
+    assert main(["--config", str(path), "run", "--headless"]) == 2
+    assert key in capsys.readouterr().err
+
+
 def test_osc_targets_are_read_with_the_files_own_mode_and_hosts_resolve_when_sending_starts(tmp_path):
     cfg = s.load(write(tmp_path, '[osc]\nmode = "faceosc"\ntargets = ["127.0.0.1", "no-such-host.invalid:9000"]\n'))
     assert cfg.osc.targets == ("127.0.0.1", "no-such-host.invalid:9000")   # the network is asked when sending starts
@@ -128,9 +142,9 @@ def test_the_components_accept_exactly_the_table(tmp_path):
     """The parts that take these words check them too, when built outside a settings file."""
     from expotion_live.features.landmarkers import HAND_MODELS
     from expotion_live.model.precision import PRECISIONS
-    from expotion_live.osc.ableton_link import MODES as LINK_MODES
-    from expotion_live.osc.midi import APIS
-    from expotion_live.osc.targets import DEFAULT_PORTS
+    from expotion_live.outputs.ableton_link import MODES as LINK_MODES
+    from expotion_live.outputs.midi import APIS
+    from expotion_live.outputs.osc.targets import DEFAULT_PORTS
 
     assert s.CHOICES["model.precision"] == ("auto", *PRECISIONS)
     assert s.CHOICES["tracking.hand_model"] == tuple(HAND_MODELS)

@@ -89,7 +89,7 @@ def test_link_readout_shows_mode_peers_tempo_and_beat(make_window, qapp):
     from expotion_live.engine.synth import SynthSource
     from expotion_live.features.schema import FeatureFrame
     from expotion_live.live.session import LiveSession
-    from expotion_live.osc.ableton_link import LinkStatus
+    from expotion_live.outputs.ableton_link import LinkStatus
 
     window = make_window()
     idle = LiveSession(window.settings, SynthSource(), [FeatureFrame(t=0.0)], output="file").status()

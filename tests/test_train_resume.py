@@ -22,7 +22,7 @@ from expotion_live.train.dataset import CACHE_VERSION, cache_dir_for, write_clip
 # The train subcommand behind its own parser (the project CLI wires the same add_parser).
 CLI = ("import argparse, sys\n"
        "from expotion_live.settings import Settings\n"
-       "from expotion_live.train import commands\n"
+       "from expotion_live.commands import train as commands\n"
        "parser = argparse.ArgumentParser(); commands.add_parser(parser.add_subparsers())\n"
        "args = parser.parse_args(sys.argv[1:]); sys.exit(args.handler(args, Settings()))\n")
 
@@ -34,7 +34,7 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess:
 def run_in_process(*argv: str) -> int:
     """The same command in this process (no interpreter start-up): for runs that are not killed."""
     from expotion_live.settings import Settings
-    from expotion_live.train import commands
+    from expotion_live.commands import train as commands
 
     parser = argparse.ArgumentParser()
     commands.add_parser(parser.add_subparsers())

@@ -85,7 +85,7 @@ def test_export_errors_are_clear_and_leave_nothing(performance, tmp_path):
 def test_export_command_reports_one_line(performance, tmp_path, capsys):
     import argparse
 
-    from expotion_live.ui import commands
+    from expotion_live.commands import gui as commands
 
     parser = argparse.ArgumentParser()
     commands.add_parser(parser.add_subparsers())

@@ -16,7 +16,7 @@ from expotion_live.ui.overlay import CONTOUR_COLOUR, POSE_COLOUR
 RUN_GUI = """
 import argparse, sys
 from expotion_live import settings
-from expotion_live.ui import commands
+from expotion_live.commands import gui as commands
 parser = argparse.ArgumentParser()
 commands.add_parser(parser.add_subparsers())
 args = parser.parse_args(sys.argv[2:])

@@ -16,7 +16,7 @@ from test_osc import Receiver, as_dict
 
 from expotion_live import settings as settings_mod
 from expotion_live.engine.source import GenerationParams
-from expotion_live.osc.targets import OscTarget
+from expotion_live.outputs.osc.targets import OscTarget
 from expotion_live.settings import Settings
 from expotion_live.ui.overlay import CONTOUR_COLOUR
 
@@ -318,7 +318,7 @@ def test_recording_a_performance_saves_the_overlay_video_with_the_played_audio(l
 
 
 def test_ableton_target_from_settings_gets_tempo_and_transport(make_window, receiver):
-    from expotion_live.osc.schema import MusicState
+    from expotion_live.outputs.osc.schema import MusicState
     from test_osc import tracked_frame
 
     window = make_window(**{"osc.ableton": f"127.0.0.1:{receiver.port}"})
@@ -326,12 +326,12 @@ def test_ableton_target_from_settings_gets_tempo_and_transport(make_window, rece
     window.sender.send_frame(tracked_frame(), (640, 480))
     messages = [m for p in receiver.wait_for(2) for m in p]
     assert ("/live/song/set/tempo", [128.0]) in messages and ("/live/song/start_playing", []) in messages
-    bad = make_window(**{"osc.ableton": "127.0.0.1:port"})
+    bad = make_window(**{"osc.ableton": "no-such-host.invalid:11000"})   # well formed, but no packet arrives
     assert "[osc] ableton" in bad.banner.text() and bad.sender.targets == ()
 
 
 def test_the_window_and_osc_control_take_their_ranges_from_the_settings(make_window):
-    from expotion_live.osc.control import COMMANDS
+    from expotion_live.outputs.osc.control import COMMANDS
     from expotion_live.settings import RANGES
 
     window = make_window()

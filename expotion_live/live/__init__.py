@@ -1,3 +1,3 @@
 """The live app, composed in one place: the session and its thread map (`session.py`), the music
-source (`source.py`), the controls (`controller.py`) and the headless `run` command (`run.py`).
-The window (`ui/`) adds widgets and a thin Qt bridge to the same parts."""
+source (`source.py`) and the controls (`controller.py`). The headless `run` command
+(`commands/run.py`) and the window (`ui/`, widgets and a thin Qt bridge) drive the same parts."""

@@ -2,7 +2,8 @@
 
 `LiveController` owns the live settings (what the performer changed since start), the
 presets, OSC out (targets, the music state) and the control port (OSC in), and opens the
-session with the OSC listeners attached. The headless run calls it directly; the window
+session with every output attached (`attach_outputs`: Ableton Link, MIDI; OSC out here):
+the one composition root of a live run. The headless run calls it directly; the window
 calls it from its widgets and learns of remote changes through `ui.window.ControlBridge`.
 Threads: see the map in `live/session.py` (GUI, session worker, OSC control).
 """
@@ -14,11 +15,13 @@ from pathlib import Path
 
 from .. import settings as settings_mod
 from ..engine.source import GenerationParams
-from ..osc.control import ControlError, ControlServer
-from ..osc.link import OscLink
-from ..osc.schema import MusicState
-from ..osc.sender import OscSender
-from ..osc.targets import OscTarget, OscTargetError, parse_target, parse_targets
+from ..outputs.ableton_link import LinkSync, open_link
+from ..outputs.midi import MidiOut, open_midi
+from ..outputs.osc.control import ControlError, ControlServer
+from ..outputs.osc.feed import OscFeed
+from ..outputs.osc.schema import MusicState
+from ..outputs.osc.sender import OscSender
+from ..outputs.osc.targets import OscTarget, OscTargetError, parse_target, parse_targets
 from ..presets import apply_preset, list_presets, save_preset
 from ..settings import Settings
 from .session import LiveSession, SessionStatus
@@ -32,6 +35,21 @@ def check_osc(settings: Settings) -> None:
         parse_target(settings.osc.ableton)
 
 
+def attach_outputs(session: LiveSession, settings: Settings) -> tuple[LinkSync | None, MidiOut | None]:
+    """Ableton Link (the session keeps its beat) and MIDI out (fed every tracked frame), closed with the
+    session. Both are extras: one line in `session.notice` each when they cannot be had, and the show
+    goes on without them."""
+    link, link_notice = open_link(settings.link)
+    if link is not None:
+        session.sync_with(link)
+    midi, midi_notice = open_midi(settings.midi, lambda: (session.playing, session.source.state().tempo))
+    if midi is not None:
+        session.add_frame_listener(midi.on_frame)
+        session.close_with(midi)
+    session.notice = "; ".join(line for line in (session.notice, link_notice, midi_notice) if line)
+    return link, midi
+
+
 def music_state(status: SessionStatus) -> MusicState:
     """The /music/* values of a session status: playing once the first chunk is heard, not at start."""
     return MusicState(playing=status.playing and status.chunk_index >= 0, tempo=status.tempo, chunk=status.chunk_index,
@@ -39,7 +57,7 @@ def music_state(status: SessionStatus) -> MusicState:
 
 
 class LiveController:
-    """`osc.control.Controls` for the live app, and the holder of everything the performer may change live.
+    """`outputs.osc.control.Controls` for the live app, and the holder of everything the performer may change live.
 
     Changes to prompt, guidance, temperature, top-k and top-p reach the attached session at its
     next chunk; the rest apply at the next start. `on_start`/`on_stop` say what start and stop
@@ -59,6 +77,8 @@ class LiveController:
         self.on_accepted: Callable[[str, str], None] = lambda control, value: None   # a control that took effect
         self.controls_accepted = 0
         self.build_source = build_source     # the source for each start (MusicGen or the synth)
+        self.ableton_link: LinkSync | None = None   # the outputs the last session was opened with
+        self.midi: MidiOut | None = None
         osc = settings.osc
         ableton = None
         try:
@@ -66,7 +86,7 @@ class LiveController:
         except OscTargetError as err:        # Ableton is left out, nothing else changes
             notice(f"[osc] ableton: {err}")
         self.sender = OscSender(ableton=ableton)
-        self.link = OscLink(self.sender, settings.camera)
+        self.feed = OscFeed(self.sender, settings.camera)
         self.control: ControlServer | None = None
 
     # -- settings (any thread) ------------------------------------------------------------
@@ -174,9 +194,10 @@ class LiveController:
             if camera:
                 frames.stop()     # never started: this only closes the camera or file
             raise
+        self.ableton_link, self.midi = attach_outputs(session, settings)
         session.notice = "; ".join(line for line in (fallback, session.notice) if line)
-        session.add_frame_listener(self.link.on_frame)
-        session.add_chunk_listener(self.link.on_chunk)
+        session.add_frame_listener(self.feed.on_frame)
+        session.add_chunk_listener(self.feed.on_chunk)
         with self._lock:
             self._session = session
             session.set_params(GenerationParams.from_settings(self._settings.generation))   # changed while it loaded
@@ -184,13 +205,13 @@ class LiveController:
 
     def on_status(self, status: SessionStatus) -> None:
         """The running session's status (a few times a second): the music state for OSC."""
-        self.link.on_status(music_state(status))
+        self.feed.on_status(music_state(status))
 
     def close_session(self) -> None:
         """The session stopped: no more live changes reach it; OSC says the music stopped."""
         with self._lock:
             self._session = None
-        self.link.on_stopped()
+        self.feed.on_stopped()
 
     def close(self) -> None:
         if self.control is not None:

@@ -6,7 +6,7 @@ only the newest value, so a slow reader skips values rather than queueing them.
 
 Composition (`live/`): `source.build_source` loads the music source, `controller.LiveController`
 owns the live settings, presets, OSC out and the control port and opens the session;
-`run.py` drives it headless, `ui/window.py` + `ui/workers.py` drive it from the window.
+`commands/run.py` drives it headless, `ui/window.py` + `ui/workers.py` drive it from the window.
 
 - GUI thread (window only): widgets and timers. Edits go to the `LiveController` (a short
   lock; prompt/guidance/... reach the scheduler latest-wins); start/stop/calibrate go to the
@@ -15,11 +15,11 @@ owns the live settings, presets, OSC out and the control port and opens the sess
   out of `audio.monitor.AudioMonitor` (never waits for its writer). Never waits on the
   model, the audio or the worker (stop is a request; the worker's `stopped` signal answers).
 - session worker thread (window: `ui.workers.SessionWorker` on a QThread; headless: the main
-  thread in `run.py`): builds the source (loads MusicGen: seconds), opens the camera,
+  thread in `commands/run.py`): builds the source (loads MusicGen: seconds), opens the camera,
   starts and stops the session (stop waits for the chunk being rendered), and polls
   `LiveSession.status()` four times a second; the `SessionStatus` dataclass goes to the
   controller (OSC /music/*) and, as a queued signal, to the GUI thread.
-- OSC control thread (`osc.control.ControlServer`, `osc-control`): owns the control socket;
+- OSC control thread (`outputs.osc.control.ControlServer`, `osc-control`): owns the control socket;
   blocks on it; calls the `LiveController`, which changes the live settings under its lock
   and hands generation params to the scheduler (latest wins). Start/stop go to the owner:
   the headless run's stop event, or the window's `ControlBridge`, which emits queued
@@ -30,8 +30,8 @@ owns the live settings, presets, OSC out and the control port and opens the sess
   when replaying a recording): owns the Tracker (MediaPipe); blocks only on the mailbox;
   pushes each FeatureFrame into the `FeatureTimeline` (a short lock) and calls the frame
   listeners, which must not block: this session's DSP controls (two floats, latest wins),
-  MIDI control changes (`osc.midi.MidiOut`, the port's lock around a send), OSC out
-  (`osc.link.OscLink` -> `osc.sender.OscSender.send_frame`: one UDP sendto), and in the
+  MIDI control changes (`outputs.midi.MidiOut`, the port's lock around a send), OSC out
+  (`outputs.osc.feed.OscFeed` -> `outputs.osc.sender.OscSender.send_frame`: one UDP sendto), and in the
   window the preview's `LatestFrame` and the performance recorder's queue.
 - scheduler thread (`engine.scheduler.ChunkScheduler`): the only reader of
   `timeline.window()`; owns the chunk joins and the ring's write side; reads the latest
@@ -50,9 +50,9 @@ owns the live settings, presets, OSC out and the control port and opens the sess
 - performance writer thread (window only, `ui.performance.PerformanceRecorder`): drains the
   tracking thread's queue, draws the overlay and encodes the video; muxed with the WAV
   when the session stops.
-- MIDI clock thread (`osc.midi.MidiOut`, when [midi] clock is on): sends 24 clocks per beat
+- MIDI clock thread (`outputs.midi.MidiOut`, when [midi] clock is on): sends 24 clocks per beat
   at the tempo the music plays at; shares the MIDI port's lock with the tracking thread.
-- Ableton Link thread (`osc.ableton_link.AbletonLink`, when [link] mode is not off): the Link
+- Ableton Link thread (`outputs.ableton_link.AbletonLink`, when [link] mode is not off): the Link
   peer's asyncio loop; the scheduler reads its tempo and beat for each window and, in conduct
   mode, sets its tempo from the window's performer tempo, both thread-safe Link calls.
 Status readers call `status()` from their own threads; it only reads plain values.
@@ -65,6 +65,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..audio.dsp import DspPath, expression_index
 from ..audio.monitor import AudioMonitor
@@ -72,10 +73,8 @@ from ..audio.output import BlockPlayer, WavRecorder, open_output
 from ..audio.ring_buffer import RingBuffer
 from ..engine.scheduler import ChunkScheduler, ChunkTiming
 from ..engine.source import GenerationParams, MusicSource
-from ..features.schema import FeatureFrame
+from ..features.schema import FeatureFrame, TimelineWindow
 from ..features.timeline import FeatureTimeline
-from ..osc.ableton_link import LinkStatus, open_link
-from ..osc.midi import open_midi
 from ..settings import Settings
 
 FrameListener = Callable[[FeatureFrame, object], None]
@@ -87,6 +86,17 @@ FIRST_FRAME_SECONDS = 2.0   # the first chunk waits this long for the first trac
 
 class SessionError(RuntimeError):
     """The session cannot be built as configured; the message says what to change."""
+
+
+class TempoSync(Protocol):
+    """A shared beat the music keeps (Ableton Link: `outputs.ableton_link.LinkSync`), attached by the
+    composition root (`sync_with`): the scheduler's windows pass through `window`."""
+
+    def window(self, window: TimelineWindow) -> TimelineWindow: ...
+
+    def status(self): ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,7 @@ class SessionStatus:
     prompt: str
     error: str                           # "" unless generation failed
     recording_stopped: str               # "" unless the recording stopped early (a full disk) and why
-    link: LinkStatus | None              # the Ableton Link session (None = link.mode off or unavailable)
+    link: object | None                  # the tempo sync's status (Ableton Link's LinkStatus; None = none attached)
 
 
 class LiveSession:
@@ -143,7 +153,7 @@ class LiveSession:
         self.source = source
         self.duration = duration
         self.notice = ""                 # one line for the performer (e.g. no sound card: file only)
-        self.playing = False             # before MIDI opens: its clock thread reads it at once
+        self.playing = False             # before an output reads it (MIDI's clock thread, at once)
         self._chunk_listeners: list[ChunkListener] = []
         self._expression = expression_index(audio.filter_expression)
 
@@ -170,12 +180,8 @@ class LiveSession:
         device_buffer = self.output.latency_seconds
         self.monitor = AudioMonitor(round(MONITOR_SECONDS * audio.sample_rate))
         self.player.monitor = self.monitor
-        # MIDI and Link are extras: one line in `notice` when they cannot be had, and the show goes on.
-        self.link, link_notice = open_link(settings.link)
-        self.midi, midi_notice = open_midi(settings.midi, lambda: (self.playing, self.source.state().tempo))
-        if self.midi is not None:
-            self.tracking.add_listener(self.midi.on_frame)
-        self.notice = "; ".join(line for line in (self.notice, link_notice, midi_notice) if line)
+        self.link: TempoSync | None = None   # see `sync_with`
+        self._closing: list = []             # outputs that close with the session (`close_with`)
         engine = settings.engine
         self.scheduler = ChunkScheduler(
             source, self.ring, self._window, GenerationParams.from_settings(settings.generation),
@@ -258,9 +264,8 @@ class LiveSession:
         self.output.stop()
         self.scheduler.stop()
         self.tracking.stop()
-        for extra in (self.midi, self.link):
-            if extra is not None:
-                extra.close()
+        for output in self._closing:
+            output.close()
         if self.capture is not None:
             self.capture.stop()
         self.tracking.close()
@@ -287,6 +292,16 @@ class LiveSession:
     def calibrate(self) -> bool:
         """The next half second of face becomes the neutral face."""
         return self.tracking.calibrate()
+
+    def sync_with(self, sync: TempoSync) -> None:
+        """Before `start`: keep `sync`'s beat (each chunk's window passes through `sync.window`), report its
+        status, and close it with the session."""
+        self.link = sync
+        self.close_with(sync)
+
+    def close_with(self, output) -> None:
+        """Before `start`: `output.close()` when the session stops (after generation and tracking)."""
+        self._closing.append(output)
 
     def add_frame_listener(self, listener: FrameListener) -> None:
         """`listener(frame, image_bgr or None)` on the tracking thread; must be quick."""

@@ -56,7 +56,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..features.external import TRACKER, check_source
-from ..features.schema import FACE_DIM, FLOW_DTYPE, FLOW_SHAPE, INPUTS, MOTION_DIM, TimelineWindow
+from ..features.schema import FACE_DIM, FLOW_DTYPE, FLOW_SHAPE, INPUTS, MOTION_DIM
 from .conditioning import LIVE_LOOK_AHEAD, LIVE_LOOK_BACK, ChunkWindow
 from .decoder import additive_mask
 

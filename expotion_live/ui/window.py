@@ -28,7 +28,7 @@ from .. import settings as settings_mod
 from ..features.schema import EXPRESSION_NAMES
 from ..live.controller import LiveController
 from ..live.session import SessionStatus
-from ..osc.targets import OscTargetError
+from ..outputs.osc.targets import OscTargetError
 from ..presets import PresetError
 from ..settings import Settings, SettingsError
 from .bindings import Binding, Bindings
@@ -349,7 +349,7 @@ class MainWindow(QMainWindow):
 
     def _set_midi_map(self) -> None:
         """Keep a map only when every line parses; a bad line is named in the banner."""
-        from ..osc.midi import MidiError, parse_map
+        from ..outputs.midi import MidiError, parse_map
 
         lines = self.form.value("midi.map")
         try:

@@ -61,9 +61,9 @@ def run_track(args: argparse.Namespace, settings: Settings) -> int:
     """Handler: capture + tracking threads until --seconds, the end of the file, or Ctrl-C."""
     from ..capture.sources import CaptureError, open_source
     from ..capture.thread import CaptureThread
-    from .pipeline import TrackingThread
-    from .recording import RecordingError, TrackingRecorder
-    from .timeline import FeatureTimeline
+    from ..features.pipeline import TrackingThread
+    from ..features.recording import RecordingError, TrackingRecorder
+    from ..features.timeline import FeatureTimeline
 
     settings = override(settings, _overrides(args))
     if args.record and not args.record.endswith(".npz"):

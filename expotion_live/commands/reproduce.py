@@ -108,8 +108,8 @@ def evaluate_argv(args, row: Row, run: Path, result: Path) -> list[str]:
 
 
 def run_reproduce(args, settings) -> int:
-    from . import commands
-    from .report import ReportError, write_report
+    from . import train as commands
+    from ..train.report import ReportError, write_report
 
     wanted = args.rows.split(",")
     unknown = [name for name in wanted if name not in {r.name for r in ROWS}]

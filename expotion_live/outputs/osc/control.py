@@ -24,7 +24,7 @@ from pythonosc import osc_packet
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 
-from ..settings import RANGES
+from ...settings import RANGES
 
 log = logging.getLogger(__name__)
 

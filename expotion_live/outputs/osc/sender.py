@@ -18,7 +18,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import UDPClient
 
-from ..features.schema import FeatureFrame
+from ...features.schema import FeatureFrame
 from .schema import (ABLETON_START, ABLETON_STOP, ABLETON_TEMPO, Message, MusicState,
                      faceosc_messages, native_messages, wekinator_messages)
 from .targets import OscTarget, OscTargetError

@@ -12,9 +12,10 @@ from pathlib import Path
 from ..features.external import TRACKER, check_source
 from ..features.schema import INPUTS
 from ..model.conditioning import LIVE_LOOK_AHEAD, LIVE_LOOK_BACK
-from ..settings import Settings, choices_text, flag, number
-from .config import TrainConfig
-from .prepare import TEST_FRACTION
+from ..settings import Settings
+from .common import add_device_flag, fail, flag, number
+from ..train.config import TrainConfig
+from ..train.prepare import TEST_FRACTION
 
 _T = TrainConfig()
 
@@ -165,12 +166,7 @@ def _look_ahead(text: str) -> int | None:
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="MusicGen directory, transformers format (settings: model.dir)")
-    p.add_argument("--device", help=f"{choices_text('model.device')} (settings: model.device)")
-
-
-def _fail(message: str) -> int:
-    print(f"expotion-live: {message}", file=sys.stderr)
-    return 1
+    add_device_flag(p)
 
 
 def _settings(args, settings: Settings) -> Settings:
@@ -191,8 +187,8 @@ def _load_musicgen(settings: Settings, device: str | None = None, precision: str
 
 
 def _prepare(args, settings: Settings) -> int:
-    from .dataset import DatasetError, cache_dir_for
-    from .prepare import prepare_dataset
+    from ..train.dataset import DatasetError, cache_dir_for
+    from ..train.prepare import prepare_dataset
 
     try:
         settings = _settings(args, settings)
@@ -201,9 +197,9 @@ def _prepare(args, settings: Settings) -> int:
                                  min_seconds=args.min_seconds, min_face_fraction=args.min_face,
                                  test_fraction=args.test_fraction)
     except (DatasetError, ValueError, OSError) as err:   # incl. CheckpointError
-        return _fail(str(err))
+        return fail(str(err))
     if not report.prepared and not report.reused:
-        return _fail(f"no usable clips in {args.data}; see the reasons above and docs/training.md")
+        return fail(f"no usable clips in {args.data}; see the reasons above and docs/training.md")
     return 0
 
 
@@ -219,10 +215,10 @@ def _train_device(settings: Settings) -> str:
 
 def _train(args, settings: Settings) -> int:
     from ..model.adaptor import AdaptorConfig, AdaptorError
-    from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
-    from .prepare import training_clips
-    from .sources import clip_for, source_width
-    from .trainer import Trainer, TrainingError
+    from ..train.dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
+    from ..train.prepare import training_clips
+    from ..train.sources import clip_for, source_width
+    from ..train.trainer import Trainer, TrainingError
 
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
@@ -246,10 +242,10 @@ def _train(args, settings: Settings) -> int:
                                        look_back=args.look_back,
                                        face_source=args.face_source, motion_source=args.motion_source, **widths)
         musicgen = _load_musicgen(settings, device=_train_device(settings), precision="fp32")
-        from .prepare import codec_fingerprint
+        from ..train.prepare import codec_fingerprint
 
         if index["codec"] != codec_fingerprint(musicgen.codec):
-            return _fail(f"{cache} was prepared with another model's codec; run prepare again with --model "
+            return fail(f"{cache} was prepared with another model's codec; run prepare again with --model "
                          f"{settings.model.dir}")
         trainer = Trainer(musicgen, [clip_for(adaptor_config, cache, clips[n]) for n in train_names],
                           [clip_for(adaptor_config, cache, clips[n]) for n in val_names],
@@ -260,7 +256,7 @@ def _train(args, settings: Settings) -> int:
               f"{trainer.steps_per_epoch} steps per epoch", flush=True)
         result = trainer.run()
     except (DatasetError, TrainingError, AdaptorError, ValueError, OSError) as err:
-        return _fail(str(err))
+        return fail(str(err))
     finally:
         trainer = None   # DDP's Reducer goes first: see _leave_process_group
         _leave_process_group()
@@ -292,12 +288,12 @@ def _leave_process_group() -> None:
 
 def _evaluate(args, settings: Settings) -> int:
     from ..model.adaptor import AdaptorError, load_adaptor
-    from .dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
-    from .evaluate import clip_videos, evaluate_clips, format_table, real_music, write_json
-    from .metrics import AudioClassifier, Clap, LanguageBind, Passt, VGGish, audio_metrics
-    from .prepare import test_clips, training_clips
-    from .sources import clip_for
-    from .trainer import seen_clips
+    from ..train.dataset import DatasetError, cache_dir_for, load_clip, read_index, split_clips
+    from ..train.evaluate import clip_videos, evaluate_clips, format_table, real_music, write_json
+    from ..train.metrics import AudioClassifier, Clap, LanguageBind, Passt, VGGish, audio_metrics
+    from ..train.prepare import test_clips, training_clips
+    from ..train.sources import clip_for
+    from ..train.trainer import seen_clips
 
     try:
         settings = _settings(args, settings)
@@ -310,18 +306,18 @@ def _evaluate(args, settings: Settings) -> int:
         else:
             names = [c["name"] for c in index["clips"]]
         if not names:
-            return _fail(f"no {args.split} clips in {cache}: prepare with a --test-fraction above 0 (or more clips), "
+            return fail(f"no {args.split} clips in {cache}: prepare with a --test-fraction above 0 (or more clips), "
                          f"or use --split all")
         musicgen = _load_musicgen(settings)
         adaptor = load_adaptor(args.adaptor, musicgen) if args.adaptor else None
         if adaptor is not None and args.split == "test":
             seen = sorted(seen_clips(args.adaptor) & set(names))
             if seen:
-                return _fail(f"{args.adaptor} was trained or validated on {len(seen)} of the test clips "
+                return fail(f"{args.adaptor} was trained or validated on {len(seen)} of the test clips "
                              f"({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}): the test split was chosen "
                              f"anew after it was trained; train again on the prepared data as it is now")
         if adaptor is not None and args.no_captions:
-            return _fail(f"--no-captions is for the base model: {args.adaptor} is evaluated as it was trained "
+            return fail(f"--no-captions is for the base model: {args.adaptor} is evaluated as it was trained "
                          f"({'with' if adaptor.config.captions else 'without'} captions, from its adaptor.json)")
         captions = adaptor.config.captions if adaptor is not None else not args.no_captions
         if adaptor is not None and "tracking" in index:    # the clips' features against the adaptor's
@@ -358,7 +354,7 @@ def _evaluate(args, settings: Settings) -> int:
             set_scores = audio_metrics(generated, music, [r.caption for r in results], musicgen.sample_rate,
                                        classifier, clap, vggish, passt, languagebind, videos)
     except (DatasetError, AdaptorError, ValueError, OSError) as err:   # incl. TrainingError, MetricsError
-        return _fail(str(err))
+        return fail(str(err))
     print(format_table(results, set_scores))
     if args.json:
         configuration = {"inputs": adaptor.config.inputs if adaptor is not None else None, "captions": captions}
@@ -368,12 +364,12 @@ def _evaluate(args, settings: Settings) -> int:
 
 
 def _report(args, settings: Settings) -> int:
-    from .report import ReportError, write_report
+    from ..train.report import ReportError, write_report
 
     try:
         md, png = write_report(args.runs, args.out)
     except (ReportError, OSError) as err:
-        return _fail(str(err))
+        return fail(str(err))
     print(md.read_text(encoding="utf-8"), end="")
     print(f"table: {md}, {png}")
     return 0

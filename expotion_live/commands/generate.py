@@ -5,8 +5,7 @@
 
 With a video, the music is rendered by the live engine run offline (`engine.offline`):
 chunk after chunk of one streamed generation, each conditioned on the video up to its own
-moment, so a video of any length is conditioned all the way through (hence this command
-lives in engine/, after the model and features it uses). Flags that mirror
+moment, so a video of any length is conditioned all the way through. Flags that mirror
 settings (`--model`, `--prompt`, `--cfg`, ...) override the settings file; every expected
 failure is one line on stderr and a non-zero exit code.
 """
@@ -19,28 +18,9 @@ from pathlib import Path
 
 from ..atomic import atomic_path, check_output
 from ..media import VIDEO_OUT_SUFFIXES, MediaError, ffmpeg, mux
-from ..settings import CHOICES, choices_text, flag, number
+from .common import add_device_flag, add_model_flags, flag, model_overrides, number
 
 DEFAULT_SECONDS = 10.0  # without --video, the length of the piece
-
-
-# flag dest -> the setting it overrides: the model options `generate` and `run` share
-MODEL_FLAGS = {"model": "model.dir", "adaptor": "model.adaptor", "prompt": "generation.prompt",
-               "precision": "model.precision"}
-
-
-def add_model_flags(p: argparse.ArgumentParser) -> None:
-    """--model, --adaptor, --prompt, --precision: the same for `generate` and `run` (see MODEL_FLAGS)."""
-    p.add_argument("--model", metavar="DIR", help="MusicGen weights directory (settings: model.dir)")
-    p.add_argument("--adaptor", metavar="CKPT", help="trained condition adaptor (settings: model.adaptor)")
-    p.add_argument("--prompt", metavar="TEXT", help="text prompt (settings: generation.prompt)")
-    p.add_argument("--precision", choices=CHOICES["model.precision"],
-                   help="decoder weights (settings: model.precision)")
-
-
-def model_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The settings overridden by the flags of `add_model_flags` that were given."""
-    return {key: getattr(args, dest) for dest, key in MODEL_FLAGS.items() if getattr(args, dest) is not None}
 
 
 def add_parser(subparsers) -> None:
@@ -61,7 +41,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-p", type=flag("generation.top_p"), help="nucleus sampling mass, 0 = off")
     p.add_argument("--temperature", type=flag("generation.temperature"), help="sampling temperature")
     p.add_argument("--seed", type=flag("generation.seed"), help="random seed, -1 = fresh (settings: generation.seed)")
-    p.add_argument("--device", help=f"{choices_text('model.device')} (settings: model.device)")
+    add_device_flag(p)
     p.add_argument("--video", metavar="FILE", help="performance video whose face and motion condition the adaptor")
     p.add_argument("--video-out", metavar="MP4", help="write the video with the generated music as its sound")
     p.set_defaults(handler=run_generate)
@@ -155,10 +135,10 @@ def _from_video(args: argparse.Namespace, settings, musicgen):
     from ..features.offline import extract_video
     from ..model.adaptor import load_adaptor
     from ..model.conditioning import differences_warning, setting_differences
-    from . import offline
-    from .musicgen_source import MusicGenSource
-    from .scheduler import ChunkTiming
-    from .source import GenerationParams
+    from ..engine import offline
+    from ..engine.musicgen_source import MusicGenSource
+    from ..engine.scheduler import ChunkTiming
+    from ..engine.source import GenerationParams
 
     gen = settings.generation
     adaptor = load_adaptor(settings.model.adaptor, musicgen).eval()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import threading
 import time
@@ -18,15 +19,16 @@ import numpy as np
 from .. import settings as settings_mod
 from ..atomic import OutputInUseError, OutputLock, OutputPathError, check_output
 from ..audio.output import AudioDeviceError
-from ..engine.commands import add_model_flags, model_overrides
-from ..osc.targets import OscTargetError
+from .common import add_model_flags, fail, model_overrides, number
+from ..outputs.osc.targets import OscTargetError
 from ..settings import Settings
-from .controller import LiveController, check_osc
-from .session import SessionError, SessionStatus
+from ..live.controller import LiveController, check_osc
+from ..live.session import SessionError, SessionStatus
 
 MAX_SECONDS = 7 * 24 * 3600  # longest --duration: a week-long installation
 CONTROL_LINE_SECONDS = 1.0  # a fader sweeping a control prints one line a second, with its latest value
 STALL_SECONDS = 2.0         # a source silent this long is reported (a camera delivers 15-60 frames a second)
+_fail = functools.partial(fail, command="run")
 
 
 def add_parser(subparsers) -> None:
@@ -45,7 +47,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tracking-out", metavar="NPZ",
                    help="with --codes-out, also save every tracked frame (the `track --record` format), to "
                         "replay the take or condition on exactly what the run saw")
-    p.add_argument("--duration", type=settings_mod.number(float, 0.01, MAX_SECONDS), metavar="S",
+    p.add_argument("--duration", type=number(float, 0.01, MAX_SECONDS), metavar="S",
                    help="stop after S seconds of audio (default: until Ctrl-C or SIGTERM)")
     add_model_flags(p)
     p.add_argument("--device", help=f"compute device for MusicGen: {settings_mod.choices_text('model.device')} "
@@ -66,9 +68,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {**model_overrides(args), **{key: value for key, value in flags.items() if value is not None}}
 
 
-def _fail(message: str) -> int:
-    print(f"expotion-live run: {message}", file=sys.stderr)
-    return 1
 
 
 def run_live(args: argparse.Namespace, settings: Settings) -> int:
@@ -125,7 +124,7 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
         session.add_frame_listener(codes.on_frame)
     if session.notice:
         print(f"expotion-live run: {session.notice}", file=sys.stderr)
-    for extra in (session.midi, session.link):
+    for extra in (controller.midi, controller.ableton_link):
         if extra is not None:
             print(f"expotion-live run: {extra.description}", file=sys.stderr)
     print(f"expotion-live run: {type(session.source).__name__} -> {session.status().output}"
@@ -168,7 +167,7 @@ def _play(controller: LiveController, settings: Settings, args: argparse.Namespa
     notices.update(dataclasses.replace(status, recording_stopped=recording_stopped))
     control_lines.flush(force=True)
     print(_summary(status, written), file=sys.stderr)
-    print(_counts(controller, session, notices.most_link_peers), file=sys.stderr)
+    print(_counts(controller, notices.most_link_peers), file=sys.stderr)
     if settings.audio.out and written is None:
         print(f"expotion-live run: no music was played, so {settings.audio.out} was not written", file=sys.stderr)
     if not ok:
@@ -326,13 +325,13 @@ class ControlLines:
             print(line, file=sys.stderr)
 
 
-def _counts(controller: LiveController, session, most_link_peers: int) -> str:
+def _counts(controller: LiveController, most_link_peers: int) -> str:
     """What went in and out of the run besides the music."""
     control = controller.control.snapshot() if controller.control is not None else {}
     received = sum(control.values())
     refused = received - control.get("handled", 0)
-    midi = "off" if session.midi is None else f"{session.midi.messages_sent} messages"
-    link = "off" if session.link is None else f"{most_link_peers} peer{'' if most_link_peers == 1 else 's'} at most"
+    midi = "off" if controller.midi is None else f"{controller.midi.messages_sent} messages"
+    link = "off" if controller.ableton_link is None else f"{most_link_peers} peer{'' if most_link_peers == 1 else 's'} at most"
     return (f"controls {controller.controls_accepted} accepted; OSC {controller.sender.bundles_sent} bundles out, "
             f"{received} control packets in ({refused} refused); MIDI {midi}; Ableton Link {link}")
 

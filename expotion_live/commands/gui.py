@@ -1,7 +1,5 @@
 """Subcommands of the performer's app: `gui` (the window) and `export` (a performance video).
 
-(`record` lives in `train/record.py` with its own `add_parser`: `ui` may not import `train`.)
-
 Handlers take the parsed args and the Settings, return an exit code, and turn every
 expected failure into one actionable line on stderr.
 """
@@ -13,8 +11,9 @@ import sys
 from pathlib import Path
 
 from .. import settings as settings_mod
-from ..osc.targets import OscTargetError, parse_targets
+from ..outputs.osc.targets import OscTargetError, parse_targets
 from ..settings import Settings
+from .common import fail, number
 
 
 def add_parser(subparsers) -> None:
@@ -24,7 +23,7 @@ def add_parser(subparsers) -> None:
                      help="OSC destination (repeatable; replaces [osc] targets), e.g. 127.0.0.1:9000, faceosc@127.0.0.1")
     gui.add_argument("--start", action="store_true", help="start playing as soon as the window opens")
     gui.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the screen after --quit-after seconds")
-    gui.add_argument("--quit-after", metavar="S", type=settings_mod.number(float, 0.0, 24 * 3600),
+    gui.add_argument("--quit-after", metavar="S", type=number(float, 0.0, 24 * 3600),
                      help="close the window after S seconds (demos, CI); settings changed in it are still saved")
     gui.set_defaults(handler=run_gui)
 
@@ -37,11 +36,6 @@ def add_parser(subparsers) -> None:
     export.add_argument("--out", required=True, help="the MP4 to write")
     export.add_argument("--mirror", action="store_true", help="mirror the picture (as the preview shows it)")
     export.set_defaults(handler=run_export)
-
-
-def _fail(message: str) -> int:
-    print(f"expotion-live: {message}", file=sys.stderr)
-    return 1
 
 
 # Qt platforms that draw without a desktop (QT_QPA_PLATFORM): tests, screenshots, remote viewers
@@ -71,12 +65,12 @@ def run_gui(args, settings: Settings) -> int:
     try:
         parse_targets(settings.osc.targets, settings.osc.mode)
     except OscTargetError as err:
-        return _fail(str(err))
+        return fail(str(err))
     from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication
 
     from ..presets import presets_dir
-    from .window import MainWindow
+    from ..ui.window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     # the performer's changes go back to the file the settings came from: --config FILE, else the default one
@@ -123,11 +117,11 @@ def save_screenshot(window, path: Path) -> Path:
 
 def run_export(args, settings: Settings) -> int:
     from ..media import MediaError
-    from .export import export_performance
+    from ..ui.export import export_performance
 
     try:
         out = export_performance(args.video, args.audio, args.out, settings.tracking, mirror=args.mirror)
     except MediaError as err:
-        return _fail(str(err))
+        return fail(str(err))
     print(f"wrote {out}")
     return 0

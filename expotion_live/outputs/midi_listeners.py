@@ -1,6 +1,6 @@
 """Who listens to our virtual MIDI port: the count of connections a DAW or a patchbay made to it.
 
-A DAW that connects after the show started missed MIDI Start; the clock (`osc.midi`) polls
+A DAW that connects after the show started missed MIDI Start; the clock (`outputs.midi`) polls
 this count and, when it grows, tells every listener where the music is at the next bar.
 rtmidi cannot see a port's connections, so each API is asked its own way: JACK through
 JACK-Client, the ALSA sequencer through its /proc listing. Other APIs give None (unknown).

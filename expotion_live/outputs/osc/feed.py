@@ -2,10 +2,10 @@
 
 Attached to each session by `live.controller.LiveController`:
 
-    link = OscLink(sender, settings.camera)
-    session.add_frame_listener(link.on_frame)    # tracking thread
-    session.add_chunk_listener(link.on_chunk)    # chunk boundary, right away
-    link.on_status(music_state(session.status()))   # a few times a second
+    feed = OscFeed(sender, settings.camera)
+    session.add_frame_listener(feed.on_frame)    # tracking thread
+    session.add_chunk_listener(feed.on_chunk)    # chunk boundary, right away
+    feed.on_status(music_state(session.status()))   # a few times a second
 
 Each callback only swaps immutable values into the sender (see `sender.py`), so it is
 safe from whichever thread calls it.
@@ -16,13 +16,13 @@ import dataclasses
 
 import numpy as np
 
-from ..features.schema import FeatureFrame
-from ..settings import CameraSettings
+from ...features.schema import FeatureFrame
+from ...settings import CameraSettings
 from .schema import MusicState
 from .sender import OscSender
 
 
-class OscLink:
+class OscFeed:
     def __init__(self, sender: OscSender, camera: CameraSettings):
         self.sender = sender
         self._image_size = (camera.width, camera.height)   # FaceOSC pixels when a frame has no image

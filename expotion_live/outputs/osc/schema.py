@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..features.schema import (EXPRESSION_NAMES, HAND_SIDES, HAND_SIGNAL_NAMES, HEAD_NAMES, UPPER_BODY,
-                               FeatureFrame)
+from ...features.schema import (EXPRESSION_NAMES, HAND_SIDES, HAND_SIGNAL_NAMES, HEAD_NAMES, UPPER_BODY,
+                                FeatureFrame)
 
 Message = tuple[str, list]
 
