@@ -103,3 +103,18 @@ def test_steering_words_reach_the_prompt_without_an_adaptor(musicgen):
     assert source.prompt_used.startswith("warm pads")
     assert source.prompt_used == "warm pads, " + ", ".join(source.steering_words)   # reported = played
     assert "energetic" in source.steering_words
+
+
+def test_warm_up_measures_what_the_machine_sustains_and_says_so_when_it_falls_short(musicgen):
+    """A chunk rendered warm at warm-up is the speed the show will get; below real time the performer is told
+    before it starts, with the precision that would render faster, and the stream is left fresh."""
+    from expotion_live.live.source import speed_notice
+
+    source = MusicGenSource(musicgen, context_frames=25, window_frames=100, seed=0)
+    source.warm_up(PARAMS, blank_window(50), chunk_frames=25)
+    assert source.warm_up_rtf is not None and source.warm_up_rtf > 0
+    assert source.stream.frames_done == 0                             # nothing of the measurement is kept
+    assert (speed_notice(source) == "") == (source.warm_up_rtf >= 1.0)
+    source.warm_up_rtf = 0.45                                         # as a 2-core laptop measures musicgen-small
+    notice = speed_notice(source)
+    assert notice.startswith("MusicGen renders 0.45x real time here (fp32 on cpu)") and 'precision = "int8"' in notice

@@ -22,6 +22,7 @@ Per chunk:
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -67,6 +68,7 @@ class MusicGenSource:
         self._condition_time = 0.0                               # `condition_time` of the last chunk
         self._last_window: TimelineWindow | None = None          # the last features filled in (a slide's prefix)
         self._position_times = np.zeros(window_frames)            # the time of the frame at each stream position
+        self.warm_up_rtf: float | None = None                     # measured by `warm_up`
 
     @classmethod
     def from_settings(cls, musicgen, adaptor, steering, generation, name: str = "MusicGen") -> MusicGenSource:
@@ -207,15 +209,23 @@ class MusicGenSource:
         """Slide the stream now if the next chunk would not fit its window, so no chunk's render pays for it."""
         self._slide_if_needed(n_frames)
 
-    def warm_up(self, params: GenerationParams, window: TimelineWindow) -> None:
+    def warm_up(self, params: GenerationParams, window: TimelineWindow, chunk_frames: int) -> None:
         """Run every path once on throwaway frames (a start, a continuation, a slide, EnCodec; on CUDA the
-        step's graphs are captured), then leave the stream fresh, so no chunk pays for cold caches."""
+        step's graphs are captured), then leave the stream fresh, so no chunk pays for cold caches.
+
+        Then one chunk of `chunk_frames` is rendered warm, decoded as a chunk is: `warm_up_rtf` is what
+        this machine sustains (audio seconds per second), known before the show starts."""
         request = ChunkRequest(index=0, start_frame=0, n_frames=2, overlap_samples=0, window=window, params=params)
         adaptor = self._condition_text(request)
         stream = self.stream
         self._advance(adaptor, window, 2, params)
         stream.restart(stream.recent_frames(1).repeat(1, 1, max(self.context_frames, 1)))   # as long as a slide's
         codes = self._advance(adaptor, window, 2, params)
+        self.musicgen.decode_audio(codes.repeat(1, 1, max(self.decode_context_frames, 1)))
+        n = min(chunk_frames, window.n_frames)
+        started = time.perf_counter()
+        codes = self._advance(adaptor, window, n, params)
+        self.musicgen.decode_audio(torch.cat([codes[..., :1].repeat(1, 1, self.decode_context_frames), codes], -1))
+        self.warm_up_rtf = n / FRAME_RATE / (time.perf_counter() - started)
         stream.prepare(stream.sampling)
         stream.reset()
-        self.musicgen.decode_audio(codes.repeat(1, 1, max(self.decode_context_frames, 1)))

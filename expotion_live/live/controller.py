@@ -25,7 +25,7 @@ from ..outputs.osc.targets import OscTarget, OscTargetError, parse_target, parse
 from ..presets import apply_preset, list_presets, save_preset
 from ..settings import Settings
 from .session import LiveSession, SessionStatus
-from .source import build_source
+from .source import build_source, speed_notice
 
 
 def check_osc(settings: Settings) -> None:
@@ -195,7 +195,7 @@ class LiveController:
                 frames.stop()     # never started: this only closes the camera or file
             raise
         self.ableton_link, self.midi = attach_outputs(session, settings)
-        session.notice = "; ".join(line for line in (fallback, session.notice) if line)
+        session.notice = "; ".join(line for line in (fallback, speed_notice(source), session.notice) if line)
         session.add_frame_listener(self.feed.on_frame)
         session.add_chunk_listener(self.feed.on_chunk)
         with self._lock:

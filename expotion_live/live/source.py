@@ -67,5 +67,21 @@ def build_source(settings: Settings) -> MusicSource:
     except AdaptorError as err:
         raise SessionError(f"{model.adaptor}: {err}") from None
     source.warm_up(GenerationParams.from_settings(gen), FeatureTimeline(seconds=1.0).window(   # zeros: no one yet
-        round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)))
+        round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)), round(gen.chunk_seconds * musicgen.frame_rate))
     return source
+
+
+def speed_notice(source: MusicSource) -> str:
+    """One line when the source rendered slower than real time at warm-up (the music will loop while it
+    catches up, `engine.scheduler`), naming what would help on this machine; "" when it keeps up."""
+    rtf = getattr(source, "warm_up_rtf", None)
+    if rtf is None or rtf >= 1.0:
+        return ""
+    musicgen = source.musicgen
+    faster = {"fp32": "int8", "bf16": "int8", "int8": "int4"}.get(musicgen.precision)
+    if musicgen.device.type == "cpu" and faster is not None:
+        fix = f'[model] precision = "{faster}" renders faster'
+    else:
+        fix = "a smaller model or a faster machine keeps up"
+    return (f"MusicGen renders {rtf:.2f}x real time here ({musicgen.precision} on {musicgen.device.type}): the music "
+            f"will loop while it catches up; {fix}")
