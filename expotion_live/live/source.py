@@ -66,8 +66,11 @@ def build_source(settings: Settings) -> MusicSource:
                                               name=f"MusicGen from {model.dir}")
     except AdaptorError as err:
         raise SessionError(f"{model.adaptor}: {err}") from None
-    source.warm_up(GenerationParams.from_settings(gen), FeatureTimeline(seconds=1.0).window(   # zeros: no one yet
-        round((gen.context_seconds + gen.chunk_seconds) * musicgen.frame_rate)), round(gen.chunk_seconds * musicgen.frame_rate))
+    def frames(seconds: float) -> int:
+        return round(seconds * musicgen.frame_rate)
+
+    empty = FeatureTimeline(seconds=1.0).window(frames(gen.context_seconds + gen.chunk_seconds))   # no one yet
+    source.warm_up(GenerationParams.from_settings(gen), empty, frames(gen.chunk_seconds))
     return source
 
 
@@ -83,5 +86,5 @@ def speed_notice(source: MusicSource) -> str:
         fix = f'[model] precision = "{faster}" renders faster'
     else:
         fix = "a smaller model or a faster machine keeps up"
-    return (f"MusicGen renders {rtf:.2f}x real time here ({musicgen.precision} on {musicgen.device.type}): the music "
-            f"will loop while it catches up; {fix}")
+    return (f"MusicGen renders {rtf:.2f}x real time on this machine ({musicgen.precision} on "
+            f"{musicgen.device.type}): the music will loop while it catches up; {fix}")
