@@ -19,7 +19,10 @@ judge RTF). Per row:
   EnCodec, joins), sustained over the run; ms/frame = render time per 20 ms frame;
 - underruns (ring ran dry after the first sound) and seconds stretched (looped while
   generation was behind: the documented slower-than-real-time behaviour), all of them
-  and after the first 2 s (warm-up); slides of the streamed generation's window.
+  and after the first 2 s (warm-up); slides of the streamed generation's window;
+- busy: each live thread's CPU time as a share of the run's wall time (the generator's
+  with the EnCodec part of it in brackets, tracking, capture, scheduler, the file sink);
+  on 2 cores the shares add up to at most 200 %, and what a thread does not use it waits.
 
     python bench/live.py [--device cpu|cuda] [--models tiny,small,medium,large] [--precisions fp32,bf16,int8]
                          [--chunks 0.5,1.0] [--contexts 2,4] [--seconds 20] [--tracking replay|video]
@@ -33,6 +36,8 @@ import itertools
 import statistics
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +52,8 @@ CAMERA_FPS = 30.0
 WARMUP_SECONDS = 2.0         # stretching in the first seconds played is reported apart
 STEP_PERIOD = 2.3            # the performance steps every 2.3 s: not a multiple of any chunk, so steps land at every phase
 MOUTH = EXPRESSION_NAMES.index("mouth_height")
+THREAD_ROLES = (("generator", "generator"), ("tracking", "tracking"), ("capture", "capture"),
+                ("scheduler", "scheduler"), ("output", "file-sink"))   # (role, thread name prefix)
 
 
 @dataclass
@@ -73,6 +80,17 @@ class Row:
     played_s: float
     chunks: int
     slides: int
+    busy: dict[str, float]               # role -> CPU seconds per wall second (THREAD_ROLES, and "codec")
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds each live thread has run so far, by role (THREAD_ROLES); threads gone are not counted."""
+    busy: dict[str, float] = {}
+    for thread in threading.enumerate():
+        role = next((role for role, prefix in THREAD_ROLES if thread.name.startswith(prefix)), None)
+        if role is not None and thread.ident is not None:
+            busy[role] = busy.get(role, 0.0) + time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return busy
 
 
 def performance(seconds: float, period: float) -> list[FeatureFrame]:
@@ -116,9 +134,14 @@ def measure(settings: Settings, label: str, seconds: float, tracking: str = "rep
         if stretched_at_warmup[0] is None and status.played_seconds >= WARMUP_SECONDS:
             stretched_at_warmup[0] = status.stretched_seconds
 
+    started = time.monotonic()
     session.start()
     session.wait(timeout=seconds * 3 + 60, on_status=at_warmup)
     status = session.status()
+    wall = time.monotonic() - started
+    busy = {role: cpu / wall for role, cpu in thread_cpu_seconds().items()}   # before stop: the threads still run
+    if hasattr(source, "codec_seconds"):
+        busy["codec"] = source.codec_seconds / wall
     session.stop()
     scheduler = session.scheduler
     latencies = []
@@ -142,7 +165,16 @@ def measure(settings: Settings, label: str, seconds: float, tracking: str = "rep
         rtf=scheduler.sustained_rtf, ms_per_frame=1000 * scheduler.render_seconds_total / max(frames, 1),
         underruns=status.underruns, stretched_s=status.stretched_seconds,
         stretched_after_warmup_s=status.stretched_seconds - (stretched_at_warmup[0] or 0.0),
-        played_s=status.played_seconds, chunks=scheduler.chunks_done, slides=0 if stream is None else stream.slides)
+        played_s=status.played_seconds, chunks=scheduler.chunks_done, slides=0 if stream is None else stream.slides,
+        busy=busy)
+
+
+def busy_text(busy: dict[str, float]) -> str:
+    def share(role: str) -> str:
+        return "-" if role not in busy else f"{100 * busy[role]:.0f}"
+
+    return (f"{share('generator')}({share('codec')})/{share('tracking')}/{share('capture')}/{share('scheduler')}/"
+            f"{share('output')}")
 
 
 def print_table(rows: list[Row], block_size: int) -> None:
@@ -153,7 +185,8 @@ def print_table(rows: list[Row], block_size: int) -> None:
           f"real time = RTF >= 1 (20 ms of render per 20 ms frame)")
     header = (f"{'model':<8}{'dev':<5}{'track':<7}{'hands':<6}{'prec':<6}{'adapt':<6}{'chunk s':>8}{'context s':>10}{'window s':>9}{'first sound s':>14}"
               f"{'control s mean/max (n)':>24}{'DSP ms':>8}"
-              f"{'RTF':>7}{'ms/frame':>10}{'underruns':>10}{'stretched s (after 2 s)':>24}{'chunks':>7}{'slides':>7}")
+              f"{'RTF':>7}{'ms/frame':>10}{'underruns':>10}{'stretched s (after 2 s)':>24}{'chunks':>7}{'slides':>7}"
+              f"{'busy % gen(codec)/track/cap/sched/out':>40}")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -162,7 +195,8 @@ def print_table(rows: list[Row], block_size: int) -> None:
         print(f"{r.model:<8}{r.device:<5}{r.tracking:<7}{'on' if r.hands else 'off':<6}{r.precision:<6}{'yes' if r.adaptor else 'no':<6}{r.chunk_seconds:>8.2f}{r.context_seconds:>10.1f}{r.window_seconds:>9.1f}"
               f"{fmt(r.first_sound_s, '.2f'):>14}"
               f"{control:>24}{fmt(r.dsp_latency_ms, '.1f'):>8}{r.rtf:>7.2f}"
-              f"{r.ms_per_frame:>10.1f}{r.underruns:>10d}{stretched:>24}{r.chunks:>7d}{r.slides:>7d}")
+              f"{r.ms_per_frame:>10.1f}{r.underruns:>10d}{stretched:>24}{r.chunks:>7d}{r.slides:>7d}"
+              f"{busy_text(r.busy):>40}")
     print("goals: first sound <= 1 s and control latency <= 0.5 s where RTF >= 1; DSP latency <= 30 ms")
 
 

@@ -69,6 +69,7 @@ class MusicGenSource:
         self._last_window: TimelineWindow | None = None          # the last features filled in (a slide's prefix)
         self._position_times = np.zeros(window_frames)            # the time of the frame at each stream position
         self.warm_up_rtf: float | None = None                     # measured by `warm_up`
+        self.codec_seconds = 0.0                                  # wall time of the chunks' EnCodec decodes
 
     @classmethod
     def from_settings(cls, musicgen, adaptor, steering, generation, name: str = "MusicGen") -> MusicGenSource:
@@ -197,7 +198,9 @@ class MusicGenSource:
         history = new if self._history is None else torch.cat([self._history, new], dim=-1)
         overlap_frames = -(-request.overlap_samples // self.hop)            # the overlap itself must be re-decoded
         before = min(max(self.decode_context_frames, overlap_frames), history.shape[-1] - n)
+        started = time.perf_counter()
         audio = self.musicgen.decode_audio(history[:, :, -(before + n):])[0]   # ((before + n) * hop,)
+        self.codec_seconds += time.perf_counter() - started
         self._history = history[:, :, -max(self.decode_context_frames, overlap_frames, 1):]
         wanted = request.overlap_samples + n * self.hop
         if len(audio) < wanted:                                # no earlier codes to render the overlap from
