@@ -52,7 +52,9 @@ def model_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help=f"{choices_text('model.device')} (settings: model.device)")
+    """--device: the compute device for MusicGen (the sound card is another flag where a command has one)."""
+    p.add_argument("--device", help=f"compute device for MusicGen: {choices_text('model.device')} "
+                                    f"(settings: model.device)")
 
 
 def fail(message: str, command: str = "") -> int:

@@ -1,12 +1,10 @@
 """`import`: the paper's dataset (human-music-moves) into clip folders for `prepare` (`..train.importer`)."""
 from __future__ import annotations
 
-import sys
-
 from ..train.dataset import DatasetError
 from ..train.importer import PUBLISHED_RATE, REPO, download_dataset, import_dataset
 from ..train.prepare import SPLIT_FILE
-from .common import number
+from .common import fail, number
 
 
 def add_parser(subparsers) -> None:
@@ -34,13 +32,11 @@ def _import(args, settings=None) -> int:
     try:
         dirs = dict(item.split("=", 1) for item in args.features)
     except ValueError:
-        print(f"expotion-live: --features takes SOURCE=DIR, got {args.features}", file=sys.stderr)
-        return 1
+        return fail(f"--features takes SOURCE=DIR, got {args.features}")
     try:
         if args.download:
             download_dataset(args.src)
         import_dataset(args.src, args.dst, args.lists, dirs, args.features_rate)
     except (DownloadError, DatasetError, ValueError, OSError) as err:
-        print(f"expotion-live: {err}", file=sys.stderr)
-        return 1
+        return fail(str(err))
     return 0

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .. import settings as settings_mod
 from ..settings import Settings
 from ..train.record import CLIP_SECONDS, RecordError, record_session
-from .common import number
+from .common import fail, number
 
 
 def add_parser(subparsers) -> None:
@@ -33,9 +32,8 @@ def add_parser(subparsers) -> None:
 
 def run_record(args: argparse.Namespace, settings: Settings) -> int:
     if args.device is not None:
-        print("expotion-live: the sound card is --audio-output NAME (--device names the compute device, "
-              "as for generate and run)", file=sys.stderr)
-        return 1
+        return fail("the sound card is --audio-output NAME (--device names the compute device, as for generate "
+                    "and run)")
     if args.audio_output is not None:
         settings = settings_mod.override(settings, {"audio.device": args.audio_output})
     try:
@@ -43,10 +41,8 @@ def run_record(args: argparse.Namespace, settings: Settings) -> int:
                                clip_seconds=args.clip_seconds, caption=args.caption,
                                file_sink=args.file_sink, progress=print)
     except RecordError as err:
-        print(f"expotion-live: {err}", file=sys.stderr)
-        return 1
+        return fail(str(err))
     if not clips:
-        print("expotion-live: no clip was long enough to keep (the camera stopped early)", file=sys.stderr)
-        return 1
+        return fail("no clip was long enough to keep (the camera stopped early)")
     print(f"{len(clips)} clips in {args.out}; next: expotion-live prepare {args.out}")
     return 0

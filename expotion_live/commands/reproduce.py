@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..features.external import TRACKER
+from .common import add_device_flag, fail
 
 PAPER = "Izzati et al., ISMIR 2025, Table 1"
 
@@ -43,7 +44,8 @@ _MOTION = {"musicgen": None, "face": None, "motion": "raft", "face+motion": "syn
 
 # --tiny: the whole wiring in seconds on a tiny model and a few short clips (with --epochs 1).
 TINY_TRAIN = ["--batch-size", "2", "--segment-seconds", "0.6"]
-PAPER_WINDOWS = ["--paper-windows", "--look-ahead", "unlimited", "--look-back", "unlimited"]   # the paper's: whole pieces, every frame seen
+# the paper's: whole pieces, every frame seen
+PAPER_WINDOWS = ["--paper-windows", "--look-ahead", "unlimited", "--look-back", "unlimited"]
 TINY_EVALUATE = ["--seconds", "0.6", "--top-k", "50"]
 
 
@@ -66,7 +68,7 @@ def add_parser(subparsers) -> None:
                     "paper's numbers beside ours. Run it again to continue after a stop. See docs/training.md.")
     p.add_argument("data", help="dataset folder prepared with `expotion-live prepare`")
     p.add_argument("--model", help="MusicGen directory (settings: model.dir)")
-    p.add_argument("--device", help="auto | cpu | cuda | mps (settings: model.device)")
+    add_device_flag(p)
     p.add_argument("--out", required=True, help="folder for the runs, the evaluations and the table")
     p.add_argument("--rows", default=",".join(r.name for r in ROWS),
                    help="comma-separated rows to run (default: all: %(default)s)")
@@ -144,8 +146,7 @@ def run_reproduce(args, settings) -> int:
                                     f"error, beat F1, CLAP (LAION CLAP) and Video-Audio (LanguageBind); FAD and KL "
                                     f"on the AST tagger are not. See docs/training.md.")
     except (ReportError, OSError) as err:
-        print(f"expotion-live: {err}", file=sys.stderr)
-        return 1
+        return fail(str(err))
     print(md.read_text(encoding="utf-8"), end="")
     print(f"table: {md}, {png}")
     return 0

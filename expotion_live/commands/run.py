@@ -19,7 +19,7 @@ import numpy as np
 from .. import settings as settings_mod
 from ..atomic import OutputInUseError, OutputLock, OutputPathError, check_output
 from ..audio.output import AudioDeviceError
-from .common import add_model_flags, fail, model_overrides, number
+from .common import add_device_flag, add_model_flags, fail, model_overrides, number
 from ..outputs.osc.targets import OscTargetError
 from ..settings import Settings
 from ..live.controller import LiveController, check_osc
@@ -50,8 +50,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--duration", type=number(float, 0.01, MAX_SECONDS), metavar="S",
                    help="stop after S seconds of audio (default: until Ctrl-C or SIGTERM)")
     add_model_flags(p)
-    p.add_argument("--device", help=f"compute device for MusicGen: {settings_mod.choices_text('model.device')} "
-                                    f"(settings: model.device)")
+    add_device_flag(p)
     p.add_argument("--engine", choices=settings_mod.CHOICES["engine.kind"], help="music source (settings: engine.kind)")
     p.add_argument("--audio-output", metavar="NAME",
                    help="audio output device, substring of its name (settings: audio.device)")

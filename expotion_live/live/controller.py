@@ -52,8 +52,8 @@ def attach_outputs(session: LiveSession, settings: Settings) -> tuple[LinkSync |
 
 def music_state(status: SessionStatus) -> MusicState:
     """The /music/* values of a session status: playing once the first chunk is heard, not at start."""
-    return MusicState(playing=status.playing and status.chunk_index >= 0, tempo=status.tempo, chunk=status.chunk_index,
-                      steering=status.steering_words)
+    return MusicState(playing=status.playing and status.chunk_index >= 0, tempo=status.tempo,
+                      chunk=status.chunk_index, steering=status.steering_words)
 
 
 class LiveController:

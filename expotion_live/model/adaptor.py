@@ -196,10 +196,11 @@ class FusedPrefixAttention:
     sets it so the window's newest frame meets the newest code), and positions outside
     the window reuse its first or last frame. With a `look_ahead` L (not None) the query
     at frame t attends to prefix frames up to t + L only, and a query with none gets no
-    term; with a `look_back` B, to frames from t - B on (module docstring). When the decoder runs classifier-free guidance as a batch of
-    2B, both halves attend to the same prefix (the authors duplicated it), so guidance
-    amplifies only the text; the halves' queries are stacked against one copy rather
-    than copying the prefix, which the decode step would otherwise read twice per layer.
+    term; with a `look_back` B, to frames from t - B on (module docstring). When the
+    decoder runs classifier-free guidance as a batch of 2B, both halves attend to the same
+    prefix (the authors duplicated it), so guidance amplifies only the text; the halves'
+    queries are stacked against one copy rather than copying the prefix, which the decode
+    step would otherwise read twice per layer.
 
     `buffer(capacity)` makes one whose tensors stay where they are while `load` puts
     each new window into them (frames past the window masked): a captured decode step
@@ -370,8 +371,9 @@ class ConditionAdaptor(nn.Module):
         """
         layers = self._prefix_layers(face, motion, flow, first)
         cfg = self.config
-        return [None] * self.first_layer + [FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], cfg.look_ahead, first,
-                                                                 cfg.look_back) for i, (q_p, k_p, v_p) in enumerate(layers)]
+        return [None] * self.first_layer + [
+            FusedPrefixAttention(q_p, k_p, v_p, self.gates[i], cfg.look_ahead, first, cfg.look_back)
+            for i, (q_p, k_p, v_p) in enumerate(layers)]
 
     def fill(self, buffers: PrefixBuffers, features, window: ChunkWindow) -> None:
         """Make `buffers` hold the prefix of `window` over the newest frames of `features` (as `prefix`).
