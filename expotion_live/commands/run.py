@@ -221,29 +221,30 @@ class CodeLog:
             self.tracking(frame)
 
     def save(self, path, session, tracking_path=None) -> None:
-        """codes (K, frames); frame_times and chunk (frames,); per chunk: heard (when its first sample
-        was played, NaN if never) and latency (the control latency the run reported for it); audio_start
-        (when --out's first sample was played) and tracking_start; written atomically."""
+        """codes (K, frames); frame_times and chunk (frames,); per chunk: heard (when its first code frame
+        was played, NaN if never), heard_sample (where it is in --out) and latency (the control latency the
+        run reported for it); audio_start (when --out's first sample was played) and tracking_start;
+        written atomically."""
         from ..atomic import atomic_path
 
         origin = session.capture.first_frame_time if session.capture is not None else None
         if origin is None:
             origin = self._first_tracked or 0.0
         chunks = int(self._chunks[-1][-1]) + 1 if self._chunks else 0
-        heard, latency = np.full(chunks, np.nan), np.full(chunks, np.nan)
+        heard, latency, heard_sample = (np.full(chunks, np.nan) for _ in range(3))
         audio_start = np.nan
         for mark in session.scheduler.marks:
             if mark.index < chunks and mark.played_at > 0:
                 heard[mark.index] = mark.played_at - origin
                 latency[mark.index] = mark.played_at - mark.t_condition
+                heard_sample[mark.index] = mark.first_frame_pos + session.player.preroll_samples
                 if mark.index == 0:   # ring position p is --out's sample p + the silence before the first chunk
-                    audio_start = (mark.played_at - (mark.first_frame_pos + session.player.preroll_samples)
-                                   / session.settings.audio.sample_rate - origin)
+                    audio_start = (mark.played_at - heard_sample[0] / session.settings.audio.sample_rate - origin)
         with atomic_path(path) as tmp, open(tmp, "wb") as file:
             np.savez(file, codes=np.concatenate(self._codes, axis=1) if self._codes else np.zeros((0, 0), np.int64),
                      frame_times=np.concatenate(self._frame_times) - origin if self._frame_times else np.zeros(0),
                      chunk=np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int64),
-                     heard=heard, latency=latency, audio_start=np.float64(audio_start),
+                     heard=heard, heard_sample=heard_sample, latency=latency, audio_start=np.float64(audio_start),
                      tracking_start=np.float64((self._first_tracked or origin) - origin))
         if tracking_path is not None and self.tracking is not None and len(self.tracking):
             self.tracking.save(tracking_path)
